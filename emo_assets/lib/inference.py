@@ -1,0 +1,421 @@
+"""Exact batched emotion2vec+ inference over funasr's own ``Emotion2vec`` module.
+
+The engine runs the same modules with the same weights as ``funasr.AutoModel.generate`` and gives
+the same numbers (parity is tested per clip), but:
+
+* each waveform is normalised over its own valid samples only, and padded batches carry masks so
+  padding cannot reach a valid frame: the conv feature extractor is causal-free by construction
+  (a valid frame only sees valid samples), padded frames are zeroed before every positional
+  convolution (which is what single-clip zero padding does), and padded keys are masked in
+  attention;
+* attention runs as one fused ``scaled_dot_product_attention`` call with the ALiBi bias built once
+  per forward instead of rescaled in every layer;
+* long recordings are cut into windows (rule in :mod:`emo_assets.lib.windows`) so memory is bounded
+  and time grows linearly with length;
+* ``precision="int8"`` quantises the encoder's linear layers dynamically (CPU only).
+
+No dagster import; torch is imported here because this module *is* the model code. Callers map the
+model's tokens to canonical emotion names (``token_index``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emo_assets.lib.windows import (
+    SAMPLE_RATE,
+    WindowPlan,
+    frame_keep_ranges,
+    pack_batches,
+    plan_windows,
+    weighted_mean,
+)
+
+PRECISIONS = ("fp32", "int8")
+BATCH_POLICIES = ("auto", "per_clip", "masked")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One scored window of a recording."""
+
+    start_s: float
+    end_s: float
+    embedding: np.ndarray  # float32[D], mean over the window's frames
+    scores: np.ndarray  # float32[K], softmax over the selected tokens
+
+
+@dataclass(frozen=True)
+class UtteranceOutput:
+    """A recording's result: duration-weighted means over its windows (one window if short)."""
+
+    embedding: np.ndarray  # float32[D]
+    scores: np.ndarray  # float32[K]
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """Per-frame (50 Hz) output, like funasr ``granularity="frame"`` plus per-frame scores."""
+
+    times_s: np.ndarray  # float64[T], start of each frame in the recording
+    embeddings: np.ndarray  # float32[T, D]
+    scores: np.ndarray  # float32[T, K], softmax of the classification head on each frame
+
+
+# ---------------------------------------------------------------- device, dtype and threads
+
+
+def resolve_device(device: str = "auto", *, cuda_available: bool | None = None) -> torch.device:
+    """``"auto"`` is CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda_available else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not cuda_available:
+        raise ValueError(f"device={device!r} but CUDA is not available; use device='auto' or 'cpu'")
+    return resolved
+
+
+def resolve_dtype(device: torch.device, half: bool) -> torch.dtype:
+    """float32, or with ``half`` float16 on CUDA and bfloat16 on CPU (fp16 matmuls are slow there)."""
+    if not half:
+        return torch.float32
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def resolve_batch_policy(policy: str, device: torch.device) -> str:
+    """``auto``: one clip per forward on CPU (measured faster there), masked batches on GPUs."""
+    if policy not in BATCH_POLICIES:
+        raise ValueError(f"batch_policy must be one of {BATCH_POLICIES}, got {policy!r}")
+    if policy == "auto":
+        return "masked" if device.type == "cuda" else "per_clip"
+    return policy
+
+
+def default_num_threads() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    return len(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block, restoring the previous value after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare_module(
+    module: nn.Module, *, device: torch.device, dtype: torch.dtype, precision: str
+) -> nn.Module:
+    """Return the module ready to run: eval mode, on ``device`` in ``dtype``, optionally int8.
+
+    The caller's module is reused when it already matches; otherwise a copy is made, so the input
+    module is never changed.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8":
+        if device.type != "cpu" or dtype != torch.float32:
+            raise ValueError(
+                "precision='int8' is dynamic quantisation for CPU in float32; "
+                "use device='cpu' without half, or precision='fp32' on GPUs"
+            )
+        names = {n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n != "proj"}
+        float_module = copy.deepcopy(module).to("cpu", torch.float32).eval()
+        return torch.ao.quantization.quantize_dynamic(float_module, names, dtype=torch.qint8)
+    param = next(module.parameters())
+    if param.device == device and param.dtype == dtype and not module.training:
+        return module
+    return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+
+
+# ---------------------------------------------------------------- the masked forward
+
+
+def feature_lengths(n_samples: torch.Tensor, conv_spec: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+    """Frames the conv feature extractor makes from ``n_samples`` (funasr's formula)."""
+    lengths = n_samples.clone()
+    for _, kernel, stride in conv_spec:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return lengths
+
+
+def _normalise(wave: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per-row ``F.layer_norm`` over the valid samples only; padding stays zero."""
+    if wave.shape[0] == 1:
+        return F.layer_norm(wave, wave.shape[1:])
+    n = lengths.to(wave.dtype).unsqueeze(1)
+    mean = (wave * keep).sum(1, keepdim=True) / n
+    var = (((wave - mean) * keep) ** 2).sum(1, keepdim=True) / n
+    return (wave - mean) * torch.rsqrt(var + 1e-5) * keep
+
+
+def _positional(encoder: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """funasr's relative positional encoder with padded frames zeroed before every convolution."""
+    for layer in encoder:
+        if isinstance(layer, nn.Sequential) and isinstance(layer[0], nn.Conv1d):
+            x = layer(x if keep is None else x * keep.unsqueeze(1).to(x.dtype))  # x is B x D x T
+        elif isinstance(layer, nn.Sequential):
+            x = _positional(layer, x, keep)
+        else:
+            x = layer(x)
+    return x
+
+
+def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``AltAttention`` (non-cosine) as one fused SDPA call with an additive bias."""
+    batch, n, channels = x.shape
+    qkv = attn.qkv(x).reshape(batch, n, 3, attn.num_heads, channels // attn.num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+    return attn.proj(out.transpose(1, 2).reshape(batch, n, channels))
+
+
+def _block(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``AltBlock.forward`` in eval mode (dropouts and drop-path are identities)."""
+    if blk.layer_norm_first:
+        x = x + _attention(blk.attn, blk.norm1(x), bias)
+        r = blk.mlp(blk.norm2(x))
+        return r + r  # sic: funasr/data2vec2 add the MLP output to itself in this branch
+    x = blk.norm1(x + _attention(blk.attn, x, bias))
+    return blk.norm2(x + blk.mlp(x))
+
+
+def encode(
+    module: nn.Module, wave: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame features of a (padded) batch: ``(x [B, T, D], frame_lengths [B])``.
+
+    ``wave`` is ``B x S`` raw 16 kHz samples, row ``i`` valid up to ``lengths[i]``. Equals funasr's
+    ``extract_features(F.layer_norm(w, w.shape).view(1, -1))["x"]`` for every row on its valid frames.
+    """
+    enc = module.modality_encoders["AUDIO"]
+    cfg = enc.modality_cfg
+    dtype = next(enc.project_features.parameters()).dtype
+    padded = bool((lengths < wave.shape[1]).any())
+    sample_keep = None
+    if padded:
+        sample_keep = torch.arange(wave.shape[1], device=wave.device) < lengths.unsqueeze(1)
+    if module.cfg.get("normalize"):
+        wave = _normalise(wave.float(), lengths, sample_keep) if padded else F.layer_norm(
+            wave.float(), wave.shape[1:]
+        )
+    x = enc.project_features(enc.local_encoder(wave.to(dtype)))
+    batch, frames, _ = x.shape
+    frame_lengths = feature_lengths(lengths, enc.feature_enc_layers)
+    keep = torch.arange(frames, device=x.device) < frame_lengths.unsqueeze(1) if padded else None
+    x = x + _positional(enc.relative_positional_encoder, x, keep)
+
+    extra = enc.extra_tokens.size(1) if enc.extra_tokens is not None else 0
+    if extra:
+        x = torch.cat([enc.extra_tokens.expand(batch, -1, -1), x], dim=1)
+        if keep is not None:
+            keep = F.pad(keep, (extra, 0), value=True)
+    alibi, scale = None, None
+    if enc.get_alibi_bias is not None:
+        alibi = enc.get_alibi_bias(
+            batch_size=1, time_steps=frames, heads=cfg.num_alibi_heads, dtype=torch.float32,
+            device=x.device,
+        )
+        alibi = F.pad(alibi, (extra, 0, extra, 0))
+        scale = enc.alibi_scale.clamp_min(0) if enc.alibi_scale is not None else None
+    key_mask = None if keep is None else ~keep[:, None, None, :]
+
+    def layer_bias(i: int) -> torch.Tensor | None:
+        bias = alibi
+        if bias is not None and scale is not None:
+            bias = bias * (scale[i] if scale.size(0) > 1 else scale.squeeze(0))
+        if key_mask is not None:
+            base = torch.zeros((), device=x.device) if bias is None else bias
+            bias = torch.where(key_mask, float("-inf"), base)
+        return None if bias is None else bias.to(x.dtype)
+
+    shared = layer_bias(0) if scale is None or scale.size(0) == 1 else None
+    ctx = enc.context_encoder
+    if ctx.norm is not None and not ctx.layer_norm_first:
+        x = ctx.norm(x)
+    for i, blk in enumerate(ctx.blocks):
+        x = _block(blk, x, shared if shared is not None else layer_bias(i))
+    offset = len(ctx.blocks)
+    for i, blk in enumerate(module.blocks):
+        x = _block(blk, x, shared if shared is not None else layer_bias(offset + i))
+    if ctx.norm is not None and ctx.layer_norm_first:
+        x = ctx.norm(x)
+    if module.norm is not None:
+        x = module.norm(x)
+    return x[:, extra:], frame_lengths
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class InferenceEngine:
+    """Batched, windowed emotion2vec+ inference with funasr's numbers.
+
+    ``module`` is funasr's ``Emotion2vec`` (``AutoModel(...).model``). ``token_index`` lists the
+    model-vocabulary indices to score, in output order; the softmax runs over those tokens only
+    (funasr masks its ``unuse*`` tokens to -inf the same way). ``batch_policy="per_clip"`` runs one
+    window per forward (no padding; fastest on CPU), ``"masked"`` packs windows sorted by length
+    into padded batches of at most ``max_batch_samples`` samples with masks (exact too; for GPUs).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        device: str = "auto",
+        half: bool = False,
+        precision: str = "fp32",
+        batch_policy: str = "auto",
+        max_batch_samples: int = 16 * SAMPLE_RATE * 60,
+        window_s: float = 30.0,
+        window_overlap_s: float = 1.0,
+        token_index: Sequence[int] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, half)
+        self.precision = precision
+        self.batch_policy = resolve_batch_policy(batch_policy, self.device)
+        enc = module.modality_encoders["AUDIO"]
+        if self.batch_policy == "masked" and enc.modality_cfg.extractor_mode != "layer_norm":
+            raise ValueError(
+                "batch_policy='masked' needs extractor_mode='layer_norm' (group norm over time "
+                "would mix padding into valid frames); use batch_policy='per_clip'"
+            )
+        if module.proj is None:
+            raise ValueError("the model has no classification head (vocab_size <= 0); emotion2vec+ has one")
+        self.module = prepare_module(module, device=self.device, dtype=self.dtype, precision=precision)
+        self.max_batch_samples = int(max_batch_samples)
+        self.window_s = float(window_s)
+        self.window_overlap_s = float(window_overlap_s)
+        plan_windows(1, window_s=self.window_s, overlap_s=self.window_overlap_s)  # validates both
+        n_tokens = module.proj.out_features
+        self.token_index = list(range(n_tokens)) if token_index is None else list(token_index)
+        if not self.token_index or not all(0 <= t < n_tokens for t in self.token_index):
+            raise ValueError(f"token_index must hold indices in [0, {n_tokens}), got {token_index}")
+        self.num_threads = num_threads or default_num_threads()
+        self.conv_spec = list(enc.feature_enc_layers)
+        self.frame_hop = int(np.prod([stride for _, _, stride in self.conv_spec]))
+        self.min_samples = self._min_samples()
+        self.embed_dim = int(module.cfg.get("embed_dim"))
+
+    def _min_samples(self) -> int:
+        n = 1
+        for _, kernel, stride in reversed(self.conv_spec):
+            n = (n - 1) * stride + kernel
+        return n
+
+    # ------------------------------------------------------------ public API
+
+    def embed(self, waveforms: Sequence[np.ndarray]) -> list[UtteranceOutput]:
+        """Score each 16 kHz mono float waveform; long ones window by window."""
+        waves = [self._check(w, i) for i, w in enumerate(waveforms)]
+        plans = [
+            WindowPlan(i, s, e)
+            for i, w in enumerate(waves)
+            for s, e in plan_windows(len(w), window_s=self.window_s, overlap_s=self.window_overlap_s)
+        ]
+        pooled = self._run(waves, plans, keep_frames=False)
+        by_recording: list[list[Segment]] = [[] for _ in waves]
+        for plan, (embedding, scores) in zip(plans, pooled, strict=True):
+            by_recording[plan.index].append(
+                Segment(plan.start / SAMPLE_RATE, plan.end / SAMPLE_RATE, embedding, scores)
+            )
+        outputs = []
+        for segments in by_recording:
+            weights = [s.end_s - s.start_s for s in segments]
+            outputs.append(
+                UtteranceOutput(
+                    embedding=weighted_mean([s.embedding for s in segments], weights),
+                    scores=weighted_mean([s.scores for s in segments], weights),
+                    segments=tuple(segments),
+                )
+            )
+        return outputs
+
+    def frames(self, waveform: np.ndarray) -> FrameOutput:
+        """Per-frame embeddings and scores of one recording (windows stitched without duplicates)."""
+        wave = self._check(waveform, 0)
+        spans = plan_windows(len(wave), window_s=self.window_s, overlap_s=self.window_overlap_s)
+        plans = [WindowPlan(0, s, e) for s, e in spans]
+        feats = self._run([wave], plans, keep_frames=True)
+        keep = frame_keep_ranges(spans, [len(f) for f in feats], self.frame_hop)
+        times, chunks = [], []
+        for (start, _), f, (lo, hi) in zip(spans, feats, keep, strict=True):
+            chunks.append(f[lo:hi])
+            times.append((start + np.arange(lo, hi) * self.frame_hop) / SAMPLE_RATE)
+        x = np.concatenate(chunks)
+        with self._runtime():
+            logits = self.module.proj(torch.from_numpy(x).to(self.device, self._head_dtype()))
+            scores = self._softmax(logits)
+        return FrameOutput(np.concatenate(times), x, scores)
+
+    # ------------------------------------------------------------ internals
+
+    def _check(self, waveform: np.ndarray, i: int) -> np.ndarray:
+        wave = np.asarray(waveform, dtype=np.float32)
+        if wave.ndim != 1:
+            raise ValueError(f"waveform {i} has shape {wave.shape}; pass 16 kHz mono 1-D arrays")
+        if len(wave) < self.min_samples:
+            raise ValueError(
+                f"waveform {i} has {len(wave)} samples; the model needs at least {self.min_samples} "
+                f"({self.min_samples / SAMPLE_RATE * 1000:.0f} ms) - drop or pad such clips first"
+            )
+        return wave
+
+    @contextlib.contextmanager
+    def _runtime(self) -> Iterator[None]:
+        with torch_threads(self.num_threads), torch.inference_mode():
+            yield
+
+    def _head_dtype(self) -> torch.dtype:
+        return self.module.proj.weight.dtype
+
+    def _softmax(self, logits: torch.Tensor) -> np.ndarray:
+        selected = logits.float()[..., self.token_index]
+        return torch.softmax(selected, dim=-1).cpu().numpy()
+
+    def _batches(self, plans: Sequence[WindowPlan]) -> list[list[int]]:
+        if self.batch_policy == "per_clip":
+            return [[i] for i in sorted(range(len(plans)), key=lambda i: -plans[i].n_samples)]
+        return pack_batches([p.n_samples for p in plans], self.max_batch_samples)
+
+    def _run(self, waves, plans, *, keep_frames: bool):
+        """Forward every window; per window either pooled ``(embedding, scores)`` or frames."""
+        results: list = [None] * len(plans)
+        with self._runtime():
+            for batch in self._batches(plans):
+                longest = max(plans[i].n_samples for i in batch)
+                wave = torch.zeros(len(batch), longest)
+                for row, i in enumerate(batch):
+                    p = plans[i]
+                    wave[row, : p.n_samples] = torch.from_numpy(waves[p.index][p.start : p.end])
+                lengths = torch.tensor([plans[i].n_samples for i in batch])
+                x, frame_lengths = encode(self.module, wave.to(self.device), lengths.to(self.device))
+                keep = torch.arange(x.shape[1], device=x.device) < frame_lengths.unsqueeze(1)
+                if keep_frames:
+                    for row, i in enumerate(batch):
+                        results[i] = x[row, : frame_lengths[row]].float().cpu().numpy()
+                    continue
+                mean = (x.float() * keep.unsqueeze(-1)).sum(1) / frame_lengths.unsqueeze(1)
+                scores = self._softmax(self.module.proj(mean.to(self._head_dtype())))
+                mean = mean.cpu().numpy()
+                for row, i in enumerate(batch):
+                    results[i] = (mean[row], scores[row])
+        return results
