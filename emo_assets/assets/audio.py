@@ -1,0 +1,63 @@
+"""Raw recordings of a day -> ``audio_files``; -> 16 kHz mono FLAC and ``resampled_audio``."""
+
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow.compute as pc
+
+from emo_assets.assets.metadata import table_metadata
+from emo_assets.lib import lake
+from emo_assets.lib.ingest import ingest_day
+from emo_assets.lib.preprocess import resample_day
+from emo_assets.partitions import daily_partitions
+from emo_assets.resources import StorageResource
+
+REJECTS = "_rejects"
+
+
+def write_rejects(storage: StorageResource, stage: str, day: str, rejects) -> None:
+    lake.write_partition(storage.lake_dir, f"{REJECTS}/{stage}", day, rejects)
+
+
+@dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
+def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Every file under ``data/raw/<day>/``: lake table ``audio_files`` (id = sha256 of the bytes)."""
+    day = context.partition_key
+    previous = lake.read_partition(storage.lake_dir, "audio_files", day)
+    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.timezone.utc), previous)
+    path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
+    write_rejects(storage, "raw_audio", day, out.rejects)
+    hours = pc.sum(out.rows.column("duration_s")).as_py() or 0.0
+    context.log.info(f"{day}: {out.rows.num_rows} audio files, {out.rejects.num_rows} refused")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            out.rows, path, hours_of_audio=dg.MetadataValue.float(hours / 3600), refused=out.rejects.num_rows
+        )
+    )
+
+
+@dg.asset(partitions_def=daily_partitions, group_name="audio", deps=[raw_audio], kinds={"parquet"})
+def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
+    day = context.partition_key
+    audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
+    if audio_files is None:
+        raise dg.Failure(f"no audio_files for {day}: materialize raw_audio for this day first")
+    previous = lake.read_partition(storage.lake_dir, "resampled_audio", day)
+    out = resample_day(
+        audio_files, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous
+    )
+    path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
+    write_rejects(storage, "resampled_audio", day, out.rejects)
+    silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
+    context.log.info(f"{day}: {out.rows.num_rows} recordings resampled, {out.rejects.num_rows} quarantined")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            out.rows,
+            path,
+            hours_of_audio=dg.MetadataValue.float((pc.sum(out.rows.column("duration_s")).as_py() or 0.0) / 3600),
+            silent_recordings=silent,
+            quarantined=out.rejects.num_rows,
+        )
+    )

@@ -1,0 +1,111 @@
+"""16 kHz recordings -> one emotion2vec+ pass -> ``emotion_embeddings`` and ``emotion_scores``;
+every file any stage could not process -> ``quarantine``."""
+
+
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+
+from emo_assets.assets.audio import REJECTS, raw_audio, resampled_audio, write_rejects
+from emo_assets.assets.metadata import table_metadata
+from emo_assets.lib import lake, schemas, warehouse
+from emo_assets.lib.scoring import EMOTION_STAGE, score_day
+from emo_assets.partitions import daily_partitions
+from emo_assets.resources import EmotionModelResource, StorageResource
+
+
+def emotion_distribution(scores: pa.Table) -> dict[str, int]:
+    counts = Counter(scores.column("emotion").to_pylist())
+    return {label: counts.get(label, 0) for label in schemas.EMOTION_LABELS}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("emotion_embeddings", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
+        dg.AssetSpec("emotion_scores", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
+    ],
+    partitions_def=daily_partitions,
+)
+def emotion_inference(
+    context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource
+):
+    """One emotion2vec+ pass over the day's recordings: embeddings and 9-class scores."""
+    day = context.partition_key
+    model = emotion_model.load()
+    if model.is_random:
+        context.log.warning(
+            f"model {model.model_id} has RANDOM weights: its emotions are meaningless (set EMO_MODEL for real ones)"
+        )
+    resampled = lake.read_partition(storage.lake_dir, "resampled_audio", day)
+    audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
+    if resampled is None or audio_files is None:
+        raise dg.Failure(f"no resampled_audio for {day}: materialize resampled_audio for this day first")
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            context.log.info(f"{day}: inference {done}/{total}")
+
+    out = score_day(
+        resampled,
+        audio_files,
+        model,
+        day,
+        previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
+        previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
+        progress=progress,
+    )
+    emb_path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
+    scores_path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
+    write_rejects(storage, EMOTION_STAGE, day, out.rejects)
+    with warehouse.connect(storage.warehouse_path) as con:
+        warehouse.refresh_lake_views(con, storage.lake_dir, embed_dim=model.embed_dim)
+
+    common = {
+        "model_id": dg.MetadataValue.text(model.model_id),
+        "random_weights": dg.MetadataValue.bool(model.is_random),
+        "inferred": out.inferred,
+        "reused_from_previous_run": out.reused,
+        "quarantined": out.rejects.num_rows,
+    }
+    yield dg.MaterializeResult(
+        asset_key="emotion_embeddings",
+        metadata={**table_metadata(out.embeddings, emb_path), "embed_dim": model.embed_dim, **common},
+    )
+    yield dg.MaterializeResult(
+        asset_key="emotion_scores",
+        metadata={
+            **table_metadata(out.scores, scores_path),
+            "emotion_distribution": dg.MetadataValue.json(emotion_distribution(out.scores)),
+            **common,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[raw_audio, resampled_audio, dg.AssetKey("emotion_scores")],
+    group_name="emotion",
+    kinds={"parquet"},
+)
+def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Every file of the day that a stage could not process, with the stage and the reason."""
+    day = context.partition_key
+    parts = [
+        lake.read_partition(storage.lake_dir, f"{REJECTS}/{stage}", day)
+        for stage in ("raw_audio", "resampled_audio", EMOTION_STAGE)
+    ]
+    rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])
+    rows = rows.sort_by([("source_path", "ascending"), ("stage", "ascending")])
+    path = lake.write_partition(storage.lake_dir, "quarantine", day, rows)
+    with warehouse.connect(storage.warehouse_path) as con:
+        warehouse.refresh_lake_views(con, storage.lake_dir)
+    if rows.num_rows:
+        context.log.warning(f"{day}: {rows.num_rows} file(s) quarantined")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            rows,
+            path,
+            by_stage=dg.MetadataValue.json(dict(Counter(rows.column("stage").to_pylist()))),
+        )
+    )

@@ -1,0 +1,181 @@
+"""The `emo` command: runs the same assets and library code as the Dagster UI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+RANDOM_MODEL_WARNING = (
+    "NOTE: model {model_id} has RANDOM weights. Its emotions are meaningless; it exists so the\n"
+    "pipeline runs offline. For real emotions: EMO_MODEL=iic/emotion2vec_plus_large (downloaded once\n"
+    "from ModelScope, then cached) or EMO_MODEL=/path/to/emotion2vec_plus_large (a local copy)."
+)
+
+DEMO_QUERIES = """\
+  -- emotions of the day, most confident first
+  SELECT f.source_path, s.emotion, round(s.confidence, 3) AS confidence, s.model_id
+  FROM emotion_scores s JOIN audio_files f USING (audio_id, date) ORDER BY s.confidence DESC;
+
+  -- the analysts' daily summary (dbt_like_sql/daily_emotion_summary.sql)
+  SELECT * FROM daily_emotion_summary ORDER BY date;
+
+  -- what could not be processed, and why
+  SELECT source_path, stage, reason FROM quarantine;"""
+
+
+def _instance(data_dir: Path):
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def run_day(day: str, refit_models: bool = False, **overrides) -> int:
+    """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
+    from emo_assets.definitions import build_definitions, resources_from_env
+    from emo_assets.jobs import day_selection
+    from emo_assets.partitions import validate_day
+
+    validate_day(day)
+    resources = resources_from_env(**overrides)
+    storage, emotion_model = resources["storage"], resources["emotion_model"]
+    model = emotion_model.load()  # fail on a bad model setting before any file is touched
+    print(f"emo run {day}: model {model.model_id} on {model.device}, data in {storage.root}", flush=True)
+    defs = build_definitions(resources)
+    job = defs.resolve_job_def("daily_emotion_job")
+    result = job.execute_in_process(
+        partition_key=day,
+        instance=_instance(storage.root),
+        asset_selection=day_selection(storage, refit_models),
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
+    print_summary(storage, day, model)
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    failed_checks = [
+        e.event_specific_data.asset_check_evaluation.check_name
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.asset_check_evaluation.passed
+    ]
+    if failed or failed_checks:
+        print(f"FAILED steps: {failed or 'none'}; failed checks: {failed_checks or 'none'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_summary(storage, day: str, model) -> None:
+    import pyarrow.compute as pc
+
+    from emo_assets.lib import lake
+    from emo_assets.lib.accounting import account_day
+
+    scores = lake.read_partition(storage.lake_dir, "emotion_scores", day)
+    audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
+    account = account_day(
+        storage.raw_dir, day, audio_files, scores, lake.read_partition(storage.lake_dir, "quarantine", day)
+    )
+    hours = (pc.sum(audio_files.column("duration_s")).as_py() or 0.0) / 3600 if audio_files is not None else 0.0
+    top = Counter(scores.column("emotion").to_pylist()).most_common(3) if scores is not None else []
+    print(f"\nSummary for {day}")
+    print(f"  files landed     {len(account.landed)}")
+    print(f"  processed        {len(account.processed)}")
+    print(f"  quarantined      {len(account.quarantined)}")
+    print(f"  unaccounted      {len(account.missing)}")
+    print(f"  hours of audio   {hours:.3f}")
+    print(f"  top emotions     {', '.join(f'{e} ({n})' for e, n in top) or '-'}")
+    print(f"  model_id         {model.model_id}{'  (random weights)' if model.is_random else ''}")
+    print(f"  warehouse        {storage.warehouse_path}")
+    if model.is_random:
+        print("\n" + RANDOM_MODEL_WARNING.format(model_id=model.model_id))
+
+
+def demo(data_dir: str | None) -> int:
+    from emo_assets.definitions import resources_from_env
+    from emo_assets.lib.model_dir import make_test_model
+    from emo_assets.lib.sample_day import write_sample_day
+
+    storage = resources_from_env(data_dir=data_dir)["storage"]
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    day_dir = storage.raw_dir / day
+    if day_dir.exists() and any(day_dir.iterdir()):
+        print(f"{day_dir} already has files: running the day as it is")
+    else:
+        written = write_sample_day(day_dir, seed=0)
+        print(f"wrote {len(written)} synthetic recordings to {day_dir}")
+    model_dir = storage.models_dir / "random-tiny-seed0"
+    if not (model_dir / "model.pt").exists():
+        make_test_model(model_dir, size="tiny", seed=0)
+        print(f"built a tiny random-weight model in {model_dir}")
+    code = run_day(day, data_dir=str(storage.root), model=str(model_dir))
+    print(f"\nTables: lake Parquet under {storage.lake_dir}, DuckDB at {storage.warehouse_path}")
+    print(f"Try:  duckdb {storage.warehouse_path}\n{DEMO_QUERIES}")
+    print("\nSee the graph and its lineage: make ui  (then open http://127.0.0.1:3000)")
+    return code
+
+
+def make_test_model_cmd(directory: str, size: str, seed: int) -> int:
+    from emo_assets.lib.model_dir import make_test_model
+
+    path = make_test_model(Path(directory), size=size, seed=seed)
+    print(f"wrote a {size} random-weight emotion2vec model (seed {seed}) to {path}")
+    print("Its outputs are meaningless; use it with EMO_MODEL=" + str(path) + " for offline tests and benchmarks.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emo", description="emo-assets: speech emotion data platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize the whole graph for one day")
+    run.add_argument("--date", required=True, help="the day, YYYY-MM-DD")
+    run.add_argument("--model", help="hub id or local model directory (default: EMO_MODEL or iic/emotion2vec_plus_large)")
+    run.add_argument("--hub", choices=["ms", "hf"], help="model hub (default: EMO_MODEL_HUB or ms)")
+    run.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
+    run.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+    run.add_argument("--refit-models", action="store_true", help="refit the cluster and satisfaction models")
+
+    demo_p = sub.add_parser("demo", help="offline demo: a synthetic day, a tiny random model, one run")
+    demo_p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+
+    mtm = sub.add_parser("make-test-model", help="write a random-weight emotion2vec model directory")
+    mtm.add_argument("directory")
+    mtm.add_argument("--size", choices=["tiny", "base", "large"], default="tiny")
+    mtm.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from emo_assets.lib.emotion_model import ModelLoadError
+    from emo_assets.partitions import InvalidDayError
+
+    try:
+        if args.command == "run":
+            return run_day(
+                args.date,
+                refit_models=args.refit_models,
+                model=args.model,
+                hub=args.hub,
+                device=args.device,
+                data_dir=args.data_dir,
+            )
+        if args.command == "demo":
+            return demo(args.data_dir)
+        if args.command == "make-test-model":
+            return make_test_model_cmd(args.directory, args.size, args.seed)
+    except (ModelLoadError, InvalidDayError) as exc:
+        print(f"emo: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Arrow schemas of the lake tables: one place for every column name and type.
+
+The embedding width depends on the model (1024 for large, 768 for base), so the embeddings
+schema is built for a given width; DuckDB reads a fixed-size list as ``FLOAT[D]``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+EMOTION_LABELS = (
+    "angry",
+    "disgusted",
+    "fearful",
+    "happy",
+    "neutral",
+    "other",
+    "sad",
+    "surprised",
+    "unknown",
+)
+
+AUDIO_FILES = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("source_path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("format", pa.string()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("date", pa.date32()),
+    ]
+)
+
+RESAMPLED_AUDIO = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("path", pa.string()),
+        ("duration_s", pa.float64()),
+        ("rms_dbfs", pa.float64()),
+        ("is_silent", pa.bool_()),
+        ("date", pa.date32()),
+    ]
+)
+
+_SCORE_FIELDS = [(label, pa.float32()) for label in EMOTION_LABELS]
+
+EMOTION_SCORES = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("date", pa.date32()),
+        ("model_id", pa.string()),
+        ("emotion", pa.string()),
+        ("confidence", pa.float32()),
+        *_SCORE_FIELDS,
+    ]
+)
+
+EMOTION_SEGMENTS = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("date", pa.date32()),
+        ("model_id", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("emotion", pa.string()),
+        ("confidence", pa.float32()),
+        *_SCORE_FIELDS,
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("audio_id", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("date", pa.date32()),
+    ]
+)
+
+
+def emotion_embeddings_schema(embed_dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("audio_id", pa.string()),
+            ("date", pa.date32()),
+            ("model_id", pa.string()),
+            ("embedding", pa.list_(pa.float32(), embed_dim)),
+        ]
+    )

@@ -1,0 +1,174 @@
+"""Stage 3: one emotion2vec+ pass per recording -> embeddings, 9-class scores, quarantine.
+
+Recordings are read from their 16 kHz FLAC in a background thread pool while the model runs,
+so the model never waits on I/O. A recording already scored by the same ``model_id`` in an
+earlier run of the day is reused, not run through the model again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from emo_assets.lib import schemas
+from emo_assets.lib.audio import AudioDecodeError, load_mono_16k
+from emo_assets.lib.ingest import reject_rows
+
+EMOTION_STAGE = "emotion_scores"
+
+
+@dataclass(frozen=True)
+class ScoringOutput:
+    scores: pa.Table
+    embeddings: pa.Table
+    rejects: pa.Table
+    reused: int
+    inferred: int
+
+
+def _prefetched(paths: list[Path], workers: int, ahead: int = 8) -> Iterator[tuple[Path, np.ndarray | Exception]]:
+    """Yield (path, samples or the error) in order, reading up to ``ahead`` files in advance."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = []
+        for i, path in enumerate(paths):
+            futures.append((path, pool.submit(load_mono_16k, path)))
+            if i >= ahead:
+                yield _result(*futures.pop(0))
+        for item in futures:
+            yield _result(*item)
+
+
+def _result(path: Path, future) -> tuple[Path, np.ndarray | Exception]:
+    try:
+        return path, future.result()
+    except (AudioDecodeError, OSError) as exc:
+        return path, exc
+
+
+def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray) -> dict:
+    best = int(np.argmax(scores))
+    return {
+        "audio_id": audio_id,
+        "date": date,
+        "model_id": model_id,
+        "emotion": schemas.EMOTION_LABELS[best],
+        "confidence": float(scores[best]),
+        **{label: float(s) for label, s in zip(schemas.EMOTION_LABELS, scores)},
+    }
+
+
+def score_day(
+    resampled: pa.Table,
+    audio_files: pa.Table,
+    model,
+    day: str,
+    previous_scores: pa.Table | None = None,
+    previous_embeddings: pa.Table | None = None,
+    workers: int = 2,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScoringOutput:
+    """Score every resampled recording of the day with ``model`` (an EmotionModel)."""
+    date = dt.date.fromisoformat(day)
+    sources: dict[str, list[str]] = {}
+    for audio_id, src in zip(audio_files.column("audio_id").to_pylist(), audio_files.column("source_path").to_pylist()):
+        sources.setdefault(audio_id, []).append(src)
+
+    reusable: dict[str, tuple[dict, np.ndarray]] = {}
+    if previous_scores is not None and previous_embeddings is not None:
+        embeddings = {
+            row["audio_id"]: row["embedding"]
+            for row in previous_embeddings.to_pylist()
+            if row["model_id"] == model.model_id and len(row["embedding"]) == model.embed_dim
+        }
+        for row in previous_scores.to_pylist():
+            if row["model_id"] == model.model_id and row["audio_id"] in embeddings:
+                reusable[row["audio_id"]] = (row, np.asarray(embeddings[row["audio_id"]], dtype=np.float32))
+
+    paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
+    score_out: dict[str, dict] = {}
+    emb_out: dict[str, np.ndarray] = {}
+    rejects: list[tuple[str, str | None, str]] = []
+    for audio_id in sorted(paths):
+        if audio_id in reusable:
+            row, emb = reusable[audio_id]
+            score_out[audio_id] = {**row, "date": date}
+            emb_out[audio_id] = emb
+    todo = [a for a in sorted(paths) if a not in score_out]
+
+    def reject(audio_id: str, reason: str) -> None:
+        rejects.extend((src, audio_id, reason) for src in sources.get(audio_id, []))
+
+    batch_ids: list[str] = []
+    batch_wavs: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not batch_ids:
+            return
+        try:
+            results = model.infer(batch_wavs)
+        except Exception:
+            # One bad recording must not take its batch with it: retry one by one.
+            results = []
+            for audio_id, wav in zip(batch_ids, batch_wavs):
+                try:
+                    results.append(model.infer([wav])[0])
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
+                    reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
+                    results.append(None)
+        for audio_id, result in zip(batch_ids, results):
+            if result is None:
+                continue
+            score_out[audio_id] = score_rows(audio_id, date, model.model_id, result.scores)
+            emb_out[audio_id] = np.asarray(result.embedding, dtype=np.float32)
+        batch_ids.clear()
+        batch_wavs.clear()
+
+    for n, (path, wav) in enumerate(_prefetched([Path(paths[a]) for a in todo], workers), start=1):
+        audio_id = todo[n - 1]
+        if isinstance(wav, Exception):
+            reject(audio_id, f"resampled audio unreadable: {getattr(wav, 'reason', wav)}")
+        elif len(wav) < model.min_samples:
+            reject(
+                audio_id,
+                f"too short: {len(wav)} samples ({len(wav) / 16000 * 1000:.0f} ms) < the model's minimum "
+                f"{model.min_samples} samples ({model.min_samples / 16000 * 1000:.0f} ms)",
+            )
+        else:
+            batch_ids.append(audio_id)
+            batch_wavs.append(wav)
+            if len(batch_ids) >= batch_size:
+                flush()
+        if progress is not None:
+            progress(n, len(todo))
+    flush()
+
+    ids = sorted(score_out)
+    emb_schema = schemas.emotion_embeddings_schema(model.embed_dim)
+    embeddings_table = pa.table(
+        {
+            "audio_id": pa.array(ids, pa.string()),
+            "date": pa.array([date] * len(ids), pa.date32()),
+            "model_id": pa.array([model.model_id] * len(ids), pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(
+                    np.concatenate([emb_out[a] for a in ids]) if ids else np.zeros(0, np.float32), pa.float32()
+                ),
+                model.embed_dim,
+            ),
+        },
+        schema=emb_schema,
+    )
+    return ScoringOutput(
+        scores=pa.Table.from_pylist([score_out[a] for a in ids], schema=schemas.EMOTION_SCORES),
+        embeddings=embeddings_table,
+        rejects=reject_rows(day, EMOTION_STAGE, rejects),
+        reused=len(reusable.keys() & set(ids)),
+        inferred=len(todo),
+    )

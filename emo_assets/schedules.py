@@ -1,0 +1,24 @@
+"""Every day after midnight (UTC), process yesterday's recordings; every week, refit the models."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from emo_assets.jobs import daily_emotion_job, day_run_request, models_job
+from emo_assets.resources import StorageResource
+
+
+@dg.schedule(job=daily_emotion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
+def daily_emotion_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource) -> dg.RunRequest:
+    """Materialize yesterday's partition at 00:30 UTC."""
+    day = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
+    return day_run_request(storage, day, run_key=f"schedule:{day}")
+
+
+models_schedule = dg.ScheduleDefinition(
+    job=models_job,
+    cron_schedule="0 3 * * 1",
+    execution_timezone="UTC",
+    description="Refit the cluster and satisfaction models on every day so far, Mondays 03:00 UTC.",
+)

@@ -1,0 +1,33 @@
+"""Late and new files: request a day's run when anything under ``data/raw/<day>/`` changes."""
+
+
+import json
+
+import dagster as dg
+
+from emo_assets.jobs import daily_emotion_job, day_run_request
+from emo_assets.lib.landing import day_fingerprint, landed_days
+from emo_assets.partitions import START_DATE
+from emo_assets.resources import StorageResource
+
+SETTLE_S = 30.0
+
+
+@dg.sensor(job=daily_emotion_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def raw_files_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    """One run per day folder whose files are new or changed since the last run it requested.
+
+    Files modified in the last 30 s are taken as still being copied: the day waits for the next tick.
+    """
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    requests, skipped = [], []
+    for day in landed_days(storage.raw_dir):
+        if day < START_DATE:
+            skipped.append(dg.SkipReason(f"{day} is before the first partition {START_DATE}"))
+            continue
+        fingerprint = day_fingerprint(storage.raw_dir / day, settle_s=SETTLE_S)
+        if fingerprint is None or seen.get(day) == fingerprint:
+            continue
+        seen[day] = fingerprint
+        requests.append(day_run_request(storage, day, run_key=f"{day}:{fingerprint[:16]}"))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
