@@ -28,8 +28,8 @@ class ScoringOutput:
     scores: pa.Table
     embeddings: pa.Table
     rejects: pa.Table
-    reused: int
-    inferred: int
+    reused: int  # recordings whose results came from an earlier run of the day
+    inferred: int  # recordings run through the model
 
 
 def _prefetched(paths: list[Path], workers: int, ahead: int = 8) -> Iterator[tuple[Path, np.ndarray | Exception]]:
@@ -107,10 +107,13 @@ def score_day(
 
     batch_ids: list[str] = []
     batch_wavs: list[np.ndarray] = []
+    inferred = 0
 
     def flush() -> None:
+        nonlocal inferred
         if not batch_ids:
             return
+        inferred += len(batch_ids)
         try:
             results = model.infer(batch_wavs)
         except Exception:
@@ -170,5 +173,5 @@ def score_day(
         embeddings=embeddings_table,
         rejects=reject_rows(day, EMOTION_STAGE, rejects),
         reused=len(reusable.keys() & set(ids)),
-        inferred=len(todo),
+        inferred=inferred,
     )

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from emo_assets.lib import lake, schemas
 
@@ -96,9 +97,15 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
     for table, schema in LAKE_TABLES.items():
         if schema is None:
             schema = schemas.emotion_embeddings_schema(embed_dim or 1)
-        if lake.partition_days(lake_root, table):
+        days = lake.partition_days(lake_root, table)
+        if days:
             glob = lake.table_glob(lake_root, table).replace("'", "''")
             body = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
+            if table == "emotion_embeddings":
+                # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
+                newest = pq.read_schema(lake.partition_file(lake_root, table, days[-1]))
+                width = newest.field("embedding").type.list_size
+                body = body.replace("SELECT *", f"SELECT * REPLACE (CAST(embedding AS FLOAT[{width}]) AS embedding)")
         elif table == "emotion_embeddings" and embed_dim is None:
             continue
         else:

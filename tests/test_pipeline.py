@@ -1,0 +1,193 @@
+"""The whole graph materialized on real files with the tiny random model, then read back."""
+
+import datetime as dt
+import json
+import os
+import time
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from emo_assets.assets import all_assets
+from emo_assets.checks import all_checks
+from emo_assets.definitions import build_definitions
+from emo_assets.lib import lake, schemas
+from emo_assets.lib.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
+from emo_assets.resources import EmotionModelResource, StorageResource
+
+DAY = "2026-11-20"
+
+
+def _resources(data_dir, model_dir):
+    return {
+        "storage": StorageResource(data_dir=str(data_dir)),
+        "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
+    }
+
+
+def _materialize(data_dir, model_dir, day=DAY, **kwargs):
+    return dg.materialize(
+        [*all_assets(), *all_checks],
+        partition_key=day,
+        resources=_resources(data_dir, model_dir),
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline_day(tmp_path_factory, tiny_model_dir):
+    """A sample day plus edge cases, materialized once for the module's tests."""
+    data_dir = tmp_path_factory.mktemp("data")
+    day_dir = data_dir / "raw" / DAY
+    write_sample_day(day_dir, seed=0)
+    rng = np.random.default_rng(1)
+    # a 10 ms clip: decodes, but is shorter than the model's 25 ms minimum
+    write_encoded(day_dir / "edge/too_short.wav", rng.standard_normal(160).astype(np.float32) * 0.1, 16000, "wav_pcm_16")
+    # digital silence: processed, flagged is_silent
+    write_encoded(day_dir / "edge/silence.wav", np.zeros(32000, np.float32), 16000, "wav_pcm_16")
+    # the same bytes under two names: two audio_files rows, one audio_id
+    (day_dir / "edge/copy of call 1.wav").write_bytes((day_dir / SAMPLE_DAY[0].name).read_bytes())
+    (day_dir / "edge/notes.txt").write_text("not audio")
+    (day_dir / "edge/empty.wav").write_bytes(b"")
+    result = _materialize(data_dir, tiny_model_dir)
+    assert result.success
+    return data_dir, result
+
+
+def test_lake_tables_have_their_schemas(pipeline_day):
+    data_dir, _ = pipeline_day
+    lake_dir = data_dir / "lake"
+    for table, schema in [
+        ("audio_files", schemas.AUDIO_FILES),
+        ("resampled_audio", schemas.RESAMPLED_AUDIO),
+        ("emotion_scores", schemas.EMOTION_SCORES),
+        ("quarantine", schemas.QUARANTINE),
+    ]:
+        written = pq.read_schema(lake.partition_file(lake_dir, table, DAY))
+        assert written.names == schema.names, table
+        assert [f.type for f in written] == [f.type for f in schema], table
+    emb = pq.read_table(lake.partition_file(lake_dir, "emotion_embeddings", DAY))
+    assert emb.schema.field("embedding").type.list_size > 0
+
+
+def test_every_file_is_processed_or_quarantined(pipeline_day):
+    data_dir, _ = pipeline_day
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    files = con.execute("SELECT source_path, audio_id FROM audio_files ORDER BY source_path").fetchall()
+    scored = {a for (a,) in con.execute("SELECT audio_id FROM emotion_scores").fetchall()}
+    quarantined = dict(con.execute("SELECT source_path, reason FROM quarantine").fetchall())
+    con.close()
+    good = [r.name for r in SAMPLE_DAY] + ["edge/silence.wav", "edge/copy of call 1.wav"]
+    processed = {src.removeprefix(f"{DAY}/") for src, audio_id in files if audio_id in scored}
+    assert processed == set(good)
+    assert {k.removeprefix(f"{DAY}/") for k in quarantined} == {
+        BROKEN_SAMPLE,
+        "edge/too_short.wav",
+        "edge/notes.txt",
+        "edge/empty.wav",
+    }
+    assert "too short" in quarantined[f"{DAY}/edge/too_short.wav"]
+    assert "empty" in quarantined[f"{DAY}/edge/empty.wav"]
+
+
+def test_scores_embeddings_and_identical_copies(pipeline_day, tiny_model_dir):
+    data_dir, _ = pipeline_day
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    labels = ", ".join(schemas.EMOTION_LABELS)
+    rows = con.execute(f"SELECT audio_id, model_id, emotion, confidence, {labels} FROM emotion_scores").fetchall()
+    width = con.execute("SELECT DISTINCT len(embedding) FROM emotion_embeddings").fetchall()
+    emb_type = con.execute("SELECT typeof(embedding) FROM emotion_embeddings LIMIT 1").fetchone()[0]
+    copies = con.execute(
+        "SELECT count(*), count(DISTINCT audio_id) FROM audio_files WHERE source_path LIKE '%call_0001.wav' OR source_path LIKE '%copy of call 1.wav'"
+    ).fetchone()
+    silent = con.execute("SELECT count(*) FROM resampled_audio WHERE is_silent").fetchone()[0]
+    con.close()
+    assert len(rows) == len(SAMPLE_DAY) + 1  # the copy shares its audio_id with call_0001
+    for audio_id, model_id, emotion, confidence, *scores in rows:
+        assert model_id == "random-tiny-seed0"
+        assert abs(sum(scores) - 1) < 1e-5
+        assert emotion == schemas.EMOTION_LABELS[int(np.argmax(scores))]
+        assert confidence == pytest.approx(max(scores))
+    assert len(width) == 1 and emb_type == f"FLOAT[{width[0][0]}]"
+    assert copies == (2, 1)
+    assert silent == 1
+
+
+def test_analytics_tables_and_sql_models(pipeline_day):
+    data_dir, _ = pipeline_day
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    clusters = con.execute("SELECT count(*), count(DISTINCT audio_id) FROM emotion_clusters").fetchone()
+    sources = con.execute("SELECT DISTINCT source FROM satisfaction_predictions").fetchall()
+    summary = con.execute("SELECT * FROM daily_emotion_summary").fetchall()
+    summary_cols = [d[0] for d in con.description]
+    profiles = con.execute("SELECT count(*) FROM cluster_profiles").fetchone()[0]
+    con.close()
+    assert clusters == (len(SAMPLE_DAY) + 1, len(SAMPLE_DAY) + 1)
+    assert sources == [("rule:emotion_valence",)]  # no labels: the documented rule
+    assert len(summary) == 1
+    row = dict(zip(summary_cols, summary[0]))
+    assert str(row["date"]) == DAY
+    assert sum(row[f"share_{e}"] for e in schemas.EMOTION_LABELS) == pytest.approx(1.0)
+    assert profiles >= 1
+
+
+def test_asset_checks_pass(pipeline_day):
+    _, result = pipeline_day
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == {"scores_sum_to_one", "embeddings_match_model", "every_file_accounted_for"}
+    assert all(e.passed for e in evaluations)
+
+
+def test_lineage_includes_sql_models():
+    defs = build_definitions(_resources("/nonexistent", "/nonexistent"))
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    assert parents["resampled_audio"] == {"raw_audio"}
+    assert parents["emotion_scores"] == {"resampled_audio"}
+    assert parents["emotion_clusters"] == {"emotion_cluster_model", "emotion_embeddings"}
+    assert {"emotion_scores", "raw_audio"} <= parents["daily_emotion_summary"]
+    assert "emotion_clusters" in parents["cluster_profiles"]
+
+
+def test_rerun_reuses_scores_and_is_identical(pipeline_day, tiny_model_dir):
+    data_dir, _ = pipeline_day
+    before = pq.read_table(lake.partition_file(data_dir / "lake", "emotion_scores", DAY))
+    result = _materialize(data_dir, tiny_model_dir)
+    after = pq.read_table(lake.partition_file(data_dir / "lake", "emotion_scores", DAY))
+    assert after.equals(before)
+    meta = result.asset_materializations_for_node("emotion_inference")[0].metadata
+    assert meta["inferred"].value == 0
+    assert meta["reused_from_previous_run"].value == len(SAMPLE_DAY) + 1
+
+
+def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
+    (tmp_path / "raw" / DAY).mkdir(parents=True)
+    write_encoded(tmp_path / "raw" / DAY / "a.wav", np.zeros(16000, np.float32), 16000, "wav_pcm_16")
+    defs = build_definitions(_resources(tmp_path, tiny_model_dir))
+    schedule = defs.get_schedule_def("daily_emotion_schedule")
+    with dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 21, 0, 30, tzinfo=dt.timezone.utc),
+        resources=_resources(tmp_path, tiny_model_dir),
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-11-20"
+
+    sensor = defs.get_sensor_def("raw_files_sensor")
+    old = time.time() - 3600
+    os.utime(tmp_path / "raw" / DAY / "a.wav", (old, old))
+    with dg.build_sensor_context(resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+        first = sensor.evaluate_tick(context)
+    assert [r.partition_key for r in first.run_requests] == [DAY]
+    with dg.build_sensor_context(cursor=first.cursor, resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+        assert sensor.evaluate_tick(context).run_requests == []
+    # a late file changes the day: one new request for that day
+    write_encoded(tmp_path / "raw" / DAY / "late.wav", np.zeros(16000, np.float32), 16000, "wav_pcm_16")
+    os.utime(tmp_path / "raw" / DAY / "late.wav", (old, old))
+    with dg.build_sensor_context(cursor=first.cursor, resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+        late = sensor.evaluate_tick(context)
+    assert [r.partition_key for r in late.run_requests] == [DAY]
+    assert json.loads(late.cursor)[DAY] != json.loads(first.cursor)[DAY]
