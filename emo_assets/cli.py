@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from emo_assets.cli_results import add_result_commands
+
 RANDOM_MODEL_WARNING = (
     "NOTE: model {model_id} has RANDOM weights. Its emotions are meaningless; it exists so the\n"
     "pipeline runs offline. For real emotions: EMO_MODEL=iic/emotion2vec_plus_large (downloaded once\n"
@@ -141,14 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
     run.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     run.add_argument("--refit-models", action="store_true", help="refit the cluster and satisfaction models")
+    run.set_defaults(
+        handler=lambda a: run_day(
+            a.date, refit_models=a.refit_models, model=a.model, hub=a.hub, device=a.device, data_dir=a.data_dir
+        )
+    )
 
     demo_p = sub.add_parser("demo", help="offline demo: a synthetic day, a tiny random model, one run")
     demo_p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+    demo_p.set_defaults(handler=lambda a: demo(a.data_dir))
 
     mtm = sub.add_parser("make-test-model", help="write a random-weight emotion2vec model directory")
     mtm.add_argument("directory")
     mtm.add_argument("--size", choices=["tiny", "base", "large"], default="tiny")
     mtm.add_argument("--seed", type=int, default=0)
+    mtm.set_defaults(handler=lambda a: make_test_model_cmd(a.directory, a.size, a.seed))
+
+    add_result_commands(sub)
     return parser
 
 
@@ -158,23 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     from emo_assets.partitions import InvalidDayError
 
     try:
-        if args.command == "run":
-            return run_day(
-                args.date,
-                refit_models=args.refit_models,
-                model=args.model,
-                hub=args.hub,
-                device=args.device,
-                data_dir=args.data_dir,
-            )
-        if args.command == "demo":
-            return demo(args.data_dir)
-        if args.command == "make-test-model":
-            return make_test_model_cmd(args.directory, args.size, args.seed)
+        return args.handler(args)
     except (ModelLoadError, InvalidDayError) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2
-    return 2
 
 
 if __name__ == "__main__":
