@@ -62,11 +62,7 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     )
     print_summary(storage, day, model)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
-    failed_checks = [
-        e.event_specific_data.asset_check_evaluation.check_name
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.asset_check_evaluation.passed
-    ]
+    failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     if failed or failed_checks:
         print(f"FAILED steps: {failed or 'none'}; failed checks: {failed_checks or 'none'}", file=sys.stderr)
         return 1
