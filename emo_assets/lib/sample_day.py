@@ -33,6 +33,7 @@ CODECS = (*_SOUNDFILE_CODECS, "aac")
 CODEC_FORMAT = {**{c: "wav" for c in _SOUNDFILE_CODECS if c.startswith("wav_")},
                 "flac": "flac", "mp3": "mp3", "vorbis": "vorbis", "opus": "opus", "aac": "aac"}
 _OGG_SERIAL = 0x656D6F31  # "emo1"
+_WRITE_BLOCK_FRAMES = 8192
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,22 @@ def synth_speech(seconds: float, sample_rate: int, rng: np.random.Generator | in
     f0 = f0_base * 2.0 ** (f0_range * wiggle - 0.15 * t / max(seconds, 1e-9))
     phase = 2 * np.pi * np.cumsum(f0) / sample_rate
 
-    # Voiced source: harmonics under two formant resonances, kept below Nyquist.
+    # Voiced source: harmonics under two formant resonances, up to 4.5 kHz and below Nyquist.
+    # Gains change as slowly as the pitch, so they are computed every 5 ms and interpolated.
     formant1, formant2 = rng.uniform(450, 800), rng.uniform(1100, 2200)
+    top_hz = min(4500.0, 0.45 * sample_rate)
+    hop = max(1, sample_rate // 200)
+    control = np.arange(0, n, hop)
+    positions = np.arange(n)
     voiced = np.zeros(n)
-    for k in range(1, 40):
-        harmonic = k * f0
-        if harmonic.min() >= 0.45 * sample_rate:
+    for k in range(1, 60):
+        harmonic = k * f0[control]
+        if n == 0 or harmonic.min() >= top_hz:
             break
         gain = (1.0 / k) * (1.0 + 3.0 * np.exp(-((harmonic - formant1) / 200.0) ** 2)
                             + 2.0 * np.exp(-((harmonic - formant2) / 300.0) ** 2))
-        voiced += np.where(harmonic < 0.45 * sample_rate, gain, 0.0) * np.sin(k * phase)
+        gain = np.interp(positions, control, np.where(harmonic < top_hz, gain, 0.0))
+        voiced += gain * np.sin(k * phase)
 
     # Syllable envelope: voiced bumps separated by pauses; some syllables start with a fricative.
     envelope = np.zeros(n)
@@ -156,7 +163,11 @@ def write_encoded(path: str | os.PathLike, samples: np.ndarray, sample_rate: int
 
         fmt, subtype = _SOUNDFILE_CODECS[codec]
         buffer = io.BytesIO()
-        sf.write(buffer, x.T, sample_rate, format=fmt, subtype=subtype)
+        # In blocks: libvorbis overflows its stack when libsndfile hands it minutes of audio at once
+        # (libsndfile issue 1095).
+        with sf.SoundFile(buffer, "w", sample_rate, x.shape[0], subtype, format=fmt) as out:
+            for start in range(0, x.shape[1], _WRITE_BLOCK_FRAMES):
+                out.write(x[:, start:start + _WRITE_BLOCK_FRAMES].T)
         data = buffer.getvalue()
         if fmt == "OGG":
             data = _fix_ogg_serial(data)
