@@ -1,8 +1,8 @@
 """Load an emotion2vec+ model through funasr and score one recording at a time.
 
-`load_emotion_model` resolves a hub id or a local directory, builds the network with funasr's own
-`AutoModel` loading code, then checks that the weights really came from `model.pt` (funasr falls back
-to random weights with only a printed warning). `EmotionModel.infer` reproduces
+`load_emotion_model` finds the model directory (`model_dir.resolve_model_dir`), builds the network
+with funasr's own `AutoModel` loading code, then checks that the weights really came from `model.pt`
+(funasr falls back to random weights with only a printed warning). `EmotionModel.infer` reproduces
 `AutoModel.generate(granularity="utterance", extract_embedding=True)` number for number; scores are
 reordered into `EMOTION_LABELS`.
 
@@ -12,20 +12,38 @@ No dagster here; torch and funasr are imported inside the functions that use the
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
-import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
+
+from emo_assets.lib.model_dir import (
+    ModelLoadError,
+    read_config,
+    read_marker,
+    resolve_model_dir,
+    verify_weights,
+)
 
 if TYPE_CHECKING:
     import torch
+
+__all__ = [
+    "EMOTION_LABELS",
+    "EmotionModel",
+    "EmotionResult",
+    "ModelLoadError",
+    "cpu_threads",
+    "inference_dtype",
+    "label_order",
+    "load_emotion_model",
+    "min_samples",
+    "num_frames",
+    "resolve_device",
+]
 
 EMOTION_LABELS = (
     "angry",
@@ -39,24 +57,6 @@ EMOTION_LABELS = (
     "unknown",
 )
 SAMPLE_RATE = 16_000
-HUBS = ("ms", "hf")
-REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
-MARKER_FILE = "emo_model.json"
-# Pre-training decoder: absent from the published checkpoints and unused at inference.
-_DECODER_PREFIX = "modality_encoders.AUDIO.decoder."
-_HUB_ENDPOINTS = {
-    "ms": ("MODELSCOPE_ENDPOINT", "https://modelscope.cn"),
-    "hf": ("HF_ENDPOINT", "https://huggingface.co"),
-}
-_PROBE_TIMEOUT_S = 3.0
-_MAKE_TEST_MODEL_HINT = (
-    "or build a random test model with `emo make-test-model DIR --size tiny` and set EMO_MODEL=DIR "
-    "(random weights: its outputs are meaningless)"
-)
-
-
-class ModelLoadError(RuntimeError):
-    """The emotion model cannot be loaded; the message says which setting to change."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def resolve_device(device: str) -> str:
     )
 
 
-def inference_dtype(device: str, half: bool) -> "torch.dtype":
+def inference_dtype(device: str, half: bool) -> torch.dtype:
     """float16 for `half` on CUDA, float32 otherwise; half precision on CPU is refused."""
     import torch
 
@@ -113,8 +113,8 @@ def inference_dtype(device: str, half: bool) -> "torch.dtype":
         return torch.float32
     if not device.startswith("cuda"):
         raise ModelLoadError(
-            f"half precision needs a CUDA device, but the model runs on {device!r}; "
-            "turn half precision off, or set EMO_DEVICE=cuda on a machine with a GPU"
+            f"half precision (EMO_HALF) needs a CUDA device, but the model runs on {device!r}; "
+            "set EMO_HALF=0, or EMO_DEVICE=cuda on a machine with a GPU"
         )
     return torch.float16
 
@@ -190,7 +190,7 @@ class EmotionModel:
         model_id: str,
         is_random: bool,
         device: str,
-        dtype: "torch.dtype",
+        dtype: torch.dtype,
     ) -> None:
         import torch
 
@@ -247,7 +247,7 @@ class EmotionModel:
             scores = self._scores(frames)
         return frames.float().cpu().numpy(), scores.cpu().numpy()
 
-    def _forward_one(self, clip: np.ndarray) -> "torch.Tensor":
+    def _forward_one(self, clip: np.ndarray) -> torch.Tensor:
         """Frame features [T, D] of one checked clip, in the model's dtype, on its device."""
         import torch
         import torch.nn.functional as F
@@ -258,7 +258,7 @@ class EmotionModel:
         source = source.to(self.dtype).view(1, -1)
         return self.module.extract_features(source, padding_mask=None)["x"][0]
 
-    def _scores(self, features: "torch.Tensor") -> "torch.Tensor":
+    def _scores(self, features: torch.Tensor) -> torch.Tensor:
         """Softmax of the classification head for each row of `features` -> [N, 9] float32."""
         import torch
 
@@ -279,9 +279,9 @@ class EmotionModel:
             )
         if clip.size < self.min_samples:
             raise ValueError(
-                f"waveform {index} has {clip.size} samples ({1000 * clip.size / SAMPLE_RATE:.1f} ms); "
-                f"the emotion model needs at least {self.min_samples} samples "
-                f"({1000 * self.min_samples / SAMPLE_RATE:.1f} ms at 16 kHz)"
+                f"waveform {index} has {clip.size} samples ({_ms(clip.size):.1f} ms); the "
+                f"emotion model needs at least {self.min_samples} samples "
+                f"({_ms(self.min_samples):.1f} ms at 16 kHz)"
             )
         if not np.isfinite(clip).all():
             raise ValueError(f"waveform {index} contains NaN or infinite samples")
@@ -305,9 +305,9 @@ def load_emotion_model(
 
     resolved = resolve_device(device)
     dtype = inference_dtype(resolved, half)
-    model_dir, model_id = _resolve_model_dir(model, hub)
-    _read_config(model_dir)
-    marker = _read_marker(model_dir)
+    model_dir, model_id = resolve_model_dir(model, hub)
+    read_config(model_dir)
+    marker = read_marker(model_dir)
     threads = cpu_threads()
     torch.set_num_threads(threads)
 
@@ -324,7 +324,7 @@ def load_emotion_model(
             log_level="WARNING",
         )
     module = auto.model
-    _verify_weights(module, model_dir / "model.pt")
+    verify_weights(module, model_dir / "model.pt")
     if dtype != torch.float32:
         module.to(dtype)
     module.eval()
@@ -338,151 +338,8 @@ def load_emotion_model(
     )
 
 
-def _resolve_model_dir(model: str, hub: str) -> tuple[Path, str]:
-    """(local model directory, model id) for a local path or a hub id."""
-    if hub not in HUBS:
-        raise ModelLoadError(
-            f"EMO_MODEL_HUB={hub!r} is not a model hub; allowed values: ms (ModelScope), "
-            "hf (Hugging Face)"
-        )
-    path = Path(model).expanduser()
-    if path.exists() or path.is_absolute() or model.startswith((".", "~")):
-        _check_local_dir(path)
-        return path.resolve(), path.resolve().name
-    return _hub_model_dir(model, hub), model
-
-
-def _check_local_dir(path: Path) -> None:
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"EMO_MODEL={str(path)!r} is not a directory. Point EMO_MODEL at a model directory "
-            f"holding {', '.join(REQUIRED_FILES)}, or at a hub id such as iic/emotion2vec_plus_large, "
-            + _MAKE_TEST_MODEL_HINT
-        )
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        raise ModelLoadError(
-            f"EMO_MODEL={str(path)!r} is missing {', '.join(missing)}; a model directory needs "
-            f"{', '.join(REQUIRED_FILES)}. Re-download it (a hub id such as "
-            "iic/emotion2vec_plus_large is cached on first use), " + _MAKE_TEST_MODEL_HINT
-        )
-
-
-def _hub_model_dir(model: str, hub: str) -> Path:
-    """Local copy of a hub model: the hub cache if complete, else funasr's download."""
-    from funasr.download.download_model_from_hub import download_model
-    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
-
-    repo = (name_maps_ms if hub == "ms" else name_maps_hf).get(model, model)
-    cached = _cached_snapshot(repo, hub)
-    if cached is not None and _is_complete(cached):
-        return cached
-    offline = (
-        f"EMO_MODEL={model!r} (hub {hub}) is not in the local cache and the hub cannot be reached. "
-        "Connect to the network once to download it (it is cached afterwards), or point EMO_MODEL "
-        "at a local model directory (e.g. a downloaded emotion2vec_plus_large), "
-        + _MAKE_TEST_MODEL_HINT
-        + f". If {model!r} was meant as a local directory: {Path(model).resolve()} does not exist."
-    )
-    if not _hub_reachable(hub):
-        raise ModelLoadError(offline)
-    resolved = Path(str(download_model(model=repo, hub=hub).get("model_path", repo)))
-    if not _is_complete(resolved):
-        raise ModelLoadError(
-            f"downloading EMO_MODEL={model!r} from hub {hub} (repo {repo}) did not give a model "
-            f"directory with {', '.join(REQUIRED_FILES)} (see the download message above). Check "
-            "the id and EMO_MODEL_HUB, point EMO_MODEL at a local model directory, "
-            + _MAKE_TEST_MODEL_HINT
-        )
-    return resolved
-
-
-def _cached_snapshot(repo: str, hub: str) -> Path | None:
-    """The hub's local snapshot of `repo`, without touching the network."""
-    try:
-        if hub == "ms":
-            from modelscope.hub.snapshot_download import snapshot_download
-        else:
-            from huggingface_hub import snapshot_download
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # any cache miss, whatever the library calls it
-        return None
-
-
-def _is_complete(path: Path) -> bool:
-    return path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES)
-
-
-def _hub_reachable(hub: str) -> bool:
-    """Quick TCP probe of the hub, so an offline machine fails in seconds, not after retries."""
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # a proxy may reach what a direct connection cannot: let the download try
-    env, default = _HUB_ENDPOINTS[hub]
-    url = urlparse(os.environ.get(env) or default)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
-def _read_config(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "config.yaml"
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(
-            f"{path} is not valid YAML ({exc}); re-download the model or point EMO_MODEL at "
-            "another model directory"
-        ) from exc
-    if not isinstance(config, dict) or config.get("model") != "Emotion2vec":
-        found = config.get("model") if isinstance(config, dict) else type(config).__name__
-        raise ModelLoadError(
-            f"{path} describes model {found!r}, not Emotion2vec; point EMO_MODEL at an "
-            "emotion2vec+ model (e.g. iic/emotion2vec_plus_large)"
-        )
-    if not isinstance(config.get("model_conf"), dict):
-        raise ModelLoadError(f"{path} has no model_conf section; re-download the model")
-    return config
-
-
-def _read_marker(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / MARKER_FILE
-    if not path.is_file():
-        return {}
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc}); rebuild the test model") from exc
-    return marker if isinstance(marker, dict) else {}
-
-
-def _verify_weights(module: Any, weights_path: Path) -> None:
-    """Every parameter funasr built must equal the one in `weights_path` (no silent random init)."""
-    import torch
-
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr unwraps
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    problems = []
-    for name, tensor in module.state_dict().items():
-        if name.startswith(_DECODER_PREFIX):
-            continue
-        stored = state.get(name)
-        if stored is None:
-            problems.append(f"{name} missing from model.pt")
-        elif stored.shape != tensor.shape:
-            problems.append(f"{name} has shape {tuple(stored.shape)}, config needs {tuple(tensor.shape)}")
-        elif not torch.equal(stored.to(tensor.dtype), tensor.detach().cpu()):
-            problems.append(f"{name} differs from model.pt")
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ModelLoadError(
-            f"{weights_path} does not match its config.yaml, so funasr would run partly random "
-            f"weights ({shown}). Re-download the model or rebuild it with `emo make-test-model`."
-        )
+def _ms(num_samples: int) -> float:
+    return 1000 * num_samples / SAMPLE_RATE
 
 
 @contextlib.contextmanager
@@ -496,4 +353,3 @@ def _preserved_rng() -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.random.set_rng_state(states[2])
-

@@ -1,4 +1,8 @@
-"""Random-weight emotion2vec+ model directories that funasr loads offline.
+"""emotion2vec+ model directories: build random-weight ones, find and check real ones.
+
+`resolve_model_dir` turns the EMO_MODEL setting (hub id or local path) into a local directory,
+offline-first (hub cache, then a quick reachability probe, then funasr's download); `read_config`,
+`read_marker` and `verify_weights` check what is in it.
 
 `make_test_model` writes the same files a ModelScope emotion2vec+ download has (`config.yaml`,
 `model.pt`, `tokens.txt`, `configuration.json`) plus `emo_model.json`, which marks the weights as
@@ -22,10 +26,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
@@ -44,10 +50,27 @@ EMOTION_TOKENS = (
     "<unk>",
 )
 
-# Weights missing from published checkpoints; not used at inference.
+# Pre-training decoder: its weights are absent from published checkpoints; unused at inference.
 DECODER_PREFIX = "modality_encoders.AUDIO.decoder."
+HUBS = ("ms", "hf")
+REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
+MARKER_FILE = "emo_model.json"
+_HUB_ENDPOINTS = {
+    "ms": ("MODELSCOPE_ENDPOINT", "https://modelscope.cn"),
+    "hf": ("HF_ENDPOINT", "https://huggingface.co"),
+}
+_PROBE_TIMEOUT_S = 3.0
+_MAKE_TEST_MODEL_HINT = (
+    "or build a random test model with `emo make-test-model DIR --size tiny` and set EMO_MODEL=DIR "
+    "(random weights: its outputs are meaningless)"
+)
 
 _TEMPLATE = "emotion2vec_template.yaml"
+
+
+class ModelLoadError(RuntimeError):
+    """The emotion model cannot be loaded; the message says which setting to change."""
+
 
 # Overrides of the template per size: model_conf keys, and modalities.audio keys under "audio".
 _SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -148,7 +171,7 @@ def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
         "size": size,
         "seed": seed,
     }
-    _write_text(out_dir / "emo_model.json", json.dumps(marker, indent=2) + "\n")
+    _write_text(out_dir / MARKER_FILE, json.dumps(marker, indent=2) + "\n")
     return out_dir
 
 
@@ -169,9 +192,7 @@ _ConfigDumper.add_representer(float, _represent_float)
 
 
 def _dump_yaml(data: dict[str, Any]) -> str:
-    return yaml.dump(
-        data, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, width=1000
-    )
+    return yaml.dump(data, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True, width=1000)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -188,3 +209,159 @@ def _write_atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---- finding and checking model directories ---------------------------------------------------
+
+
+def resolve_model_dir(model: str, hub: str) -> tuple[Path, str]:
+    """(local model directory, model id) for a local path or a hub id."""
+    if hub not in HUBS:
+        raise ModelLoadError(
+            f"EMO_MODEL_HUB={hub!r} is not a model hub; allowed values: ms (ModelScope), "
+            "hf (Hugging Face)"
+        )
+    path = Path(model).expanduser()
+    if path.exists() or path.is_absolute() or model.startswith((".", "~")):
+        _check_local_dir(path)
+        return path.resolve(), path.resolve().name
+    return _hub_model_dir(model, hub), model
+
+
+def _check_local_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"EMO_MODEL={str(path)!r} is not a directory. Point EMO_MODEL at a model directory "
+            f"holding {', '.join(REQUIRED_FILES)}, or at a hub id such as "
+            "iic/emotion2vec_plus_large, " + _MAKE_TEST_MODEL_HINT
+        )
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"EMO_MODEL={str(path)!r} is missing {', '.join(missing)}; a model directory needs "
+            f"{', '.join(REQUIRED_FILES)}. Re-download it (a hub id such as "
+            "iic/emotion2vec_plus_large is cached on first use), " + _MAKE_TEST_MODEL_HINT
+        )
+
+
+def _hub_model_dir(model: str, hub: str) -> Path:
+    """Local copy of a hub model: the hub cache if complete, else funasr's download."""
+    from funasr.download.download_model_from_hub import download_model
+    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
+
+    repo = (name_maps_ms if hub == "ms" else name_maps_hf).get(model, model)
+    cached = _cached_snapshot(repo, hub)
+    if cached is not None and _is_complete(cached):
+        return cached
+    offline = (
+        f"EMO_MODEL={model!r} (hub {hub}) is not in the local cache and the hub cannot be reached. "
+        "Connect to the network once to download it (it is cached afterwards), or point EMO_MODEL "
+        "at a local model directory (e.g. a downloaded emotion2vec_plus_large), "
+        + _MAKE_TEST_MODEL_HINT
+        + f". If {model!r} was meant as a local directory: {Path(model).resolve()} does not exist."
+    )
+    if not _hub_reachable(hub):
+        raise ModelLoadError(offline)
+    resolved = Path(str(download_model(model=repo, hub=hub).get("model_path", repo)))
+    if not _is_complete(resolved):
+        raise ModelLoadError(
+            f"downloading EMO_MODEL={model!r} from hub {hub} (repo {repo}) did not give a model "
+            f"directory with {', '.join(REQUIRED_FILES)} (see the download message above). Check "
+            "the id and EMO_MODEL_HUB, point EMO_MODEL at a local model directory, "
+            + _MAKE_TEST_MODEL_HINT
+        )
+    return resolved
+
+
+def _cached_snapshot(repo: str, hub: str) -> Path | None:
+    """The hub's local snapshot of `repo`, without touching the network."""
+    try:
+        if hub == "ms":
+            from modelscope.hub.snapshot_download import snapshot_download
+        else:
+            from huggingface_hub import snapshot_download
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # any cache miss, whatever the library calls it
+        return None
+
+
+def _is_complete(path: Path) -> bool:
+    return path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES)
+
+
+def _hub_reachable(hub: str) -> bool:
+    """Quick TCP probe of the hub, so an offline machine fails in seconds, not after retries."""
+    if any(
+        os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    ):
+        return True  # a proxy may reach what a direct connection cannot: let the download try
+    env, default = _HUB_ENDPOINTS[hub]
+    url = urlparse(os.environ.get(env) or default)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(
+            f"{path} is not valid YAML ({exc}); re-download the model or point EMO_MODEL at "
+            "another model directory"
+        ) from exc
+    if not isinstance(config, dict) or config.get("model") != "Emotion2vec":
+        found = config.get("model") if isinstance(config, dict) else type(config).__name__
+        raise ModelLoadError(
+            f"{path} describes model {found!r}, not Emotion2vec; point EMO_MODEL at an "
+            "emotion2vec+ model (e.g. iic/emotion2vec_plus_large)"
+        )
+    if not isinstance(config.get("model_conf"), dict):
+        raise ModelLoadError(f"{path} has no model_conf section; re-download the model")
+    return config
+
+
+def read_marker(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MARKER_FILE
+    if not path.is_file():
+        return {}
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}); rebuild the test model") from exc
+    return marker if isinstance(marker, dict) else {}
+
+
+def verify_weights(module: Any, weights_path: Path) -> None:
+    """Every parameter funasr built must equal the one in `weights_path` (no silent random init)."""
+    import torch
+
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr unwraps
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    problems = []
+    for name, tensor in module.state_dict().items():
+        if name.startswith(DECODER_PREFIX):
+            continue
+        stored = state.get(name)
+        if stored is None:
+            problems.append(f"{name} missing from model.pt")
+        elif stored.shape != tensor.shape:
+            problems.append(
+                f"{name} has shape {tuple(stored.shape)}, config needs {tuple(tensor.shape)}"
+            )
+        elif not torch.equal(stored.to(tensor.dtype), tensor.detach().cpu()):
+            problems.append(f"{name} differs from model.pt")
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise ModelLoadError(
+            f"{weights_path} does not match its config.yaml, so funasr would run partly random "
+            f"weights ({shown}). Re-download the model or rebuild it with `emo make-test-model`."
+        )

@@ -49,7 +49,9 @@ def tiny_model(tiny_model_dir: Path) -> EmotionModel:
 def funasr_reference(tiny_model_dir: Path):
     from funasr import AutoModel
 
-    return AutoModel(model=str(tiny_model_dir), hub="ms", device="cpu", disable_update=True, disable_pbar=True)
+    return AutoModel(
+        model=str(tiny_model_dir), hub="ms", device="cpu", disable_update=True, disable_pbar=True
+    )
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -66,7 +68,9 @@ def test_loads_the_tiny_model(tiny_model: EmotionModel) -> None:
     assert torch.get_num_threads() == cpu_threads()
 
 
-def test_model_id_is_the_directory_name_without_a_marker(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_model_id_is_the_directory_name_without_a_marker(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     model_dir = tmp_path / "emotion2vec_plus_large"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "emo_model.json").unlink()
@@ -84,7 +88,9 @@ def test_loading_leaves_the_global_rngs_alone(tiny_model_dir: Path) -> None:
     assert (np.random.rand(), torch.rand(1).item()) == expected
 
 
-def test_weights_that_do_not_match_the_config_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_weights_that_do_not_match_the_config_are_refused(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     # funasr would print "miss key in ckpt" and silently keep a random projection head.
     model_dir = tmp_path / "partial"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -103,7 +109,9 @@ def test_missing_directory_names_the_setting_and_the_fix(tmp_path: Path) -> None
     assert "emo make-test-model" in message
 
 
-def test_directory_without_weights_lists_what_is_missing(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_directory_without_weights_lists_what_is_missing(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     model_dir = tmp_path / "no_weights"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.pt").unlink()
@@ -145,7 +153,9 @@ def test_hub_id_offline_fails_fast_with_the_remedies(monkeypatch, tmp_path: Path
 
 
 def test_half_precision_on_cpu_is_refused(tiny_model_dir: Path) -> None:
-    with pytest.raises(ModelLoadError, match="half precision needs a CUDA device"):
+    with pytest.raises(
+        ModelLoadError, match=r"half precision \(EMO_HALF\) needs a CUDA device.*EMO_HALF=0"
+    ):
         load_emotion_model(str(tiny_model_dir), device="cpu", half=True)
 
 
@@ -158,7 +168,9 @@ def test_inference_dtype(device: str, half: bool, dtype: torch.dtype) -> None:
     assert inference_dtype(device, half) == dtype
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("auto", "cpu"), ("cpu", "cpu"), (" CPU ", "cpu")])
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("auto", "cpu"), ("cpu", "cpu"), (" CPU ", "cpu")]
+)
 def test_resolve_device_without_cuda(monkeypatch, setting: str, expected: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device(setting) == expected
@@ -173,7 +185,9 @@ def test_resolve_device_cuda_missing(monkeypatch, setting: str) -> None:
 
 @pytest.mark.parametrize("setting", ["gpu", "cuda:x", "mps", ""])
 def test_resolve_device_rejects_unknown_values(setting: str) -> None:
-    with pytest.raises(ModelLoadError, match="EMO_DEVICE=.*allowed values: auto, cpu, cuda, cuda:N"):
+    with pytest.raises(
+        ModelLoadError, match="EMO_DEVICE=.*allowed values: auto, cpu, cuda, cuda:N"
+    ):
         resolve_device(setting)
 
 
@@ -189,7 +203,9 @@ def test_wrong_device_string_fails_before_loading(tiny_model_dir: Path) -> None:
 def test_infer_matches_funasr_generate(tiny_model: EmotionModel, funasr_reference, n: int) -> None:
     clip = _clip(n, seed=n % 7)
     (ours,) = tiny_model.infer([clip])
-    (theirs,) = funasr_reference.generate(input=clip, granularity="utterance", extract_embedding=True)
+    (theirs,) = funasr_reference.generate(
+        input=clip, granularity="utterance", extract_embedding=True
+    )
 
     funasr_scores = dict(zip(theirs["labels"], theirs["scores"]))
     by_label = np.array([funasr_scores[token] for token in EMOTION_TOKENS], dtype=np.float32)
@@ -203,7 +219,9 @@ def test_results_are_one_per_clip_in_order(tiny_model: EmotionModel) -> None:
     results = tiny_model.infer(clips)
     assert len(results) == len(clips)
     for clip, result in zip(clips, results):
-        assert result.embedding.dtype == np.float32 and result.embedding.shape == (tiny_model.embed_dim,)
+        assert result.embedding.dtype == np.float32 and result.embedding.shape == (
+            tiny_model.embed_dim,
+        )
         assert result.scores.dtype == np.float32 and result.scores.shape == (len(EMOTION_LABELS),)
         assert result.scores.sum() == pytest.approx(1.0, abs=1e-5)
         assert result.confidence == pytest.approx(result.scores.max())
@@ -222,7 +240,9 @@ def test_infer_frames_gives_50_frames_per_second(tiny_model: EmotionModel) -> No
     np.testing.assert_allclose(features.mean(axis=0), utterance.embedding, atol=1e-5)
 
 
-def test_infer_frames_matches_funasr_frame_granularity(tiny_model: EmotionModel, funasr_reference) -> None:
+def test_infer_frames_matches_funasr_frame_granularity(
+    tiny_model: EmotionModel, funasr_reference
+) -> None:
     clip = _clip(16_000, seed=2)
     features, _ = tiny_model.infer_frames(clip)
     (theirs,) = funasr_reference.generate(input=clip, granularity="frame", extract_embedding=True)
@@ -240,7 +260,9 @@ def test_infer_frames_matches_funasr_frame_granularity(tiny_model: EmotionModel,
         (np.zeros(800, np.int16), "dtype int16"),
     ],
 )
-def test_bad_waveforms_raise_value_error(tiny_model: EmotionModel, clip: np.ndarray, message: str) -> None:
+def test_bad_waveforms_raise_value_error(
+    tiny_model: EmotionModel, clip: np.ndarray, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_model.infer([_clip(800, seed=1), clip])
     with pytest.raises(ValueError, match=message):
@@ -291,9 +313,7 @@ def test_min_samples_and_frames_of_the_real_extractor() -> None:
 
 
 @given(
-    st.lists(
-        st.tuples(st.just(8), st.integers(1, 12), st.integers(1, 6)), min_size=1, max_size=7
-    )
+    st.lists(st.tuples(st.just(8), st.integers(1, 12), st.integers(1, 6)), min_size=1, max_size=7)
 )
 def test_min_samples_is_the_shortest_input_with_a_frame(spec: list[tuple[int, int, int]]) -> None:
     shortest = min_samples(spec)

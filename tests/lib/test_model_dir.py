@@ -28,12 +28,20 @@ def _meta_module(size: str):
     from funasr.models.emotion2vec.model import Emotion2vec
 
     with torch.device("meta"):
-        return Emotion2vec(model_conf=model_config(size)["model_conf"], vocab_size=len(EMOTION_TOKENS))
+        return Emotion2vec(
+            model_conf=model_config(size)["model_conf"], vocab_size=len(EMOTION_TOKENS)
+        )
 
 
 def test_writes_the_files_a_hub_download_has(tiny_model_dir: Path) -> None:
     names = {p.name for p in tiny_model_dir.iterdir()}
-    assert names == {"config.yaml", "model.pt", "tokens.txt", "configuration.json", "emo_model.json"}
+    assert names == {
+        "config.yaml",
+        "model.pt",
+        "tokens.txt",
+        "configuration.json",
+        "emo_model.json",
+    }
 
     tokens = (tiny_model_dir / "tokens.txt").read_text(encoding="utf-8").splitlines()
     assert tokens == [
@@ -48,7 +56,12 @@ def test_writes_the_files_a_hub_download_has(tiny_model_dir: Path) -> None:
         "tokenizer_conf": {"token_list": "tokens.txt"},
     }
     marker = json.loads((tiny_model_dir / "emo_model.json").read_text())
-    assert marker == {"model_id": "random-tiny-seed0", "random_weights": True, "size": "tiny", "seed": 0}
+    assert marker == {
+        "model_id": "random-tiny-seed0",
+        "random_weights": True,
+        "size": "tiny",
+        "seed": 0,
+    }
 
 
 def test_config_yaml_round_trips_with_real_floats(tiny_model_dir: Path) -> None:
