@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emo_assets.lib.schemas import EMOTION_LABELS
+
 from emo_assets.lib.model_dir import (
     ModelLoadError,
     read_config,
@@ -45,17 +47,6 @@ __all__ = [
     "resolve_device",
 ]
 
-EMOTION_LABELS = (
-    "angry",
-    "disgusted",
-    "fearful",
-    "happy",
-    "neutral",
-    "other",
-    "sad",
-    "surprised",
-    "unknown",
-)
 SAMPLE_RATE = 16_000
 
 
