@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emo_assets.lib.schemas import EMOTION_LABELS
-
 from emo_assets.lib.model_dir import (
     ModelLoadError,
     read_config,
@@ -29,6 +27,7 @@ from emo_assets.lib.model_dir import (
     resolve_model_dir,
     verify_weights,
 )
+from emo_assets.lib.schemas import EMOTION_LABELS
 
 if TYPE_CHECKING:
     import torch
@@ -304,16 +303,22 @@ def load_emotion_model(
 
     from funasr import AutoModel
 
-    with _preserved_rng():  # funasr reseeds python, numpy and torch RNGs while building
-        auto = AutoModel(
-            model=str(model_dir),
-            hub=hub,
-            device=resolved,
-            ncpu=threads,
-            disable_update=True,
-            disable_pbar=True,
-            log_level="WARNING",
-        )
+    try:
+        with _preserved_rng():  # funasr reseeds python, numpy and torch RNGs while building
+            auto = AutoModel(
+                model=str(model_dir),
+                hub=hub,
+                device=resolved,
+                ncpu=threads,
+                disable_update=True,
+                disable_pbar=True,
+                log_level="WARNING",
+            )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"funasr could not build the model in {model_dir} ({type(exc).__name__}: {exc}); "
+            "re-download it or point EMO_MODEL at another model directory"
+        ) from exc
     module = auto.model
     verify_weights(module, model_dir / "model.pt")
     if dtype != torch.float32:

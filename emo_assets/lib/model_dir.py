@@ -306,6 +306,7 @@ def _hub_reachable(hub: str) -> bool:
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
+    """The parsed `config.yaml` of an emotion2vec model directory."""
     path = model_dir / "config.yaml"
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -326,6 +327,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def read_marker(model_dir: Path) -> dict[str, Any]:
+    """`emo_model.json` of a test model directory, or {} for a real model."""
     path = model_dir / MARKER_FILE
     if not path.is_file():
         return {}
@@ -340,15 +342,23 @@ def verify_weights(module: Any, weights_path: Path) -> None:
     """Every parameter funasr built must equal the one in `weights_path` (no silent random init)."""
     import torch
 
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, truncated download, foreign pickle
+        raise ModelLoadError(
+            f"{weights_path} cannot be read as a torch state dict ({exc}); re-download the model "
+            "or point EMO_MODEL at another model directory"
+        ) from exc
     for key in ("state_dict", "model_state_dict", "model"):  # the wrappers funasr unwraps
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, dict):
+        state = {}
     problems = []
     for name, tensor in module.state_dict().items():
         if name.startswith(DECODER_PREFIX):
             continue
-        stored = state.get(name)
+        stored = state.get(name, state.get(f"module.{name}"))  # funasr maps a DDP prefix too
         if stored is None:
             problems.append(f"{name} missing from model.pt")
         elif stored.shape != tensor.shape:

@@ -101,6 +101,36 @@ def test_weights_that_do_not_match_the_config_are_refused(
         load_emotion_model(str(model_dir), device="cpu")
 
 
+def test_weights_of_another_shape_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # funasr skips a shape mismatch with a log line and keeps the random tensor.
+    model_dir = tmp_path / "reshaped"
+    shutil.copytree(tiny_model_dir, model_dir)
+    weights = torch.load(model_dir / "model.pt", weights_only=True)
+    weights["proj.weight"] = torch.zeros(9, 16)
+    torch.save(weights, model_dir / "model.pt")
+    with pytest.raises(ModelLoadError, match=r"proj.weight has shape \(9, 16\), config needs"):
+        load_emotion_model(str(model_dir), device="cpu")
+
+
+def test_ddp_prefixed_weights_load(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "ddp"
+    shutil.copytree(tiny_model_dir, model_dir)
+    weights = torch.load(model_dir / "model.pt", weights_only=True)
+    torch.save({f"module.{k}": v for k, v in weights.items()}, model_dir / "model.pt")
+    clip = _clip(8_000, seed=4)
+    (expected,) = load_emotion_model(str(tiny_model_dir), device="cpu").infer([clip])
+    (result,) = load_emotion_model(str(model_dir), device="cpu").infer([clip])
+    np.testing.assert_array_equal(result.scores, expected.scores)
+
+
+def test_corrupt_weights_file_is_a_model_load_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="EMO_MODEL"):
+        load_emotion_model(str(model_dir), device="cpu")
+
+
 def test_missing_directory_names_the_setting_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as err:
         load_emotion_model(str(tmp_path / "nowhere"), device="cpu")
