@@ -38,6 +38,7 @@ _FFMPEG_CODEC_NAMES = {"mp3float": "mp3", "mp3": "mp3", "aac": "aac", "aac_fixed
 # (Ogg durations come from the last page; an MP3 duration is trusted only with a Xing/Info/VBRI header.)
 _EXACT_DURATION_CONTAINERS = ("mov", "mp4", "m4a", "flac", "matroska", "webm")
 _BLOCK_FRAMES = 1 << 16
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 2000, 768000
 # A file is called truncated when it holds less than its header declares by more than this.
 _TRUNCATION_TOLERANCE_S = 0.05
 _TRUNCATION_TOLERANCE_FRACTION = 0.01
@@ -51,6 +52,9 @@ class AudioDecodeError(ValueError):
         self.path = None if path is None else str(path)
         where = f"{self.path}: " if self.path else ""
         super().__init__(f"{where}{reason} (file kept out of the pipeline; re-export or re-upload it)")
+
+    def __reduce__(self):  # survive a trip through a process pool with reason and path intact
+        return (type(self), (self.reason, self.path))
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,11 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Read a file's headers (no full decode) and say what it is. Raises AudioDecodeError."""
     path = Path(path)
     head = _read_head(path)
-    if _prefers_soundfile(head):
-        info = _probe_soundfile(path)
-        if info is not None:
-            return info
-    return _probe_pyav(path)
+    info = _probe_soundfile(path) if _prefers_soundfile(head) else None
+    if info is None:
+        info = _probe_pyav(path)
+    _check_sample_rate(path, info.sample_rate)
+    return info
 
 
 def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -85,6 +89,7 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if decoded is None:
         decoded = _decode_pyav(path)
     samples, sample_rate = decoded
+    _check_sample_rate(path, sample_rate)
     if samples.shape[1] == 0:
         raise AudioDecodeError("no audio samples", path)
     if not np.isfinite(samples).all():
@@ -106,6 +111,13 @@ def _prefers_soundfile(head: bytes) -> bool:
     if head[:4] in (b"RIFF", b"RIFX", b"RF64"):
         return head[8:12] == b"WAVE"
     return head[:4] in _SOUNDFILE_MAGIC
+
+
+def _check_sample_rate(path: Path, sample_rate: int) -> None:
+    # A corrupt header's 1 Hz would make the 16 kHz resample 16000 times longer than the file.
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"implausible sample rate: {sample_rate} Hz (expected "
+                               f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)", path)
 
 
 def _check_declared_length(path: Path, declared_s: float | None, decoded_s: float) -> None:
@@ -198,7 +210,7 @@ def _open_pyav(path: Path):
     import av
 
     try:
-        container = av.open(str(path), "r")
+        container = av.open(str(path), "r", metadata_errors="replace")
     except av.FFmpegError as exc:
         if isinstance(exc, av.EOFError):
             raise AudioDecodeError("truncated file: it ends inside the header", path) from None
@@ -209,6 +221,11 @@ def _open_pyav(path: Path):
         name = container.format.name
         container.close()
         raise AudioDecodeError(f"not an audio file: no decodable audio stream (looks like {name})", path)
+    ctx = container.streams.audio[0].codec_context
+    if ctx is None or not ctx.sample_rate or not ctx.channels:
+        container.close()
+        reason = "no decoder for its codec" if ctx is None else "no sample rate or channel count"
+        raise AudioDecodeError(f"undecodable audio stream: {reason}", path)
     return container
 
 
@@ -250,8 +267,6 @@ def _probe_pyav(path: Path) -> AudioInfo:
     with container:
         stream = container.streams.audio[0]
         ctx = stream.codec_context
-        if not ctx.sample_rate or not ctx.channels:
-            raise AudioDecodeError("not an audio file: audio stream has no sample rate or channels", path)
         duration_s = None
         if stream.duration is not None and stream.time_base is not None:
             duration_s = float(stream.duration * stream.time_base)
@@ -303,7 +318,10 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
                     raise AudioDecodeError("sample rate or channel count changes mid-stream", path)
                 chunks.append(array)
         except av.FFmpegError as exc:
-            at = sum(c.shape[1] for c in chunks) / (sample_rate or 1)
+            if not chunks:
+                codec = stream.codec_context.name
+                raise AudioDecodeError(f"undecodable {codec} stream: {_short(exc)}", path) from None
+            at = sum(c.shape[1] for c in chunks) / sample_rate
             raise AudioDecodeError(f"truncated or corrupt stream at {at:.2f} s: {_short(exc)}", path) from None
         declared_s = _pyav_declared_s(path, container, stream)
     if sample_rate is None or not sample_rate > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import struct
 import tempfile
 from pathlib import Path
@@ -162,6 +163,8 @@ BAD_FILES = {
     "truncated_half.mp3": (lambda tmp: (lambda b: b[: len(b) // 2])(mp3_bytes(tmp)), "truncated stream"),
     "nan.wav": (lambda tmp: float_wav_with(np.nan, tmp), "non-finite samples (NaN/Inf)"),
     "inf.wav": (lambda tmp: float_wav_with(np.inf, tmp), "non-finite samples (NaN/Inf)"),
+    "one_hertz.wav": (lambda tmp: wav_header(1000, sample_rate=1) + b"\x00\x01" * 1000,
+                      "implausible sample rate: 1 Hz"),
     "zip_named.m4a": (lambda tmp: b"PK\x03\x04" + b"\x00" * 200, "not an audio file"),
 }
 
@@ -195,6 +198,13 @@ def test_truncated_flac_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(AudioDecodeError, match="truncated"):
         load_mono_16k(path)
+
+
+def test_decode_error_pickles_with_reason_and_path() -> None:
+    error = pickle.loads(pickle.dumps(AudioDecodeError("empty file (0 bytes)", "/raw/a.wav")))
+
+    assert (error.reason, error.path) == ("empty file (0 bytes)", "/raw/a.wav")
+    assert str(error).startswith("/raw/a.wav: empty file (0 bytes)")
 
 
 def test_missing_file_is_an_os_error_not_a_bad_file(tmp_path: Path) -> None:
