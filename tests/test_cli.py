@@ -1,0 +1,49 @@
+"""The `emo` command end to end, in a temporary data directory."""
+
+import subprocess
+import sys
+
+import duckdb
+
+from emo_assets.cli import main
+from emo_assets.lib.sample_day import SAMPLE_DAY
+
+
+def test_demo_runs_a_sample_day_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["demo", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM weights" in out and "meaningless" in out
+    assert f"processed        {len(SAMPLE_DAY)}" in out
+    assert "quarantined      1" in out
+    assert "unaccounted      0" in out
+    assert "SELECT * FROM daily_emotion_summary" in out
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    models = con.execute("SELECT DISTINCT model_id FROM emotion_scores").fetchall()
+    summary_files = con.execute("SELECT files FROM daily_emotion_summary").fetchall()
+    con.close()
+    assert models == [("random-tiny-seed0",)]
+    assert summary_files == [(len(SAMPLE_DAY),)]
+    # the run is recorded in the data directory's Dagster instance, for `make ui`
+    assert any((tmp_path / "dagster_home").iterdir())
+
+
+def test_run_refuses_an_invalid_date_without_creating_anything(tmp_path, capsys):
+    assert main(["run", "--date", "2026-13-45", "--data-dir", str(tmp_path)]) == 2
+    assert "invalid date '2026-13-45'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_with_a_missing_model_directory_says_what_to_do(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    code = main(["run", "--date", "2026-11-20", "--data-dir", str(tmp_path / "data"), "--model", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "EMO_MODEL" in err
+    assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "emo_assets.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "demo", "make-test-model"):
+        assert command in out.stdout
