@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -172,10 +171,8 @@ def test_hub_id_offline_fails_fast_with_the_remedies(monkeypatch, tmp_path: Path
         raise OSError("network disabled in this test")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
-    start = time.perf_counter()
     with pytest.raises(ModelLoadError) as err:
         load_emotion_model("iic/emotion2vec_plus_large", hub="ms", device="cpu")
-    assert time.perf_counter() - start < 15
     message = str(err.value)
     assert "Connect to the network once" in message
     assert "EMO_MODEL" in message
