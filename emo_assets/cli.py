@@ -42,8 +42,10 @@ def _instance(data_dir: Path):
 
 def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
+    from emo_assets.assets.audio import LOCKS, run_is_active
     from emo_assets.definitions import build_definitions, resources_from_env
     from emo_assets.jobs import day_selection
+    from emo_assets.lib import day_lock
     from emo_assets.partitions import validate_day
 
     validate_day(day)
@@ -53,13 +55,22 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     print(f"emo run {day}: model {model.model_id} on {model.device}, data in {storage.root}", flush=True)
     defs = build_definitions(resources)
     job = defs.resolve_job_def("daily_emotion_job")
-    result = job.execute_in_process(
-        partition_key=day,
-        instance=_instance(storage.root),
-        asset_selection=day_selection(storage, refit_models),
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
-    )
+    locks = storage.root / LOCKS
+    try:
+        # The day is locked for the whole run: a second run of the same day is refused, never mixed in.
+        with day_lock.hold_day(locks, day, holder=f"emo run --date {day}"):
+            instance = _instance(storage.root)
+            day_lock.check_lease(locks, day, None, lambda run_id: run_is_active(instance, run_id))
+            result = job.execute_in_process(
+                partition_key=day,
+                instance=instance,
+                asset_selection=day_selection(storage, refit_models),
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                raise_on_error=False,
+            )
+    except day_lock.DayLockedError as exc:
+        print(f"emo: error: {exc}", file=sys.stderr)
+        return 3
     print_summary(storage, day, model)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]

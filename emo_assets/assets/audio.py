@@ -7,13 +7,20 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from emo_assets.assets.metadata import table_metadata
-from emo_assets.lib import lake
+from emo_assets.lib import day_lock, lake
 from emo_assets.lib.ingest import ingest_day
 from emo_assets.lib.preprocess import resample_day
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
 
 REJECTS = "_rejects"
+LOCKS = "locks"
+
+
+def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """True while the run is queued or in progress in ``instance`` (unknown runs are not)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
 
 
 def write_rejects(storage: StorageResource, stage: str, day: str, rejects) -> None:
@@ -24,6 +31,16 @@ def write_rejects(storage: StorageResource, stage: str, day: str, rejects) -> No
 def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file under ``data/raw/<day>/``: lake table ``audio_files`` (id = sha256 of the bytes)."""
     day = context.partition_key
+    try:  # the first step of a day's run: no other run may be working on the same day
+        day_lock.claim_day(
+            storage.root / LOCKS,
+            day,
+            context.run_id,
+            holder=f"dagster run {context.run_id}",
+            is_active=lambda run_id: run_is_active(context.instance, run_id),
+        )
+    except day_lock.DayLockedError as exc:
+        raise dg.Failure(str(exc)) from None
     previous = lake.read_partition(storage.lake_dir, "audio_files", day)
     out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.timezone.utc), previous)
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
