@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from emo_assets.lib.decode import AudioDecodeError, AudioInfo, decode_audio, pro
 __all__ = [
     "TARGET_SAMPLE_RATE", "SILENCE_FLOOR_DBFS", "FLAC_SUBTYPE", "AudioDecodeError", "AudioInfo",
     "probe_audio", "decode_audio", "to_mono_16k", "load_mono_16k", "rms_dbfs", "is_silent",
-    "write_flac_atomic",
+    "write_flac_atomic", "stream_mono_16k", "write_mono_16k_flac", "FlacSummary",
 ]
 
 TARGET_SAMPLE_RATE = 16000
@@ -63,6 +65,90 @@ def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
         raise AudioDecodeError(f"no audio samples: {samples.shape[1]} sample(s) at {sample_rate} Hz "
                                "is shorter than one 16 kHz sample", path)
     return mono
+
+
+def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """:func:`load_mono_16k` block by block: 1-D float32 16 kHz blocks, memory bounded for any length.
+
+    Decoding (:mod:`emo_assets.lib.decode_stream`), downmix and soxr's streaming resampler run per
+    block. AudioDecodeError may come at any block, the last one included (truncation is only known
+    at the end): treat the output as provisional until the iterator is exhausted.
+    """
+    import soxr
+
+    from emo_assets.lib.decode_stream import open_stream
+
+    stream = open_stream(path)
+    resampler = None
+    if stream.sample_rate != TARGET_SAMPLE_RATE:
+        resampler = soxr.ResampleStream(stream.sample_rate, TARGET_SAMPLE_RATE, 1, dtype="float32",
+                                        quality=_SOXR_QUALITY)
+    produced = 0
+    for block in stream:
+        mono = block.mean(axis=0, dtype=np.float32)
+        out = mono if resampler is None else resampler.resample_chunk(mono)
+        produced += out.size
+        if out.size:
+            yield np.ascontiguousarray(out, dtype=np.float32)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        produced += tail.size
+        if tail.size:
+            yield np.ascontiguousarray(tail, dtype=np.float32)
+    if produced == 0:
+        raise AudioDecodeError(f"no audio samples: {stream.frames} sample(s) at {stream.sample_rate} Hz "
+                               "is shorter than one 16 kHz sample", path)
+
+
+@dataclass(frozen=True)
+class FlacSummary:
+    """What :func:`write_mono_16k_flac` wrote: length and loudness, computed on the way through."""
+
+    path: Path
+    num_samples: int
+    rms_dbfs: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / TARGET_SAMPLE_RATE
+
+
+def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -> FlacSummary:
+    """Write 16 kHz mono blocks as 16-bit FLAC atomically (temp file, then rename), in constant memory.
+
+    If ``blocks`` raises (e.g. AudioDecodeError at the end of a truncated file), nothing is left at
+    ``path`` or beside it and the error propagates.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    count, sum_squares = 0, 0.0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with sf.SoundFile(f, "w", TARGET_SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
+                for block in blocks:
+                    x = np.asarray(block, dtype=np.float32)
+                    if not np.isfinite(x).all():
+                        raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
+                    count += x.size
+                    sum_squares += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+                    out.write(np.clip(x, -1.0, 1.0))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    level = SILENCE_FLOOR_DBFS
+    if count and sum_squares > 0.0:
+        level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))
+    return FlacSummary(path=path, num_samples=count, rms_dbfs=level)
 
 
 def rms_dbfs(samples: np.ndarray) -> float:

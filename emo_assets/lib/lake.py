@@ -36,6 +36,9 @@ def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Pa
     """Replace one day of a lake table with ``rows`` atomically; returns the file written."""
     target = partition_file(lake_root, table, day)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
+    for stale in target.parent.glob(f".{PART_NAME}.*.tmp"):
+        stale.unlink(missing_ok=True)
     tmp = target.parent / f".{PART_NAME}.{uuid.uuid4().hex}.tmp"
     try:
         pq.write_table(rows, tmp, compression="zstd")

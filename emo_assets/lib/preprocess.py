@@ -10,14 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib import schemas
-from emo_assets.lib.audio import (
-    TARGET_SAMPLE_RATE,
-    AudioDecodeError,
-    is_silent,
-    load_mono_16k,
-    rms_dbfs,
-    write_flac_atomic,
-)
+from emo_assets.lib.audio import AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.ingest import StageOutput, reject_rows
 
 
@@ -25,14 +18,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+SILENT_BELOW_DBFS = -60.0  # as audio.is_silent
+
+
 def _resample_one(raw_path: Path, flac_path: Path) -> dict:
-    samples = load_mono_16k(raw_path)
-    write_flac_atomic(flac_path, samples, TARGET_SAMPLE_RATE)
+    """Decode, downmix, resample and write block by block: memory bounded for any length."""
+    written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
     return {
         "path": str(flac_path),
-        "duration_s": len(samples) / TARGET_SAMPLE_RATE,
-        "rms_dbfs": rms_dbfs(samples),
-        "is_silent": is_silent(samples),
+        "duration_s": written.duration_s,
+        "rms_dbfs": written.rms_dbfs,
+        "is_silent": written.rms_dbfs < SILENT_BELOW_DBFS,
     }
 
 
@@ -83,6 +79,8 @@ def resample_day(
     for stale in out_dir.glob("*.flac"):
         if stale.stem not in done:
             stale.unlink()
+    for stale in out_dir.glob(".*.flac.*.tmp"):  # left by a killed earlier run of the day
+        stale.unlink(missing_ok=True)
 
     rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
     return StageOutput(

@@ -32,16 +32,28 @@ class ScoringOutput:
     inferred: int  # recordings run through the model
 
 
-def _prefetched(paths: list[Path], workers: int, ahead: int = 8) -> Iterator[tuple[Path, np.ndarray | Exception]]:
-    """Yield (path, samples or the error) in order, reading up to ``ahead`` files in advance."""
+# Audio read ahead of the model, in seconds: 10 min of 16 kHz float32 is 38 MB. A long recording
+# is read alone, so hours-long files never sit in memory several at a time.
+PREFETCH_BUDGET_S = 600.0
+
+
+def _prefetched(
+    paths: list[Path], durations_s: list[float], workers: int, ahead: int = 8
+) -> Iterator[tuple[Path, np.ndarray | Exception]]:
+    """Yield (path, samples or the error) in order, reading up to ``ahead`` files in advance, and
+    no more than :data:`PREFETCH_BUDGET_S` seconds of audio besides the one being yielded."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = []
-        for i, path in enumerate(paths):
-            futures.append((path, pool.submit(load_mono_16k, path)))
-            if i >= ahead:
-                yield _result(*futures.pop(0))
-        for item in futures:
-            yield _result(*item)
+        futures: list[tuple[Path, float, object]] = []
+        queued_s = 0.0
+        for path, seconds in zip(paths, durations_s):
+            while futures and (len(futures) > ahead or queued_s + seconds > PREFETCH_BUDGET_S):
+                done_path, done_s, future = futures.pop(0)
+                queued_s -= done_s
+                yield _result(done_path, future)
+            futures.append((path, seconds, pool.submit(load_mono_16k, path)))
+            queued_s += seconds
+        for done_path, _, future in futures:
+            yield _result(done_path, future)
 
 
 def _result(path: Path, future) -> tuple[Path, np.ndarray | Exception]:
@@ -92,6 +104,7 @@ def score_day(
                 reusable[row["audio_id"]] = (row, np.asarray(embeddings[row["audio_id"]], dtype=np.float32))
 
     paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
+    durations = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("duration_s").to_pylist()))
     score_out: dict[str, dict] = {}
     emb_out: dict[str, np.ndarray] = {}
     rejects: list[tuple[str, str | None, str]] = []
@@ -133,7 +146,8 @@ def score_day(
         batch_ids.clear()
         batch_wavs.clear()
 
-    for n, (path, wav) in enumerate(_prefetched([Path(paths[a]) for a in todo], workers), start=1):
+    todo_paths = [Path(paths[a]) for a in todo]
+    for n, (path, wav) in enumerate(_prefetched(todo_paths, [durations[a] or 0.0 for a in todo], workers), start=1):
         audio_id = todo[n - 1]
         if isinstance(wav, Exception):
             reject(audio_id, f"resampled audio unreadable: {getattr(wav, 'reason', wav)}")
@@ -146,7 +160,7 @@ def score_day(
         else:
             batch_ids.append(audio_id)
             batch_wavs.append(wav)
-            if len(batch_ids) >= batch_size:
+            if len(batch_ids) >= batch_size or sum(map(len, batch_wavs)) >= PREFETCH_BUDGET_S * 16000:
                 flush()
         if progress is not None:
             progress(n, len(todo))

@@ -1,13 +1,26 @@
 """The DuckDB warehouse: views over the lake, day-replaced tables, one writer at a time.
 
-DuckDB allows one read-write process per database file. Writers here keep their connection
-short (open, one transaction, close) and retry the open with backoff while another process
-holds the file; after ``timeout_s`` they fail with a message naming the file.
+DuckDB allows one read-write process per database file, and a read-only connection held by
+another process blocks every writer for as long as it stays open. So the pipeline and analysts
+use two files:
+
+* ``warehouse.duckdb`` is the pipeline's. Its writers take ``warehouse.duckdb.writer.lock``
+  (an exclusive ``flock``: pipeline writers queue on it instead of polling DuckDB), open DuckDB,
+  run one short transaction and close. A process outside the pipeline that holds the file
+  anyway is waited for with backoff; after ``WRITE_WAIT_S`` the step fails with a message naming
+  the file and the remedy. Lake files are already written by then, so a re-run only redoes that step.
+* ``warehouse_read.duckdb`` is the analysts' (:func:`read_copy_path`): a copy published after every
+  successful write (temp file, then ``os.replace``). Opening it, even for hours, never blocks the
+  pipeline: a new copy replaces the name, and an open connection keeps reading the copy it opened.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emo_assets.lib import lake, schemas
+from emo_assets.lib import lake, schemas, similarity
 
 LAKE_TABLES: dict[str, pa.Schema | None] = {
     "audio_files": schemas.AUDIO_FILES,
@@ -28,8 +41,18 @@ LAKE_TABLES: dict[str, pa.Schema | None] = {
 }
 
 
+# How long a pipeline writer waits for other writers and for a process holding the file.
+WRITE_WAIT_S = 120.0
+
+
 class WarehouseLockedError(RuntimeError):
     pass
+
+
+def read_copy_path(path: Path) -> Path:
+    """The analysts' copy of the warehouse: ``warehouse.duckdb`` -> ``warehouse_read.duckdb``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_read{path.suffix}")
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -37,33 +60,90 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text or "conflicting" in text
 
 
-@contextmanager
-def connect(path: Path, read_only: bool = False, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse, waiting with exponential backoff while another process holds it."""
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _locked_message(path: Path, waited_s: float, detail: str) -> str:
+    return (
+        f"{path} is held by another process; waited {waited_s:.0f} s ({detail}). The pipeline's lake "
+        f"files are written; only this warehouse step failed. Close the other connection (a DuckDB CLI "
+        f"or notebook on {path.name}) and re-run the day. Analysts: open {read_copy_path(path)} "
+        "instead, it is refreshed after every pipeline write and never blocks it."
+    )
+
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
-            if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                if _is_lock_error(exc):
-                    raise WarehouseLockedError(
-                        f"{path} is held by another process for {timeout_s:.0f} s ({exc}). "
-                        "Close other read-write connections (a DuckDB CLI or notebook holding the file) "
-                        "and run again; analysts can use read_only=True or `duckdb -readonly`."
-                    ) from exc
+            if not _is_lock_error(exc):
                 raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLockedError(_locked_message(path, timeout_s, str(exc).splitlines()[0])) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+@contextmanager
+def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    lock = path.with_name(f"{path.name}.writer.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        yield con
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseLockedError(
+                        _locked_message(path, timeout_s, f"another pipeline writer holds {lock.name}")
+                    ) from None
+                time.sleep(0.05)
+        yield
     finally:
-        con.close()
+        os.close(fd)
+
+
+def publish_read_copy(path: Path) -> Path:
+    """Copy the (closed, checkpointed) warehouse to :func:`read_copy_path` atomically."""
+    path = Path(path)
+    target = read_copy_path(path)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer; we hold the lock
+        stale.unlink(missing_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copyfile(path, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+@contextmanager
+def connect(
+    path: Path, read_only: bool = False, timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse. A writer holds the writer lock, and publishes the read copy on success."""
+    path = Path(path)
+    timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
+    if read_only:
+        con = _open(path, True, timeout_s)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path, timeout_s):
+        con = _open(path, False, timeout_s)
+        try:
+            yield con
+        finally:
+            con.close()  # checkpoints: the file alone holds every committed change
+        publish_read_copy(path)
 
 
 _DUCKDB_TYPES = {
@@ -111,6 +191,7 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
         else:
             body = _empty_select(schema)
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+    similarity.create_similarity_macros(con)  # similar_audio / similar_embedding over the views
 
 
 def replace_day(con: duckdb.DuckDBPyConnection, table: str, day: str, rows: pa.Table) -> None:
