@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -120,6 +121,15 @@ def create_similarity_macros(con: duckdb.DuckDBPyConnection, table: str = "emoti
         else "CAST(NULL AS FLOAT)"
     )
     con.execute(_SIMILAR_EMBEDDING.format(source=source, similarity=similarity))
+
+
+def lake_connection(lake_dir: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the warehouse's lake views and these macros; never locks the warehouse."""
+    from emo_assets.lib.warehouse import refresh_lake_views  # warehouse imports this module
+
+    con = duckdb.connect()
+    refresh_lake_views(con, Path(lake_dir))
+    return con
 
 
 def similar_to_audio(con: duckdb.DuckDBPyConnection, audio_id: str, k: int = 5,
