@@ -63,6 +63,12 @@ def ingest_day(
         except AudioDecodeError as exc:
             rejects.append((raw.source_path, audio_id, exc.reason))
             continue
+        except OSError as exc:
+            rejects.append((raw.source_path, audio_id, f"unreadable file: {exc.strerror or exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept
+            rejects.append((raw.source_path, audio_id, f"probe failed unexpectedly: {type(exc).__name__}: {exc}"))
+            continue
         rows.append(
             {
                 "audio_id": audio_id,

@@ -75,6 +75,9 @@ def resample_day(
                 rejects.extend((src, audio_id, exc.reason) for src in sources[audio_id])
             except OSError as exc:
                 rejects.extend((src, audio_id, f"could not read or write audio: {exc}") for src in sources[audio_id])
+            except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept
+                reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
+                rejects.extend((src, audio_id, reason) for src in sources[audio_id])
 
     for stale in out_dir.glob("*.flac"):
         if stale.stem not in done:
