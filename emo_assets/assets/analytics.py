@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emo_assets.lib import lake, schemas, warehouse
+from emo_assets.lib import lake, plots, schemas, warehouse
 from emo_assets.lib.clustering import assign_clusters, fit_cluster_model, load_cluster_model, save_cluster_model
 from emo_assets.lib.satisfaction import (
     fit_satisfaction_model,
@@ -44,9 +44,13 @@ def emotion_cluster_model(context: dg.AssetExecutionContext, storage: StorageRes
     """KMeans over every day's embeddings (k chosen by silhouette) plus a 2-D PCA."""
     embeddings = _all_embeddings(storage)
     model_id = embeddings.column("model_id")[0].as_py()
-    model = fit_cluster_model(lake.embedding_matrix(embeddings), model_id=model_id)
+    matrix = lake.embedding_matrix(embeddings)
+    model = fit_cluster_model(matrix, model_id=model_id)
     path = storage.models_dir / "emotion_cluster_model.pkl"
     save_cluster_model(model, path)
+    cluster_id, xy, _ = assign_clusters(model, matrix)
+    png = plots.cluster_scatter_png(xy, cluster_id, f"{model.n_fit} embeddings of {model_id}, k={model.k}")
+    png_path = plots.write_png(storage.reports_dir / "emotion_cluster_model_pca.png", png)
     context.log.info(f"fitted k={model.k} on {model.n_fit} embeddings of {model_id}")
     return dg.MaterializeResult(
         metadata={
@@ -56,6 +60,8 @@ def emotion_cluster_model(context: dg.AssetExecutionContext, storage: StorageRes
             "n_fit": model.n_fit,
             "model_id": model_id,
             "path": dg.MetadataValue.path(str(path)),
+            "pca_scatter": dg.MetadataValue.md(plots.markdown_image(png, "PCA of the embeddings by cluster")),
+            "pca_scatter_path": dg.MetadataValue.path(str(png_path)),
         }
     )
 

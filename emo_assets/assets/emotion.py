@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from emo_assets.assets.audio import REJECTS, raw_audio, resampled_audio, write_rejects
 from emo_assets.assets.metadata import table_metadata
-from emo_assets.lib import lake, schemas, warehouse
+from emo_assets.lib import lake, plots, schemas, warehouse
 from emo_assets.lib.scoring import EMOTION_STAGE, score_day
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
@@ -72,11 +72,16 @@ def emotion_inference(
         asset_key="emotion_embeddings",
         metadata={**table_metadata(out.embeddings, emb_path), "embed_dim": model.embed_dim, **common},
     )
+    distribution = emotion_distribution(out.scores)
+    chart = plots.distribution_png(distribution, f"Emotions on {day} ({out.scores.num_rows} recordings)")
+    chart_path = plots.write_png(storage.reports_dir / day / "emotion_distribution.png", chart)
     yield dg.MaterializeResult(
         asset_key="emotion_scores",
         metadata={
             **table_metadata(out.scores, scores_path),
-            "emotion_distribution": dg.MetadataValue.json(emotion_distribution(out.scores)),
+            "emotion_distribution": dg.MetadataValue.json(distribution),
+            "distribution_chart": dg.MetadataValue.md(plots.markdown_image(chart, "emotion distribution")),
+            "distribution_chart_path": dg.MetadataValue.path(str(chart_path)),
             **common,
         },
     )
