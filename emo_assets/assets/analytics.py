@@ -169,10 +169,9 @@ def satisfaction_predictions(context: dg.AssetExecutionContext, storage: Storage
     if model is not None and model.model_id not in (None, *embeddings.column("model_id").unique().to_pylist()):
         context.log.warning(f"satisfaction model was fitted on {model.model_id}; using the rule for {day}")
         model = None
-    order = {a: i for i, a in enumerate(embeddings.column("audio_id").to_pylist())}
-    scores = scores.take(pa.array([i for i, a in enumerate(scores.column("audio_id").to_pylist()) if a in order]))
-    embeddings = embeddings.take(pa.array([order[a] for a in scores.column("audio_id").to_pylist()], pa.int64()))
-    score_matrix = np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS]) if scores.num_rows else np.zeros((0, 9))
+    if scores is None or scores.column("audio_id").to_pylist() != embeddings.column("audio_id").to_pylist():
+        raise dg.Failure(f"emotion_scores and emotion_embeddings of {day} differ: re-materialize them together")
+    score_matrix = np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS]).reshape(-1, 9)
     label, probability, source = predict_satisfaction(
         model, lake.embedding_matrix(embeddings), score_matrix, schemas.EMOTION_LABELS
     )
