@@ -61,7 +61,7 @@ class Analysis:
     embedding: np.ndarray  # float32 (1, D) or (frames, D)
     granularity: str
     model_id: str
-    random_weights: bool
+    random_weights: bool | None  # None: not known (a result read back from the lake)
     timestamp: str  # ISO 8601, UTC
 
     def result(self, with_embedding: bool = True) -> dict:
@@ -118,13 +118,15 @@ def analyze_waveform(model, wav: np.ndarray, audio_name: str, granularity: str =
     )
 
 
-def write_analysis(analysis: Analysis, wav: np.ndarray, folder: Path, with_embedding: bool = True) -> Path:
-    """Write result.json, embedding.npy (unless ``with_embedding`` is False) and processed_audio.wav."""
+def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, with_embedding: bool = True) -> Path:
+    """Write result.json, embedding.npy (unless ``with_embedding`` is False) and processed_audio.wav
+    (unless ``wav`` is None)."""
     import soundfile as sf
 
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / PROCESSED_WAV, lambda f: sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE,
-                                                             format="WAV", subtype="PCM_16"))
+    if wav is not None:
+        _write_atomic(folder / PROCESSED_WAV, lambda f: sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE,
+                                                                 format="WAV", subtype="PCM_16"))
     if with_embedding:
         _write_atomic(folder / EMBEDDING_NPY, lambda f: np.save(f, analysis.embedding))
     text = json.dumps(analysis.result(with_embedding), indent=2, ensure_ascii=False) + "\n"

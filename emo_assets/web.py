@@ -1,0 +1,242 @@
+"""`emo web`: a small page for the WebUI habits — upload a recording (or pick one from the lake),
+see the 9 emotions with their emoji and confidence, download result.json and embedding.npy, and
+see the 5 most similar recordings in the warehouse.
+
+FastAPI with one plain HTML page, served on 127.0.0.1 by default. Needs the ``[web]`` extra.
+Analysis uses the same ``lib/analyze.py`` code as ``emo analyze``; neighbours come from the
+``similar_audio`` / ``similar_embedding`` macros. Each result is written to
+``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+
+from emo_assets.lib import analyze, lake, similarity
+from emo_assets.lib.audio import AudioDecodeError, load_mono_16k
+from emo_assets.lib.schemas import EMOTION_LABELS
+
+SIMILAR_K = 5
+DOWNLOADS = (analyze.RESULT_JSON, analyze.EMBEDDING_NPY, analyze.PROCESSED_WAV)
+_RUN_NAME = re.compile(r"outputs_\d{8}_\d{6}(_\d+)?")
+
+
+def create_app(storage, emotion_model) -> FastAPI:
+    """The app for ``storage`` (StorageResource) and ``emotion_model`` (EmotionModelResource)."""
+    app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None)
+    outputs = storage.root / "web_outputs"
+
+    def payload(run: Path, result: dict, neighbours: list[dict]) -> dict:
+        files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
+        return {"id": run.name, "result": result, "labels": list(EMOTION_LABELS), "emoji": analyze.EMOJI,
+                "downloads": files, "similar": neighbours}
+
+    def neighbours_of(audio_id: str | None = None, vector: np.ndarray | None = None, model_id: str | None = None):
+        con = similarity.lake_connection(storage.lake_dir)
+        try:
+            width = similarity.embedding_width(con)
+            if width is None:
+                return []
+            if audio_id is not None:
+                found = similarity.similar_to_audio(con, audio_id, SIMILAR_K)
+            elif vector is not None and vector.size == width:
+                found = similarity.similar_to_vector(con, vector, SIMILAR_K, model_id=model_id)
+            else:
+                return []
+            return similarity.describe(con, found)
+        finally:
+            con.close()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return PAGE
+
+    @app.get("/api/recordings")
+    def recordings(limit: int = 200) -> list[dict]:
+        scores = lake.read_table(storage.lake_dir, "emotion_scores")
+        files = lake.read_table(storage.lake_dir, "audio_files")
+        if scores is None:
+            return []
+        names = {}
+        if files is not None:
+            for a, src in zip(files.column("audio_id").to_pylist(), files.column("source_path").to_pylist()):
+                names.setdefault(a, src)
+        scores = scores.sort_by([("date", "descending"), ("audio_id", "ascending")])
+        seen, out = set(), []
+        for row in scores.select(["audio_id", "date", "emotion"]).to_pylist():
+            if row["audio_id"] in seen:
+                continue
+            seen.add(row["audio_id"])
+            out.append({"audio_id": row["audio_id"], "date": str(row["date"]), "emotion": row["emotion"],
+                        "source_path": names.get(row["audio_id"], row["audio_id"])})
+            if len(out) >= limit:
+                break
+        return out
+
+    @app.post("/api/analyze")
+    def analyze_upload(file: UploadFile = File(...), granularity: str = Form("utterance")) -> dict:
+        if granularity not in analyze.GRANULARITIES:
+            raise HTTPException(400, f"granularity must be one of {', '.join(analyze.GRANULARITIES)}")
+        name = Path(file.filename or "upload").name
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / (re.sub(r"[^\w.-]+", "_", name) or "upload")
+            path.write_bytes(file.file.read())
+            try:
+                wav = load_mono_16k(path)
+            except AudioDecodeError as exc:
+                raise HTTPException(400, f"{name}: cannot decode this recording ({exc})") from exc
+        model = emotion_model.load()
+        try:
+            result = analyze.analyze_waveform(model, wav, name, granularity)
+        except analyze.AnalyzeError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
+        analyze.write_analysis(result, wav, run)
+        # neighbours are found with the utterance embedding, the one the lake stores
+        utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
+        return payload(run, result.result(), neighbours_of(vector=np.asarray(utterance), model_id=model.model_id))
+
+    @app.get("/api/recording/{audio_id}")
+    def from_lake(audio_id: str) -> dict:
+        found = _lake_analysis(storage.lake_dir, audio_id)
+        if found is None:
+            raise HTTPException(404, f"no recording {audio_id} in {storage.lake_dir}")
+        run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
+        analyze.write_analysis(found, None, run)
+        return payload(run, found.result(), neighbours_of(audio_id=audio_id))
+
+    @app.get("/download/{run_id}/{name}")
+    def download(run_id: str, name: str) -> FileResponse:
+        if not _RUN_NAME.fullmatch(run_id) or name not in DOWNLOADS or not (outputs / run_id / name).is_file():
+            raise HTTPException(404, "no such result file")
+        media = {"json": "application/json", "npy": "application/octet-stream", "wav": "audio/wav"}
+        return FileResponse(outputs / run_id / name, filename=name, media_type=media[name.rsplit(".", 1)[1]])
+
+    return app
+
+
+def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
+    """A warehouse recording's newest scores and embedding, as an Analysis."""
+    scores = lake.read_table(lake_dir, "emotion_scores")
+    embeddings = lake.read_table(lake_dir, "emotion_embeddings")
+    if scores is None or embeddings is None:
+        return None
+    scores = scores.filter(pc.equal(scores.column("audio_id"), audio_id)).sort_by([("date", "descending")])
+    if scores.num_rows == 0:
+        return None
+    row = scores.slice(0, 1).to_pylist()[0]
+    emb = embeddings.filter(pc.and_(pc.equal(embeddings.column("audio_id"), audio_id),
+                                    pc.equal(embeddings.column("date"), scores.column("date")[0])))
+    files = lake.read_table(lake_dir, "audio_files")
+    name, duration = audio_id, 0.0
+    if files is not None:
+        files = files.filter(pc.equal(files.column("audio_id"), audio_id))
+        if files.num_rows:
+            name = Path(files.column("source_path")[0].as_py()).name
+            duration = float(files.column("duration_s")[0].as_py() or 0.0)
+    return analyze.Analysis(
+        audio_name=name, duration_s=duration, emotion=row["emotion"], confidence=float(row["confidence"]),
+        scores={label: float(row[label]) for label in EMOTION_LABELS},
+        embedding=lake.embedding_matrix(emb)[:1], granularity="utterance", model_id=row["model_id"],
+        random_weights=None, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def serve(storage, emotion_model, host: str = "127.0.0.1", port: int = 7860) -> int:
+    import uvicorn
+
+    print(f"emo web: http://{host}:{port}  (data in {storage.root}, model {emotion_model.model})")
+    uvicorn.run(create_app(storage, emotion_model), host=host, port=port, log_level="warning")
+    return 0
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>emo-assets: speech emotion</title>
+<style>
+ body{font-family:sans-serif;max-width:46em;margin:2em auto;padding:0 1em}
+ .bar{display:flex;align-items:center;margin:2px 0} .bar .name{width:9em} .bar .value{width:4em;text-align:right}
+ .bar .track{flex:1;background:#eee;height:1.1em;margin:0 .5em} .bar .fill{background:#4a7bd0;height:100%}
+ table{border-collapse:collapse} td,th{padding:2px 8px;text-align:left} #error{color:#b00}
+ fieldset{margin-bottom:1em}
+</style></head>
+<body>
+<h1>Speech emotion</h1>
+<fieldset><legend>Upload a recording</legend>
+ <form id="upload-form"><input type="file" id="file" name="file" accept="audio/*">
+ <select id="granularity" name="granularity"><option>utterance</option><option>frame</option></select>
+ <button type="submit" id="analyze">Analyze</button></form></fieldset>
+<fieldset><legend>or pick one from the warehouse</legend>
+ <select id="recording"></select> <button id="show" type="button">Show</button></fieldset>
+<p id="status"></p><p id="error"></p>
+<div id="result" hidden>
+ <h2 id="emotion"></h2><p>confidence <span id="confidence"></span> · model <span id="model"></span></p>
+ <div id="bars"></div>
+ <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a></p>
+ <h3>Most similar recordings</h3>
+ <table id="similar"><thead><tr><th>#</th><th>similarity</th><th>recording</th><th>emotion</th><th>date</th></tr></thead>
+ <tbody></tbody></table>
+</div>
+<script>
+const $ = (id) => document.getElementById(id);
+function show(data) {
+  const r = data.result;
+  $("error").textContent = ""; $("status").textContent = "";
+  $("emotion").textContent = data.emoji[r.emotion] + " " + r.emotion;
+  $("confidence").textContent = r.confidence.toFixed(3);
+  $("model").textContent = r.model_id;
+  const bars = $("bars"); bars.innerHTML = "";
+  for (const label of data.labels) {
+    const v = r.scores[label];
+    const row = document.createElement("div"); row.className = "bar"; row.dataset.label = label;
+    row.innerHTML = '<span class="name"></span><span class="track"><span class="fill"></span></span><span class="value"></span>';
+    row.querySelector(".name").textContent = data.emoji[label] + " " + label;
+    row.querySelector(".fill").style.display = "block";
+    row.querySelector(".fill").style.width = (100 * v).toFixed(1) + "%";
+    row.querySelector(".value").textContent = v.toFixed(3);
+    bars.appendChild(row);
+  }
+  $("download-json").href = data.downloads["result.json"];
+  $("download-npy").href = data.downloads["embedding.npy"];
+  const body = $("similar").querySelector("tbody"); body.innerHTML = "";
+  for (const n of data.similar) {
+    const tr = document.createElement("tr");
+    for (const v of [n.rank, n.similarity.toFixed(4), n.source_path || n.audio_id, n.emotion || "", n.date]) {
+      const td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  $("result").hidden = false;
+}
+async function call(promise) {
+  $("status").textContent = "working..."; $("error").textContent = "";
+  const resp = await promise;
+  const data = await resp.json();
+  if (!resp.ok) { $("status").textContent = ""; $("error").textContent = data.detail || resp.statusText; return; }
+  show(data);
+}
+$("upload-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  if (!$("file").files.length) { $("error").textContent = "choose a file first"; return; }
+  const form = new FormData(); form.append("file", $("file").files[0]); form.append("granularity", $("granularity").value);
+  call(fetch("/api/analyze", {method: "POST", body: form}));
+});
+$("show").addEventListener("click", () => {
+  if ($("recording").value) call(fetch("/api/recording/" + encodeURIComponent($("recording").value)));
+});
+fetch("/api/recordings").then((r) => r.json()).then((rows) => {
+  for (const r of rows) {
+    const o = document.createElement("option"); o.value = r.audio_id;
+    o.textContent = r.source_path + " (" + r.date + ", " + r.emotion + ")"; $("recording").appendChild(o);
+  }
+});
+</script>
+</body></html>
+"""
