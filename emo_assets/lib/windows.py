@@ -13,8 +13,8 @@ overlap by at least ``overlap_s`` (default 1 s), and no window is a short leftov
 exactly as a clip of that length would be. The recording's utterance embedding and its
 scores are the duration-weighted mean over windows (weight = window length in seconds;
 the scores stay a probability distribution). Frame-level output of a long recording
-concatenates the windows' frames, each window keeping the frames whose centre lies in
-its own half of every overlap, so the 50 Hz frame grid has no duplicates.
+concatenates the windows' frames, each window keeping its frames up to the middle of each
+overlap, so the 50 Hz frame track has no duplicates (steps at window joins are 10-30 ms).
 """
 
 from __future__ import annotations
@@ -66,16 +66,24 @@ def frame_keep_ranges(
 ) -> list[tuple[int, int]]:
     """For each window, the ``[first, last)`` frame indices it contributes to a stitched frame track.
 
-    Frame ``t`` of a window starting at sample ``s`` is centred near ``s + t * frame_hop``; a window
-    keeps the frames between the midpoints of its overlaps with its neighbours.
+    Frame ``t`` of a window starting at sample ``s`` starts at sample ``s + t * frame_hop``. A window
+    keeps its frames up to the midpoint of its overlap with the next window; the next window resumes
+    with its first frame more than half a hop after the last kept one, so consecutive stitched frames
+    are between 0.5 and 1.5 hops apart (exactly one hop inside a window).
     """
-    keep = []
+    keep: list[tuple[int, int]] = []
+    previous = None  # start sample of the last kept frame so far
     for i, ((start, end), count) in enumerate(zip(spans, n_frames, strict=True)):
-        lo_sample = start if i == 0 else (start + spans[i - 1][1]) // 2
-        hi_sample = end if i == len(spans) - 1 else (spans[i + 1][0] + end) // 2
-        first = 0 if i == 0 else min(count, math.ceil((lo_sample - start) / frame_hop))
-        last = count if i == len(spans) - 1 else min(count, math.ceil((hi_sample - start) / frame_hop))
+        last = count
+        if i < len(spans) - 1:
+            midpoint = (spans[i + 1][0] + end) // 2
+            last = min(count, math.ceil((midpoint - start) / frame_hop))
+        first = 0
+        if previous is not None:
+            first = min(count, max(0, (previous + frame_hop // 2 - start) // frame_hop + 1))
         keep.append((first, max(first, last)))
+        if last > first:
+            previous = start + (last - 1) * frame_hop
     return keep
 
 
