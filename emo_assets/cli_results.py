@@ -29,7 +29,8 @@ def _fail(message: str) -> int:
 
 def _random_note(model) -> None:
     if model.is_random:
-        print(f"NOTE: model {model.model_id} has RANDOM weights; its emotions are meaningless (set EMO_MODEL).")
+        print(f"NOTE: model {model.model_id} has RANDOM weights; its emotions are meaningless (set EMO_MODEL).",
+              file=sys.stderr)
 
 
 def analyze_cmd(args: argparse.Namespace) -> int:
