@@ -178,6 +178,7 @@ PAGE = """<!doctype html>
 <p id="status"></p><p id="error"></p>
 <div id="result" hidden>
  <h2 id="emotion"></h2><p>confidence <span id="confidence"></span> · model <span id="model"></span></p>
+ <p id="note"></p>
  <div id="bars"></div>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a></p>
  <h3>Most similar recordings</h3>
@@ -192,6 +193,7 @@ function show(data) {
   $("emotion").textContent = data.emoji[r.emotion] + " " + r.emotion;
   $("confidence").textContent = r.confidence.toFixed(3);
   $("model").textContent = r.model_id;
+  $("note").textContent = r.random_weights ? "This model has RANDOM weights: its emotions are meaningless (set EMO_MODEL)." : "";
   const bars = $("bars"); bars.innerHTML = "";
   for (const label of data.labels) {
     const v = r.scores[label];

@@ -49,7 +49,7 @@ def chromium() -> str:
         path = CHROMIUM
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import playwright  # noqa: F401
     except ImportError:
         done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *WEB_DEPS],
