@@ -24,6 +24,7 @@ import contextlib
 import copy
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,16 +166,51 @@ def _normalise(wave: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor) ->
     return (wave - mean) * torch.rsqrt(var + 1e-5) * keep
 
 
+def _frontend(enc: nn.Module, wave: torch.Tensor) -> torch.Tensor:
+    """Conv feature extractor, ``B x S`` -> ``B x T x C``, kept channels-last throughout.
+
+    The convolutions run as 2-D convolutions on a ``B x C x 1 x S`` channels-last tensor, so the
+    per-frame LayerNorm and GELU of funasr's ``layer_norm`` extractor work on contiguous rows and no
+    transposed copies are made (funasr transposes around every LayerNorm). Same weights, same math.
+    """
+    local = enc.local_encoder
+    if enc.modality_cfg.extractor_mode != "layer_norm":
+        return local(wave).transpose(1, 2)
+    x = wave.view(wave.shape[0], 1, 1, -1).contiguous(memory_format=torch.channels_last)
+    for block in local.conv_layers:
+        conv = block[0]
+        x = F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
+        rows = block[3](block[2][1](x.permute(0, 2, 3, 1)))  # B x 1 x T x C, contiguous
+        x = rows.permute(0, 3, 1, 2)
+    return x.permute(0, 2, 3, 1)[:, 0]
+
+
 def _positional(encoder: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """funasr's relative positional encoder with padded frames zeroed before every convolution."""
+    """funasr's relative positional encoder on ``B x T x D``, channels-last, padding zeroed.
+
+    Padded frames are set to zero before every convolution, which is what the zero padding of a
+    single unpadded clip does at its end.
+    """
     for layer in encoder:
         if isinstance(layer, nn.Sequential) and isinstance(layer[0], nn.Conv1d):
-            x = layer(x if keep is None else x * keep.unsqueeze(1).to(x.dtype))  # x is B x D x T
+            x = _positional_conv(layer, x if keep is None else x * keep.unsqueeze(-1).to(x.dtype))
         elif isinstance(layer, nn.Sequential):
             x = _positional(layer, x, keep)
-        else:
-            x = layer(x)
+        elif type(layer).__name__ != "TransposeLast":
+            x = layer(x)  # the optional pre-LayerNorm, on B x T x D
     return x
+
+
+def _positional_conv(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """One ``Sequential(Conv1d, SamePad, TransposeLast, LayerNorm, TransposeLast, GELU)``."""
+    conv = layer[0]
+    frames = x.shape[1]
+    nchw = x.unsqueeze(1).permute(0, 3, 1, 2)  # B x D x 1 x T, channels-last memory
+    y = F.conv2d(
+        nchw, conv.weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]), groups=conv.groups
+    )
+    rows = y.permute(0, 2, 3, 1)[:, 0, :frames]  # SamePad drops the extra frame of even kernels
+    return layer[5](layer[3](rows))
 
 
 def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -206,7 +242,7 @@ def encode(
     """
     enc = module.modality_encoders["AUDIO"]
     cfg = enc.modality_cfg
-    dtype = next(enc.project_features.parameters()).dtype
+    dtype = enc.project_features[1].weight.dtype
     padded = bool((lengths < wave.shape[1]).any())
     sample_keep = None
     if padded:
@@ -215,7 +251,7 @@ def encode(
         wave = _normalise(wave.float(), lengths, sample_keep) if padded else F.layer_norm(
             wave.float(), wave.shape[1:]
         )
-    x = enc.project_features(enc.local_encoder(wave.to(dtype)))
+    x = enc.project_features[2](enc.project_features[1](_frontend(enc, wave.to(dtype))))
     batch, frames, _ = x.shape
     frame_lengths = feature_lengths(lengths, enc.feature_enc_layers)
     keep = torch.arange(frames, device=x.device) < frame_lengths.unsqueeze(1) if padded else None
@@ -272,6 +308,9 @@ class InferenceEngine:
     (funasr masks its ``unuse*`` tokens to -inf the same way). ``batch_policy="per_clip"`` runs one
     window per forward (no padding; fastest on CPU), ``"masked"`` packs windows sorted by length
     into padded batches of at most ``max_batch_samples`` samples with masks (exact too; for GPUs).
+    ``num_threads`` CPU threads (default: the cores this process may use) are shared by ``workers``
+    concurrent forwards (default on CPU per-clip: one single-threaded forward per core, which
+    measured faster than one forward over all cores; otherwise 1).
     """
 
     def __init__(
@@ -287,6 +326,7 @@ class InferenceEngine:
         window_overlap_s: float = 1.0,
         token_index: Sequence[int] | None = None,
         num_threads: int | None = None,
+        workers: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, half)
@@ -310,6 +350,12 @@ class InferenceEngine:
         if not self.token_index or not all(0 <= t < n_tokens for t in self.token_index):
             raise ValueError(f"token_index must hold indices in [0, {n_tokens}), got {token_index}")
         self.num_threads = num_threads or default_num_threads()
+        if workers is None:
+            cpu_per_clip = self.device.type == "cpu" and self.batch_policy == "per_clip"
+            workers = self.num_threads if cpu_per_clip else 1
+        if not 1 <= workers <= self.num_threads:
+            raise ValueError(f"workers must be between 1 and num_threads={self.num_threads}, got {workers}")
+        self.workers = workers
         self.conv_spec = list(enc.feature_enc_layers)
         self.frame_hop = int(np.prod([stride for _, _, stride in self.conv_spec]))
         self.min_samples = self._min_samples()
@@ -361,7 +407,7 @@ class InferenceEngine:
             chunks.append(f[lo:hi])
             times.append((start + np.arange(lo, hi) * self.frame_hop) / SAMPLE_RATE)
         x = np.concatenate(chunks)
-        with self._runtime():
+        with torch_threads(self.num_threads), torch.inference_mode():
             logits = self.module.proj(torch.from_numpy(x).to(self.device, self._head_dtype()))
             scores = self._softmax(logits)
         return FrameOutput(np.concatenate(times), x, scores)
@@ -379,11 +425,6 @@ class InferenceEngine:
             )
         return wave
 
-    @contextlib.contextmanager
-    def _runtime(self) -> Iterator[None]:
-        with torch_threads(self.num_threads), torch.inference_mode():
-            yield
-
     def _head_dtype(self) -> torch.dtype:
         return self.module.proj.weight.dtype
 
@@ -397,25 +438,41 @@ class InferenceEngine:
         return pack_batches([p.n_samples for p in plans], self.max_batch_samples)
 
     def _run(self, waves, plans, *, keep_frames: bool):
-        """Forward every window; per window either pooled ``(embedding, scores)`` or frames."""
+        """Forward every window; per window either pooled ``(embedding, scores)`` or frames.
+
+        With several workers, batches run concurrently on Python threads (torch releases the GIL),
+        each with ``num_threads // workers`` intra-op threads; longest batches are started first.
+        """
+        batches = self._batches(plans)
+
+        def work(batch: list[int]) -> tuple[list[int], list]:
+            with torch.inference_mode():  # thread-local, so entered in every worker
+                return batch, self._forward(waves, plans, batch, keep_frames)
+
         results: list = [None] * len(plans)
-        with self._runtime():
-            for batch in self._batches(plans):
-                longest = max(plans[i].n_samples for i in batch)
-                wave = torch.zeros(len(batch), longest)
-                for row, i in enumerate(batch):
-                    p = plans[i]
-                    wave[row, : p.n_samples] = torch.from_numpy(waves[p.index][p.start : p.end])
-                lengths = torch.tensor([plans[i].n_samples for i in batch])
-                x, frame_lengths = encode(self.module, wave.to(self.device), lengths.to(self.device))
-                keep = torch.arange(x.shape[1], device=x.device) < frame_lengths.unsqueeze(1)
-                if keep_frames:
-                    for row, i in enumerate(batch):
-                        results[i] = x[row, : frame_lengths[row]].float().cpu().numpy()
-                    continue
-                mean = (x.float() * keep.unsqueeze(-1)).sum(1) / frame_lengths.unsqueeze(1)
-                scores = self._softmax(self.module.proj(mean.to(self._head_dtype())))
-                mean = mean.cpu().numpy()
-                for row, i in enumerate(batch):
-                    results[i] = (mean[row], scores[row])
+        with torch_threads(max(1, self.num_threads // self.workers)):
+            if self.workers == 1 or len(batches) == 1:
+                done = map(work, batches)
+            else:
+                with ThreadPoolExecutor(self.workers, thread_name_prefix="emo-infer") as pool:
+                    done = list(pool.map(work, batches))
+            for batch, rows in done:
+                for i, row in zip(batch, rows, strict=True):
+                    results[i] = row
         return results
+
+    def _forward(self, waves, plans, batch: list[int], keep_frames: bool) -> list:
+        longest = max(plans[i].n_samples for i in batch)
+        wave = torch.zeros(len(batch), longest)
+        for row, i in enumerate(batch):
+            p = plans[i]
+            wave[row, : p.n_samples] = torch.from_numpy(waves[p.index][p.start : p.end])
+        lengths = torch.tensor([plans[i].n_samples for i in batch])
+        x, frame_lengths = encode(self.module, wave.to(self.device), lengths.to(self.device))
+        if keep_frames:
+            return [x[row, :n].float().cpu().numpy() for row, n in enumerate(frame_lengths.tolist())]
+        keep = torch.arange(x.shape[1], device=x.device) < frame_lengths.unsqueeze(1)
+        mean = (x.float() * keep.unsqueeze(-1)).sum(1) / frame_lengths.unsqueeze(1)
+        scores = self._softmax(self.module.proj(mean.to(self._head_dtype())))
+        mean = mean.cpu().numpy()
+        return [(mean[row], scores[row]) for row in range(len(batch))]

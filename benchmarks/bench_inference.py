@@ -1,0 +1,311 @@
+"""Benchmark: funasr AutoModel.generate against our InferenceEngine, in one run, same clips.
+
+    .venv/bin/python benchmarks/bench_inference.py [--model-dir DIR] [--clips 40] [--long-s 600]
+
+Builds the large-architecture random model (make_test_model size "large"; cached in --model-dir),
+makes a fixed set of clips (seeded; 1-15 s) and one long recording, then:
+
+1. in this process, for every clip, runs funasr generate, our engine in fp32 (per-clip policy),
+   our engine with masked padded batches (for information: the CPU policy choice), and int8 - in a
+   rotating order so load from other processes hits every system alike; reports x real-time,
+   ratios against funasr and parity (ours vs funasr; int8 vs our fp32);
+2. in a subprocess per precision, the long recording through our engine (30 s windows): x real-time
+   and peak RSS, the peak counter reset after loading so the model load is reported apart;
+3. funasr generate on the long recording, in a subprocess with an 8 GB address-space limit (its
+   whole-file attention needs far more; the limit makes it fail cleanly instead of swapping).
+
+Prints a markdown report and writes JSON next to it (--json). Not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SR = 16_000
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def synth_clip(seconds: float, seed: int) -> np.ndarray:
+    """Speech-like test signal: voiced harmonics with a gliding pitch, syllable envelope, noise."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = rng.uniform(90, 260) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, None) ** 2
+    wave = 0.3 * voiced * envelope + rng.normal(0, 0.01 + 0.02 * rng.random(), n)
+    return wave.astype(np.float32)
+
+
+def make_clips(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(2024)
+    return [synth_clip(float(rng.uniform(1.0, 15.0)), seed=i) for i in range(count)]
+
+
+def make_long(seconds: float) -> np.ndarray:
+    parts, total, i = [], 0.0, 0
+    while total < seconds:
+        length = min(7.0 + (i % 5) * 3.0, seconds - total)
+        parts.append(synth_clip(length, seed=1000 + i))
+        total += length
+        i += 1
+    return np.concatenate(parts)[: int(seconds * SR)]
+
+
+def ensure_model(model_dir: Path) -> Path:
+    if not (model_dir / "model.pt").exists():
+        from emo_assets.lib.model_dir import make_test_model
+
+        print(f"building the large random model in {model_dir} ...", flush=True)
+        make_test_model(model_dir, size="large", seed=0)
+    return model_dir
+
+
+def load_auto_model(model_dir: Path, threads: int):
+    from funasr import AutoModel
+
+    return AutoModel(
+        model=str(model_dir), device="cpu", ncpu=threads, disable_update=True,
+        disable_pbar=True, log_level="ERROR",
+    )
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def rss_mb() -> dict[str, float]:
+    """Current and peak resident set size of this process (MB), from /proc/self/status."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": round(fields["VmRSS"]), "peak_rss_mb": round(fields["VmHWM"])}
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int) -> dict:
+    import torch
+
+    from emo_assets.lib.inference import InferenceEngine
+
+    auto = load_auto_model(model_dir, threads)
+    torch.set_num_threads(threads)  # funasr sets ncpu itself; make it explicit
+    module = auto.model
+    engines = {
+        "ours_fp32": InferenceEngine(module, device="cpu", num_threads=threads),
+        "ours_masked": InferenceEngine(
+            module, device="cpu", batch_policy="masked", max_batch_samples=8 * 8 * SR,
+            num_threads=threads,
+        ),
+        "ours_int8": InferenceEngine(module, device="cpu", precision="int8", num_threads=threads),
+    }
+
+    def funasr_one(clip):
+        res = auto.generate(clip, granularity="utterance", extract_embedding=True)[0]
+        return np.asarray(res["feats"]), np.asarray(res["scores"], dtype=np.float32)
+
+    def engine_one(name):
+        def run(clip):
+            out = engines[name].embed([clip])[0]
+            return out.embedding, out.scores
+
+        return run
+
+    systems = {"funasr": funasr_one, **{name: engine_one(name) for name in engines}}
+    warm = synth_clip(2.0, seed=99)
+    for run in systems.values():
+        run(warm)
+    seconds = {name: 0.0 for name in systems}
+    outputs = {name: [] for name in systems}
+    names = list(systems)
+    for i, clip in enumerate(clips):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            outputs[name].append(systems[name](clip))
+            seconds[name] += time.perf_counter() - start
+        if i % 10 == 9:
+            print(f"  {i + 1}/{len(clips)} clips", flush=True)
+    # The masked policy's real use is many clips per call; time that too (one call, all clips).
+    start = time.perf_counter()
+    batched = engines["ours_masked"].embed(clips)
+    seconds["ours_masked_all_at_once"] = time.perf_counter() - start
+
+    audio_s = sum(len(c) for c in clips) / SR
+    ref = outputs["funasr"]
+    report = {"audio_s": round(audio_s, 1), "systems": {}}
+    for name, secs in seconds.items():
+        report["systems"][name] = {
+            "seconds": round(secs, 1),
+            "x_realtime": round(audio_s / secs, 2),
+            "ratio_vs_funasr": round(seconds["funasr"] / secs, 2),
+        }
+
+    def parity(outs, against):
+        emb = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(outs, against, strict=True))
+        sc = max(float(np.abs(a[1] - b[1]).max()) for a, b in zip(outs, against, strict=True))
+        top = sum(int(np.argmax(a[1]) == np.argmax(b[1])) for a, b in zip(outs, against, strict=True))
+        cos = min(cosine(a[0], b[0]) for a, b in zip(outs, against, strict=True))
+        return {"max_abs_embedding": emb, "max_abs_score": sc, "top1_agree": f"{top}/{len(outs)}",
+                "min_cosine": cos}
+
+    report["parity_vs_funasr"] = {
+        "ours_fp32": parity(outputs["ours_fp32"], ref),
+        "ours_masked": parity(outputs["ours_masked"], ref),
+        "ours_masked_all_at_once": parity([(o.embedding, o.scores) for o in batched], ref),
+    }
+    report["int8_vs_fp32"] = parity(outputs["ours_int8"], outputs["ours_fp32"])
+    report["process"] = rss_mb()
+    return report
+
+
+def long_child(model_dir: Path, seconds: float, precision: str, threads: int) -> dict:
+    """Run in a subprocess: the long recording through our engine; peak RSS apart from loading."""
+    import gc
+
+    from emo_assets.lib.inference import InferenceEngine
+
+    wave = make_long(seconds)
+    auto = load_auto_model(model_dir, threads)
+    engine = InferenceEngine(auto.model, device="cpu", precision=precision, num_threads=threads)
+    del auto
+    gc.collect()
+    engine.embed([synth_clip(2.0, seed=99)])
+    after_load = rss_mb()
+    reset_peak_rss()
+    start = time.perf_counter()
+    out = engine.embed([wave])[0]
+    elapsed = time.perf_counter() - start
+    return {
+        "precision": precision,
+        "audio_s": seconds,
+        "windows": len(out.segments),
+        "window_s": round(out.segments[0].end_s - out.segments[0].start_s, 2),
+        "seconds": round(elapsed, 1),
+        "x_realtime": round(seconds / elapsed, 2),
+        "rss_after_load_mb": after_load["rss_mb"],
+        "peak_rss_during_inference_mb": rss_mb()["peak_rss_mb"],
+        "peak_rss_including_load_mb": max(after_load["peak_rss_mb"], rss_mb()["peak_rss_mb"]),
+    }
+
+
+def funasr_long_child(model_dir: Path, seconds: float, threads: int) -> dict:
+    limit = 8 * 1024**3
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    wave = make_long(seconds)
+    auto = load_auto_model(model_dir, threads)
+    start = time.perf_counter()
+    try:
+        auto.generate(wave, granularity="utterance")
+        return {"ok": True, "seconds": round(time.perf_counter() - start, 1)}
+    except Exception as exc:  # the point of this run is to record how it fails
+        return {"ok": False, "after_s": round(time.perf_counter() - start, 1),
+                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+
+
+def run_child(args: list[str]) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"ok": False, "returncode": proc.returncode, "stderr_tail": proc.stderr[-800:]}
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    import funasr
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+            "torch": torch.__version__, "funasr": funasr.__version__, "python": platform.python_version(),
+            "loadavg_start": os.getloadavg()}
+
+
+def markdown(result: dict) -> str:
+    s = result["short"]
+    lines = [f"Short clips: {len(result['clip_seconds'])} clips, {s['audio_s']} s of audio "
+             f"({min(result['clip_seconds']):.1f}-{max(result['clip_seconds']):.1f} s each)", "",
+             "| system | seconds | x real-time | ratio vs funasr |", "|---|---|---|---|"]
+    for name, row in s["systems"].items():
+        lines.append(f"| {name} | {row['seconds']} | {row['x_realtime']} | {row['ratio_vs_funasr']} |")
+    lines += ["", "| parity | max abs embedding | max abs score | top-1 agree | min cosine |", "|---|---|---|---|---|"]
+    for name, p in {**s["parity_vs_funasr"], "int8 vs ours_fp32": s["int8_vs_fp32"]}.items():
+        lines.append(f"| {name} | {p['max_abs_embedding']:.2e} | {p['max_abs_score']:.2e} | "
+                     f"{p['top1_agree']} | {p['min_cosine']:.6f} |")
+    lines += ["", f"Main process RSS: {s['process']}", "", "Long recording:", ""]
+    lines += [f"- {json.dumps(row)}" for row in result["long"]]
+    lines += [f"- funasr generate on the long recording: {json.dumps(result['funasr_long'])}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/emo-bench/large"))
+    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--long-s", type=float, default=600.0)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--json", type=Path, default=HERE / "bench_inference.json")
+    parser.add_argument("--skip-funasr-long", action="store_true")
+    parser.add_argument("--child", choices=["long", "funasr-long"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child == "long":
+        print(json.dumps(long_child(args.model_dir, args.long_s, args.precision, args.threads)))
+        return
+    if args.child == "funasr-long":
+        print(json.dumps(funasr_long_child(args.model_dir, args.long_s, args.threads)))
+        return
+
+    result = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    ensure_model(args.model_dir)
+    clips = make_clips(args.clips)
+    result["clip_seconds"] = [round(len(c) / SR, 2) for c in clips]
+    print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
+    result["short"] = short_clips(args.model_dir, clips, args.threads)
+    print(json.dumps(result["short"]["systems"]), flush=True)
+    common = ["--model-dir", str(args.model_dir), "--long-s", str(args.long_s), "--threads", str(args.threads)]
+    result["long"] = []
+    for precision in ("fp32", "int8"):
+        print(f"long recording ({args.long_s:.0f} s), {precision} ...", flush=True)
+        result["long"].append(run_child(["--child", "long", "--precision", precision, *common]))
+        print(json.dumps(result["long"][-1]), flush=True)
+    result["funasr_long"] = (
+        {"skipped": True} if args.skip_funasr_long else run_child(["--child", "funasr-long", *common])
+    )
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    args.json.write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
