@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,12 +138,18 @@ def prepare_module(
                 "use device='cpu' without half, or precision='fp32' on GPUs"
             )
         names = {n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n != "proj"}
-        float_module = copy.deepcopy(module).to("cpu", torch.float32).eval()
-        return torch.ao.quantization.quantize_dynamic(float_module, names, dtype=torch.qint8)
+        return _quantize(copy.deepcopy(module).to("cpu", torch.float32).eval(), names)
     param = next(module.parameters())
     if param.device == device and param.dtype == dtype and not module.training:
         return module
     return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
+
+
+def _quantize(module: nn.Module, spec) -> nn.Module:
+    """torch.ao dynamic int8 quantisation (weights int8 per tensor, activations per call)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
+        return torch.ao.quantization.quantize_dynamic(module, spec, dtype=torch.qint8)
 
 
 # ---------------------------------------------------------------- the masked forward
@@ -166,23 +173,56 @@ def _normalise(wave: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor) ->
     return (wave - mean) * torch.rsqrt(var + 1e-5) * keep
 
 
-def _frontend(enc: nn.Module, wave: torch.Tensor) -> torch.Tensor:
+def _frontend(
+    enc: nn.Module, wave: torch.Tensor, conv_gemms: Sequence[nn.Module] | None = None
+) -> torch.Tensor:
     """Conv feature extractor, ``B x S`` -> ``B x T x C``, kept channels-last throughout.
 
     The convolutions run as 2-D convolutions on a ``B x C x 1 x S`` channels-last tensor, so the
     per-frame LayerNorm and GELU of funasr's ``layer_norm`` extractor work on contiguous rows and no
     transposed copies are made (funasr transposes around every LayerNorm). Same weights, same math.
+    With ``conv_gemms`` (int8), layers after the first run as linear layers over unfolded windows.
     """
     local = enc.local_encoder
     if enc.modality_cfg.extractor_mode != "layer_norm":
         return local(wave).transpose(1, 2)
     x = wave.view(wave.shape[0], 1, 1, -1).contiguous(memory_format=torch.channels_last)
-    for block in local.conv_layers:
+    for i, block in enumerate(local.conv_layers):
         conv = block[0]
-        x = F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
-        rows = block[3](block[2][1](x.permute(0, 2, 3, 1)))  # B x 1 x T x C, contiguous
-        x = rows.permute(0, 3, 1, 2)
+        if conv_gemms is not None and i > 0:
+            rows = x.permute(0, 2, 3, 1)[:, 0].contiguous()  # B x T x C
+            batch, frames, channels = rows.shape
+            kernel, stride = conv.kernel_size[0], conv.stride[0]
+            out_frames = (frames - kernel) // stride + 1
+            windows = rows.as_strided(
+                (batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1)
+            )
+            y = conv_gemms[i - 1](windows.contiguous()).unsqueeze(1)  # B x 1 x T' x C
+        else:
+            x = F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
+            y = x.permute(0, 2, 3, 1)  # B x 1 x T x C, contiguous
+        x = block[3](block[2][1](y)).permute(0, 3, 1, 2)
     return x.permute(0, 2, 3, 1)[:, 0]
+
+
+def conv_front_end_gemms(module: nn.Module) -> nn.ModuleList:
+    """int8 linear layers equivalent to the feature extractor's convolutions after the first.
+
+    A ``Conv1d(C, O, k, stride)`` over channels-last windows of ``k`` frames is a linear layer with
+    weight ``W.permute(0, 2, 1).reshape(O, k * C)``. The first layer (one input channel, kernel 10)
+    stays a float convolution.
+    """
+    layers = nn.ModuleList()
+    for block in module.modality_encoders["AUDIO"].local_encoder.conv_layers[1:]:
+        conv = block[0]
+        out, channels, kernel = conv.weight.shape
+        linear = nn.Linear(kernel * channels, out, bias=conv.bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.permute(0, 2, 1).reshape(out, kernel * channels))
+            if conv.bias is not None:
+                linear.bias.copy_(conv.bias)
+        layers.append(linear)
+    return _quantize(layers.float().eval(), {nn.Linear})
 
 
 def _positional(encoder: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -233,7 +273,10 @@ def _block(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 def encode(
-    module: nn.Module, wave: torch.Tensor, lengths: torch.Tensor
+    module: nn.Module,
+    wave: torch.Tensor,
+    lengths: torch.Tensor,
+    conv_gemms: Sequence[nn.Module] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame features of a (padded) batch: ``(x [B, T, D], frame_lengths [B])``.
 
@@ -251,7 +294,7 @@ def encode(
         wave = _normalise(wave.float(), lengths, sample_keep) if padded else F.layer_norm(
             wave.float(), wave.shape[1:]
         )
-    x = enc.project_features[2](enc.project_features[1](_frontend(enc, wave.to(dtype))))
+    x = enc.project_features[2](enc.project_features[1](_frontend(enc, wave.to(dtype), conv_gemms)))
     batch, frames, _ = x.shape
     frame_lengths = feature_lengths(lengths, enc.feature_enc_layers)
     keep = torch.arange(frames, device=x.device) < frame_lengths.unsqueeze(1) if padded else None
@@ -327,6 +370,7 @@ class InferenceEngine:
         token_index: Sequence[int] | None = None,
         num_threads: int | None = None,
         workers: int | None = None,
+        int8_front_end: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, half)
@@ -341,6 +385,9 @@ class InferenceEngine:
         if module.proj is None:
             raise ValueError("the model has no classification head (vocab_size <= 0); emotion2vec+ has one")
         self.module = prepare_module(module, device=self.device, dtype=self.dtype, precision=precision)
+        self.conv_gemms = None
+        if precision == "int8" and int8_front_end and enc.modality_cfg.extractor_mode == "layer_norm":
+            self.conv_gemms = conv_front_end_gemms(module)
         self.max_batch_samples = int(max_batch_samples)
         self.window_s = float(window_s)
         self.window_overlap_s = float(window_overlap_s)
@@ -450,11 +497,12 @@ class InferenceEngine:
                 return batch, self._forward(waves, plans, batch, keep_frames)
 
         results: list = [None] * len(plans)
-        with torch_threads(max(1, self.num_threads // self.workers)):
-            if self.workers == 1 or len(batches) == 1:
+        workers = min(self.workers, len(batches))
+        with torch_threads(max(1, self.num_threads // workers)):
+            if workers == 1:
                 done = map(work, batches)
             else:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="emo-infer") as pool:
+                with ThreadPoolExecutor(workers, thread_name_prefix="emo-infer") as pool:
                     done = list(pool.map(work, batches))
             for batch, rows in done:
                 for i, row in zip(batch, rows, strict=True):
@@ -468,7 +516,9 @@ class InferenceEngine:
             p = plans[i]
             wave[row, : p.n_samples] = torch.from_numpy(waves[p.index][p.start : p.end])
         lengths = torch.tensor([plans[i].n_samples for i in batch])
-        x, frame_lengths = encode(self.module, wave.to(self.device), lengths.to(self.device))
+        x, frame_lengths = encode(
+            self.module, wave.to(self.device), lengths.to(self.device), self.conv_gemms
+        )
         if keep_frames:
             return [x[row, :n].float().cpu().numpy() for row, n in enumerate(frame_lengths.tolist())]
         keep = torch.arange(x.shape[1], device=x.device) < frame_lengths.unsqueeze(1)
