@@ -59,7 +59,10 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     try:
         # The day is locked for the whole run: a second run of the same day is refused, never mixed in.
         with day_lock.hold_day(locks, day, holder=f"emo run --date {day}"):
-            instance = _instance(storage.root)
+            # Two first runs at once would both create the instance's SQLite schema and collide.
+            with day_lock.hold_day(locks, "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60):
+                instance = _instance(storage.root)
+                instance.get_runs(limit=1)  # creates the run storage while we hold the lock
             day_lock.check_lease(locks, day, None, lambda run_id: run_is_active(instance, run_id))
             result = job.execute_in_process(
                 partition_key=day,

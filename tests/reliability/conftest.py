@@ -75,11 +75,16 @@ def failed_steps(result) -> list[str]:
 
 
 def step_failure_messages(result) -> dict[str, str]:
-    return {
-        e.step_key: str(e.event_specific_data.error.message if e.event_specific_data.error else "")
-        for e in result.all_events
-        if e.is_step_failure
-    }
+    """step key -> the failure's message and the messages of its causes, joined."""
+
+    def chain(error) -> str:
+        parts = []
+        while error is not None:
+            parts.append(error.message)
+            error = error.cause
+        return "\n".join(parts)
+
+    return {e.step_key: chain(e.event_specific_data.error) for e in result.all_events if e.is_step_failure}
 
 
 def warehouse_tables(data_dir: Path, read_copy: bool = True) -> dict[str, list[tuple]]:
