@@ -3,6 +3,11 @@
 Recordings are read from their 16 kHz FLAC in a background thread pool while the model runs,
 so the model never waits on I/O. A recording already scored by the same ``model_id`` in an
 earlier run of the day is reused, not run through the model again.
+
+A recording longer than ``window_s`` is read and scored window by window (the rule of
+:mod:`emo_assets.lib.windows`: even windows overlapping by 1 s, duration-weighted mean of their
+embeddings and scores), so memory is bounded by one window whatever the length. A model that
+windows by itself gets windows no longer than its own, hence the same numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pyarrow as pa
 from emo_assets.lib import schemas
 from emo_assets.lib.audio import AudioDecodeError, load_mono_16k
 from emo_assets.lib.ingest import reject_rows
+from emo_assets.lib.windows import plan_windows, weighted_mean
 
 EMOTION_STAGE = "emotion_scores"
 
@@ -63,6 +69,28 @@ def _result(path: Path, future) -> tuple[Path, np.ndarray | Exception]:
         return path, exc
 
 
+WINDOW_OVERLAP_S = 1.0
+SAMPLE_RATE = 16000
+
+
+def score_long_recording(model, path: Path, window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, scores) of a long 16 kHz recording, read from its FLAC one window at a time."""
+    import soundfile as sf
+
+    embeddings, scores, weights = [], [], []
+    with sf.SoundFile(str(path)) as flac:
+        for start, end in plan_windows(flac.frames, window_s=window_s, overlap_s=WINDOW_OVERLAP_S):
+            flac.seek(start)
+            window = flac.read(end - start, dtype="float32")
+            if window.ndim != 1 or len(window) != end - start:
+                raise AudioDecodeError(f"resampled audio changed while read: window {start}-{end}", path)
+            [result] = model.infer([window])
+            embeddings.append(np.asarray(result.embedding, dtype=np.float32))
+            scores.append(np.asarray(result.scores, dtype=np.float32))
+            weights.append((end - start) / SAMPLE_RATE)
+    return weighted_mean(embeddings, weights), weighted_mean(scores, weights)
+
+
 def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray) -> dict:
     best = int(np.argmax(scores))
     return {
@@ -85,6 +113,7 @@ def score_day(
     workers: int = 2,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    window_s: float = 30.0,
 ) -> ScoringOutput:
     """Score every resampled recording of the day with ``model`` (an EmotionModel)."""
     date = dt.date.fromisoformat(day)
@@ -113,7 +142,9 @@ def score_day(
             row, emb = reusable[audio_id]
             score_out[audio_id] = {**row, "date": date}
             emb_out[audio_id] = emb
-    todo = [a for a in sorted(paths) if a not in score_out]
+    pending = [a for a in sorted(paths) if a not in score_out]
+    long_ids = [a for a in pending if (durations[a] or 0.0) > window_s]
+    todo = [a for a in pending if (durations[a] or 0.0) <= window_s]
 
     def reject(audio_id: str, reason: str) -> None:
         rejects.extend((src, audio_id, reason) for src in sources.get(audio_id, []))
@@ -163,8 +194,22 @@ def score_day(
             if len(batch_ids) >= batch_size or sum(map(len, batch_wavs)) >= PREFETCH_BUDGET_S * 16000:
                 flush()
         if progress is not None:
-            progress(n, len(todo))
+            progress(n, len(pending))
     flush()
+
+    for n, audio_id in enumerate(long_ids, start=len(todo) + 1):
+        inferred += 1
+        try:
+            embedding, scores = score_long_recording(model, Path(paths[audio_id]), window_s)
+        except (AudioDecodeError, OSError) as exc:
+            reject(audio_id, f"resampled audio unreadable: {getattr(exc, 'reason', exc)}")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
+            reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
+        else:
+            score_out[audio_id] = score_rows(audio_id, date, model.model_id, scores)
+            emb_out[audio_id] = embedding
+        if progress is not None:
+            progress(n, len(pending))
 
     ids = sorted(score_out)
     emb_schema = schemas.emotion_embeddings_schema(model.embed_dim)
