@@ -56,7 +56,8 @@ def embeddings_match_model(
 
 @dg.asset_check(asset=dg.AssetKey("quarantine"), partitions_def=daily_partitions, blocking=True)
 def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    """Every file under data/raw/<day>/ is either processed (scored) or quarantined."""
+    """Every file under data/raw/<day>/ is either processed (scored) or quarantined, exactly once:
+    landed = processed + quarantined, by source_path."""
     day = context.partition_key
     account = account_day(
         storage.raw_dir,
@@ -67,8 +68,10 @@ def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: St
     )
     if account.missing:
         context.log.error(f"{day}: {len(account.missing)} file(s) neither processed nor quarantined: {list(account.missing)[:20]}")
+    if account.duplicates:
+        context.log.error(f"{day}: {len(account.duplicates)} file(s) counted more than once: {list(account.duplicates)[:20]}")
     return dg.AssetCheckResult(
-        passed=not account.missing and not account.both,
+        passed=not account.missing and not account.both and not account.duplicates,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "landed": len(account.landed),
@@ -76,6 +79,7 @@ def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: St
             "quarantined": len(account.quarantined),
             "missing": dg.MetadataValue.json(list(account.missing)),
             "processed_and_quarantined": dg.MetadataValue.json(list(account.both)),
+            "counted_twice": dg.MetadataValue.json(list(account.duplicates)),
         },
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,23 @@ from emo_assets.lib.raw_scan import scan_day
 
 @dataclass(frozen=True)
 class DayAccount:
+    """Source paths of a day: landed, processed (scored) and quarantined, one entry per row found,
+    so that a file counted twice shows up in :attr:`duplicates`."""
+
     landed: tuple[str, ...]
     processed: tuple[str, ...]
     quarantined: tuple[str, ...]
+
+    @property
+    def duplicates(self) -> tuple[str, ...]:
+        """Files with more than one processed row, or quarantined more than once."""
+        seen: set[str] = set()
+        twice: set[str] = set()
+        for src in (*self.processed, *self.quarantined):
+            if src in seen:
+                twice.add(src)
+            seen.add(src)
+        return tuple(sorted(twice - set(self.both)))
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -32,7 +47,8 @@ def account_day(
 ) -> DayAccount:
     files, refused = scan_day(raw_root, day)
     landed = sorted([f.source_path for f in files] + [src for src, _ in refused])
-    scored = set(scores.column("audio_id").to_pylist()) if scores is not None else set()
+    # Score rows per recording: identical copies share one row; two rows for one recording is a bug.
+    scored = Counter(scores.column("audio_id").to_pylist()) if scores is not None else Counter()
     processed = []
     if audio_files is not None:
         processed = sorted(
@@ -40,7 +56,7 @@ def account_day(
             for src, audio_id in zip(
                 audio_files.column("source_path").to_pylist(), audio_files.column("audio_id").to_pylist()
             )
-            if audio_id in scored
+            for _ in range(scored[audio_id])
         )
-    quarantined = sorted(set(quarantine.column("source_path").to_pylist())) if quarantine is not None else []
+    quarantined = sorted(quarantine.column("source_path").to_pylist()) if quarantine is not None else []
     return DayAccount(tuple(landed), tuple(processed), tuple(quarantined))

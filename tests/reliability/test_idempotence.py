@@ -5,6 +5,7 @@ import shutil
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emo_assets.lib import lake
@@ -96,3 +97,29 @@ def test_accounting_check_fails_loudly_naming_the_missing_file(tmp_path, tiny_mo
     # Re-running the day accounts for it again.
     result = rel.materialize(tmp_path, tiny_model_dir)
     assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+
+def _account(raw_root, files, scored, quarantined):
+    (raw_root / DAY).mkdir(exist_ok=True)
+    for name in ("a.wav", "b.wav", "c.txt"):
+        (raw_root / DAY / name).write_bytes(b"x")
+    return account_day(
+        raw_root,
+        DAY,
+        pa.table({"source_path": [f"{DAY}/{s}" for s, _ in files], "audio_id": [a for _, a in files]}),
+        pa.table({"audio_id": scored}),
+        pa.table({"source_path": [f"{DAY}/{s}" for s in quarantined]}),
+    )
+
+
+def test_accounting_counts_rows_not_names(tmp_path):
+    """landed = processed + quarantined holds by count: a file counted twice fails the account."""
+    ok = _account(tmp_path, [("a.wav", "1"), ("b.wav", "1")], ["1"], ["c.txt"])  # copies share a row
+    assert (ok.missing, ok.both, ok.duplicates) == ((), (), ())
+    scored_twice = _account(tmp_path, [("a.wav", "1"), ("b.wav", "2")], ["1", "2", "2"], ["c.txt"])
+    assert scored_twice.duplicates == (f"{DAY}/b.wav",)
+    quarantined_twice = _account(tmp_path, [("a.wav", "1"), ("b.wav", "2")], ["1", "2"], ["c.txt", "c.txt"])
+    assert quarantined_twice.duplicates == (f"{DAY}/c.txt",)
+    lost = _account(tmp_path, [("a.wav", "1")], ["1"], [])
+    assert lost.missing == (f"{DAY}/b.wav", f"{DAY}/c.txt")
