@@ -1,0 +1,77 @@
+"""The day lock and lease (emo_assets/lib/day_lock.py): one run per day, across processes."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from emo_assets.lib import day_lock
+
+DAY = "2026-11-20"
+
+HOLDER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from emo_assets.lib import day_lock
+    locks, day = Path(sys.argv[1]), sys.argv[2]
+    with day_lock.hold_day(locks, day, holder="emo run --date " + day):
+        day_lock.claim_day(locks, day, "run-in-child", holder="dagster run run-in-child", is_active=lambda r: True)
+        print("holding", flush=True)
+        if sys.stdin.readline().strip() == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _holding_child(rel, locks):
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(locks), DAY],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rel.emo_env(),
+    )
+    assert child.stdout.readline().strip() == "holding", child.stderr.read()
+    return child
+
+
+def test_lock_is_reentrant_in_its_process(tmp_path):
+    with day_lock.hold_day(tmp_path, DAY, holder="outer"):
+        assert day_lock.holds_day(tmp_path, DAY)
+        with day_lock.hold_day(tmp_path, DAY, holder="inner"):
+            pass
+        assert day_lock.holds_day(tmp_path, DAY)
+    assert not day_lock.holds_day(tmp_path, DAY)
+
+
+def test_other_process_is_refused_while_held_and_served_after(tmp_path, rel):
+    child = _holding_child(rel, tmp_path)
+    try:
+        with pytest.raises(day_lock.DayLockedError, match=f"day {DAY} is being processed by emo run --date {DAY}"):
+            with day_lock.hold_day(tmp_path, DAY, holder="second"):
+                pass
+    finally:
+        child.communicate("done\n", timeout=30)
+    with day_lock.hold_day(tmp_path, DAY, holder="second"):  # released when the holder ended
+        pass
+
+
+def test_sigkilled_holder_frees_the_day_and_its_lease(tmp_path, rel):
+    child = _holding_child(rel, tmp_path)
+    child.communicate("die\n", timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert day_lock.read_lease(tmp_path, DAY)["whole_run_lock"] is True
+    # The dead run still looks active to Dagster (its status was never updated): the free lock says otherwise.
+    day_lock.claim_day(tmp_path, DAY, "next-run", holder="dagster run next-run", is_active=lambda run_id: True)
+    assert day_lock.read_lease(tmp_path, DAY)["run_id"] == "next-run"
+
+
+def test_lease_refuses_a_second_run_while_the_first_is_active(tmp_path):
+    active = {"first"}
+    day_lock.claim_day(tmp_path, DAY, "first", holder="dagster run first", is_active=active.__contains__)
+    day_lock.claim_day(tmp_path, DAY, "first", holder="dagster run first", is_active=active.__contains__)  # itself: fine
+    with pytest.raises(day_lock.DayLockedError, match="is being processed by run first"):
+        day_lock.claim_day(tmp_path, DAY, "second", holder="dagster run second", is_active=active.__contains__)
+    active.clear()  # the first run finished
+    day_lock.claim_day(tmp_path, DAY, "second", holder="dagster run second", is_active=active.__contains__)
+    assert day_lock.read_lease(tmp_path, DAY)["run_id"] == "second"
