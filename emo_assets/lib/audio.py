@@ -19,7 +19,7 @@ from emo_assets.lib.decode import AudioDecodeError, AudioInfo, decode_audio, pro
 __all__ = [
     "TARGET_SAMPLE_RATE", "SILENCE_FLOOR_DBFS", "FLAC_SUBTYPE", "AudioDecodeError", "AudioInfo",
     "probe_audio", "decode_audio", "to_mono_16k", "load_mono_16k", "rms_dbfs", "is_silent",
-    "write_flac_atomic", "stream_mono_16k", "write_mono_16k_flac", "FlacSummary",
+    "write_flac_atomic", "stream_mono_16k", "write_mono_16k_flac", "FlacSummary", "SILENT_BELOW_DBFS",
 ]
 
 TARGET_SAMPLE_RATE = 16000
@@ -29,6 +29,8 @@ SILENCE_FLOOR_DBFS = -120.0
 # FLAC cannot store float. 16-bit is what speech corpora use, and the resampled 16 kHz audio we write
 # comes from 16-bit or lossy sources anyway; quantisation noise (~-98 dBFS) is far below any speech.
 FLAC_SUBTYPE = "PCM_16"
+# A recording whose RMS level is below this is flagged ``is_silent`` (still processed).
+SILENT_BELOW_DBFS = -60.0
 # soxr "HQ": 20-bit precision, passband to 91% of Nyquist. VHQ costs more and buys nothing for a model.
 _SOXR_QUALITY = "HQ"
 
@@ -165,7 +167,7 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(mean_square)))
 
 
-def is_silent(samples: np.ndarray, threshold_dbfs: float = -60.0) -> bool:
+def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENT_BELOW_DBFS) -> bool:
     """True when the RMS level is below ``threshold_dbfs``."""
     return rms_dbfs(samples) < threshold_dbfs
 

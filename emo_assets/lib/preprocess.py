@@ -10,15 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib import schemas
-from emo_assets.lib.audio import AudioDecodeError, stream_mono_16k, write_mono_16k_flac
+from emo_assets.lib.audio import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.ingest import StageOutput, reject_rows
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0))
-
-
-SILENT_BELOW_DBFS = -60.0  # as audio.is_silent
 
 
 def _resample_one(raw_path: Path, flac_path: Path) -> dict:
