@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/emo demo
 
 ui: $(STAMP)
-	mkdir -p data/dagster_home && touch data/dagster_home/dagster.yaml
+	mkdir -p data/dagster_home && (test -f data/dagster_home/dagster.yaml || cp dagster.yaml data/dagster_home/dagster.yaml)
 	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

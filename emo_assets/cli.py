@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 
 from emo_assets.cli_results import add_result_commands
+from emo_assets.resources import PROJECT_ROOT
 
 RANDOM_MODEL_WARNING = (
     "NOTE: model {model_id} has RANDOM weights. Its emotions are meaningless; it exists so the\n"
@@ -36,7 +38,8 @@ def _instance(data_dir: Path):
         return dg.DagsterInstance.get()
     home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -88,6 +91,7 @@ def print_summary(storage, day: str, model) -> None:
 
     from emo_assets.lib import lake
     from emo_assets.lib.accounting import account_day
+    from emo_assets.lib.warehouse import read_copy_path
 
     scores = lake.read_partition(storage.lake_dir, "emotion_scores", day)
     audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
@@ -104,7 +108,7 @@ def print_summary(storage, day: str, model) -> None:
     print(f"  hours of audio   {hours:.3f}")
     print(f"  top emotions     {', '.join(f'{e} ({n})' for e, n in top) or '-'}")
     print(f"  model_id         {model.model_id}{'  (random weights)' if model.is_random else ''}")
-    print(f"  warehouse        {storage.warehouse_path}")
+    print(f"  warehouse        {storage.warehouse_path}  (analysts: {read_copy_path(storage.warehouse_path)})")
     if model.is_random:
         print("\n" + RANDOM_MODEL_WARNING.format(model_id=model.model_id))
 
@@ -113,6 +117,7 @@ def demo(data_dir: str | None) -> int:
     from emo_assets.definitions import resources_from_env
     from emo_assets.lib.model_dir import make_test_model
     from emo_assets.lib.sample_day import write_sample_day
+    from emo_assets.lib.warehouse import read_copy_path
 
     storage = resources_from_env(data_dir=data_dir)["storage"]
     day = dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -128,7 +133,7 @@ def demo(data_dir: str | None) -> int:
         print(f"built a tiny random-weight model in {model_dir}")
     code = run_day(day, data_dir=str(storage.root), model=str(model_dir))
     print(f"\nTables: lake Parquet under {storage.lake_dir}, DuckDB at {storage.warehouse_path}")
-    print(f"Try:  duckdb {storage.warehouse_path}\n{DEMO_QUERIES}")
+    print(f"Try:  duckdb {read_copy_path(storage.warehouse_path)}\n{DEMO_QUERIES}")
     print("\nSee the graph and its lineage: make ui  (then open http://127.0.0.1:3000)")
     return code
 
