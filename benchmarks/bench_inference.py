@@ -154,25 +154,36 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
     # cost of switching thread settings between systems hit every system alike.
     groups = [clips[i : i + group_size] for i in range(0, len(clips), group_size)]
     seconds = {name: 0.0 for name in systems}
+    cpu_seconds = {name: 0.0 for name in systems}
+    per_group = []
     outputs = {name: [] for name in systems}
     names = list(systems)
     for g, group in enumerate(groups):
         order = names[g % len(names) :] + names[: g % len(names)]
+        row = {}
         for name in order:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             outputs[name].extend(systems[name](group))
-            seconds[name] += time.perf_counter() - start
-        print(f"  group {g + 1}/{len(groups)}: {json.dumps({k: round(v, 1) for k, v in seconds.items()})}", flush=True)
+            row[name] = time.perf_counter() - start
+            seconds[name] += row[name]
+            cpu_seconds[name] += time.process_time() - cpu_start
+        per_group.append({k: round(v, 2) for k, v in row.items()})
+        print(f"  group {g + 1}/{len(groups)} seconds: {json.dumps(per_group[-1])}", flush=True)
 
     audio_s = sum(len(c) for c in clips) / SR
     ref = outputs["funasr"]
     report = {"audio_s": round(audio_s, 1), "systems": {}}
     for name, secs in seconds.items():
+        ratios = [g["funasr"] / g[name] for g in per_group]
         report["systems"][name] = {
             "seconds": round(secs, 1),
             "x_realtime": round(audio_s / secs, 2),
             "ratio_vs_funasr": round(seconds["funasr"] / secs, 2),
+            "median_group_ratio": round(float(np.median(ratios)), 2),
+            "cpu_s_per_audio_s": round(cpu_seconds[name] / audio_s, 3),
+            "cpu_ratio_vs_funasr": round(cpu_seconds["funasr"] / cpu_seconds[name], 2),
         }
+    report["per_group_seconds"] = per_group
 
     def parity(outs, against):
         emb = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(outs, against, strict=True))
@@ -263,9 +274,12 @@ def markdown(result: dict) -> str:
     s = result["short"]
     lines = [f"Short clips: {len(result['clip_seconds'])} clips, {s['audio_s']} s of audio "
              f"({min(result['clip_seconds']):.1f}-{max(result['clip_seconds']):.1f} s each)", "",
-             "| system | seconds | x real-time | ratio vs funasr |", "|---|---|---|---|"]
+             "| system | seconds | x real-time | ratio vs funasr | median per-group ratio "
+             "| CPU s per audio s | CPU-time ratio vs funasr |", "|---|---|---|---|---|---|---|"]
     for name, row in s["systems"].items():
-        lines.append(f"| {name} | {row['seconds']} | {row['x_realtime']} | {row['ratio_vs_funasr']} |")
+        lines.append(f"| {name} | {row['seconds']} | {row['x_realtime']} | {row['ratio_vs_funasr']} "
+                     f"| {row['median_group_ratio']} | {row['cpu_s_per_audio_s']} "
+                     f"| {row['cpu_ratio_vs_funasr']} |")
     lines += ["", "| parity | max abs embedding | max abs score | top-1 agree | min cosine |", "|---|---|---|---|---|"]
     for name, p in {**s["parity_vs_funasr"], "int8 vs ours_fp32": s["int8_vs_fp32"]}.items():
         lines.append(f"| {name} | {p['max_abs_embedding']:.2e} | {p['max_abs_score']:.2e} | "
@@ -284,6 +298,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json", type=Path, default=HERE / "bench_inference.json")
     parser.add_argument("--skip-funasr-long", action="store_true")
+    parser.add_argument("--skip-long", action="store_true", help="short clips only")
+    parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--child", choices=["long", "funasr-long"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -300,16 +316,16 @@ def main() -> None:
     clips = make_clips(args.clips)
     result["clip_seconds"] = [round(len(c) / SR, 2) for c in clips]
     print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
-    result["short"] = short_clips(args.model_dir, clips, args.threads)
+    result["short"] = short_clips(args.model_dir, clips, args.threads, args.group_size)
     print(json.dumps(result["short"]["systems"]), flush=True)
     common = ["--model-dir", str(args.model_dir), "--long-s", str(args.long_s), "--threads", str(args.threads)]
     result["long"] = []
-    for precision in ("fp32", "int8"):
+    for precision in () if args.skip_long else ("fp32", "int8"):
         print(f"long recording ({args.long_s:.0f} s), {precision} ...", flush=True)
         result["long"].append(run_child(["--child", "long", "--precision", precision, *common]))
         print(json.dumps(result["long"][-1]), flush=True)
     result["funasr_long"] = (
-        {"skipped": True} if args.skip_funasr_long else run_child(["--child", "funasr-long", *common])
+        {"skipped": True} if args.skip_funasr_long or args.skip_long else run_child(["--child", "funasr-long", *common])
     )
     result["machine"]["loadavg_end"] = os.getloadavg()
     args.json.write_text(json.dumps(result, indent=1))

@@ -1,21 +1,18 @@
 """Exact batched emotion2vec+ inference over funasr's own ``Emotion2vec`` module.
 
-The engine runs the same modules with the same weights as ``funasr.AutoModel.generate`` and gives
-the same numbers (parity is tested per clip), but:
+``InferenceEngine`` runs the same modules with the same weights as ``funasr.AutoModel.generate`` and
+gives the same numbers (parity is tested per clip, for both batch policies):
 
-* each waveform is normalised over its own valid samples only, and padded batches carry masks so
-  padding cannot reach a valid frame: the conv feature extractor is causal-free by construction
-  (a valid frame only sees valid samples), padded frames are zeroed before every positional
-  convolution (which is what single-clip zero padding does), and padded keys are masked in
-  attention;
-* attention runs as one fused ``scaled_dot_product_attention`` call with the ALiBi bias built once
-  per forward instead of rescaled in every layer;
+* the forward itself is :func:`emo_assets.lib.masked_forward.encode` (per-waveform normalisation,
+  padding masks that nothing leaks through, channels-last convs, fused attention);
 * long recordings are cut into windows (rule in :mod:`emo_assets.lib.windows`) so memory is bounded
-  and time grows linearly with length;
-* ``precision="int8"`` quantises the encoder's linear layers dynamically (CPU only).
+  and time grows linearly with length; a recording's result is the duration-weighted mean;
+* on CPU one single-threaded forward runs per core (clips are independent), which measured faster
+  than one forward spread over all cores; on GPUs windows are packed into masked padded batches;
+* ``precision="int8"`` quantises the linear layers and the conv front end dynamically (CPU only);
+  ``half`` runs float16 on CUDA, bfloat16 on CPU.
 
-No dagster import; torch is imported here because this module *is* the model code. Callers map the
-model's tokens to canonical emotion names (``token_index``).
+No dagster import. Callers map the model's tokens to canonical emotion names (``token_index``).
 """
 
 from __future__ import annotations
@@ -23,16 +20,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from emo_assets.lib.masked_forward import conv_front_end_gemms, encode, quantize_int8
 from emo_assets.lib.windows import (
     SAMPLE_RATE,
     WindowPlan,
@@ -138,206 +134,11 @@ def prepare_module(
                 "use device='cpu' without half, or precision='fp32' on GPUs"
             )
         names = {n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n != "proj"}
-        return _quantize(copy.deepcopy(module).to("cpu", torch.float32).eval(), names)
+        return quantize_int8(copy.deepcopy(module).to("cpu", torch.float32).eval(), names)
     param = next(module.parameters())
     if param.device == device and param.dtype == dtype and not module.training:
         return module
     return copy.deepcopy(module).to(device=device, dtype=dtype).eval()
-
-
-def _quantize(module: nn.Module, spec) -> nn.Module:
-    """torch.ao dynamic int8 quantisation (weights int8 per tensor, activations per call)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(module, spec, dtype=torch.qint8)
-
-
-# ---------------------------------------------------------------- the masked forward
-
-
-def feature_lengths(n_samples: torch.Tensor, conv_spec: Sequence[tuple[int, int, int]]) -> torch.Tensor:
-    """Frames the conv feature extractor makes from ``n_samples`` (funasr's formula)."""
-    lengths = n_samples.clone()
-    for _, kernel, stride in conv_spec:
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return lengths
-
-
-def _normalise(wave: torch.Tensor, lengths: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Per-row ``F.layer_norm`` over the valid samples only; padding stays zero."""
-    if wave.shape[0] == 1:
-        return F.layer_norm(wave, wave.shape[1:])
-    n = lengths.to(wave.dtype).unsqueeze(1)
-    mean = (wave * keep).sum(1, keepdim=True) / n
-    var = (((wave - mean) * keep) ** 2).sum(1, keepdim=True) / n
-    return (wave - mean) * torch.rsqrt(var + 1e-5) * keep
-
-
-def _frontend(
-    enc: nn.Module, wave: torch.Tensor, conv_gemms: Sequence[nn.Module] | None = None
-) -> torch.Tensor:
-    """Conv feature extractor, ``B x S`` -> ``B x T x C``, kept channels-last throughout.
-
-    The convolutions run as 2-D convolutions on a ``B x C x 1 x S`` channels-last tensor, so the
-    per-frame LayerNorm and GELU of funasr's ``layer_norm`` extractor work on contiguous rows and no
-    transposed copies are made (funasr transposes around every LayerNorm). Same weights, same math.
-    With ``conv_gemms`` (int8), layers after the first run as linear layers over unfolded windows.
-    """
-    local = enc.local_encoder
-    if enc.modality_cfg.extractor_mode != "layer_norm":
-        return local(wave).transpose(1, 2)
-    x = wave.view(wave.shape[0], 1, 1, -1).contiguous(memory_format=torch.channels_last)
-    for i, block in enumerate(local.conv_layers):
-        conv = block[0]
-        if conv_gemms is not None and i > 0:
-            rows = x.permute(0, 2, 3, 1)[:, 0].contiguous()  # B x T x C
-            batch, frames, channels = rows.shape
-            kernel, stride = conv.kernel_size[0], conv.stride[0]
-            out_frames = (frames - kernel) // stride + 1
-            windows = rows.as_strided(
-                (batch, out_frames, kernel * channels), (frames * channels, stride * channels, 1)
-            )
-            y = conv_gemms[i - 1](windows.contiguous()).unsqueeze(1)  # B x 1 x T' x C
-        else:
-            x = F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
-            y = x.permute(0, 2, 3, 1)  # B x 1 x T x C, contiguous
-        x = block[3](block[2][1](y)).permute(0, 3, 1, 2)
-    return x.permute(0, 2, 3, 1)[:, 0]
-
-
-def conv_front_end_gemms(module: nn.Module) -> nn.ModuleList:
-    """int8 linear layers equivalent to the feature extractor's convolutions after the first.
-
-    A ``Conv1d(C, O, k, stride)`` over channels-last windows of ``k`` frames is a linear layer with
-    weight ``W.permute(0, 2, 1).reshape(O, k * C)``. The first layer (one input channel, kernel 10)
-    stays a float convolution.
-    """
-    layers = nn.ModuleList()
-    for block in module.modality_encoders["AUDIO"].local_encoder.conv_layers[1:]:
-        conv = block[0]
-        out, channels, kernel = conv.weight.shape
-        linear = nn.Linear(kernel * channels, out, bias=conv.bias is not None)
-        with torch.no_grad():
-            linear.weight.copy_(conv.weight.permute(0, 2, 1).reshape(out, kernel * channels))
-            if conv.bias is not None:
-                linear.bias.copy_(conv.bias)
-        layers.append(linear)
-    return _quantize(layers.float().eval(), {nn.Linear})
-
-
-def _positional(encoder: nn.Module, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """funasr's relative positional encoder on ``B x T x D``, channels-last, padding zeroed.
-
-    Padded frames are set to zero before every convolution, which is what the zero padding of a
-    single unpadded clip does at its end.
-    """
-    for layer in encoder:
-        if isinstance(layer, nn.Sequential) and isinstance(layer[0], nn.Conv1d):
-            x = _positional_conv(layer, x if keep is None else x * keep.unsqueeze(-1).to(x.dtype))
-        elif isinstance(layer, nn.Sequential):
-            x = _positional(layer, x, keep)
-        elif type(layer).__name__ != "TransposeLast":
-            x = layer(x)  # the optional pre-LayerNorm, on B x T x D
-    return x
-
-
-def _positional_conv(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """One ``Sequential(Conv1d, SamePad, TransposeLast, LayerNorm, TransposeLast, GELU)``."""
-    conv = layer[0]
-    frames = x.shape[1]
-    nchw = x.unsqueeze(1).permute(0, 3, 1, 2)  # B x D x 1 x T, channels-last memory
-    y = F.conv2d(
-        nchw, conv.weight.unsqueeze(2), conv.bias, padding=(0, conv.padding[0]), groups=conv.groups
-    )
-    rows = y.permute(0, 2, 3, 1)[:, 0, :frames]  # SamePad drops the extra frame of even kernels
-    return layer[5](layer[3](rows))
-
-
-def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``AltAttention`` (non-cosine) as one fused SDPA call with an additive bias."""
-    batch, n, channels = x.shape
-    qkv = attn.qkv(x).reshape(batch, n, 3, attn.num_heads, channels // attn.num_heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
-    return attn.proj(out.transpose(1, 2).reshape(batch, n, channels))
-
-
-def _block(blk: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``AltBlock.forward`` in eval mode (dropouts and drop-path are identities)."""
-    if blk.layer_norm_first:
-        x = x + _attention(blk.attn, blk.norm1(x), bias)
-        r = blk.mlp(blk.norm2(x))
-        return r + r  # sic: funasr/data2vec2 add the MLP output to itself in this branch
-    x = blk.norm1(x + _attention(blk.attn, x, bias))
-    return blk.norm2(x + blk.mlp(x))
-
-
-def encode(
-    module: nn.Module,
-    wave: torch.Tensor,
-    lengths: torch.Tensor,
-    conv_gemms: Sequence[nn.Module] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame features of a (padded) batch: ``(x [B, T, D], frame_lengths [B])``.
-
-    ``wave`` is ``B x S`` raw 16 kHz samples, row ``i`` valid up to ``lengths[i]``. Equals funasr's
-    ``extract_features(F.layer_norm(w, w.shape).view(1, -1))["x"]`` for every row on its valid frames.
-    """
-    enc = module.modality_encoders["AUDIO"]
-    cfg = enc.modality_cfg
-    dtype = enc.project_features[1].weight.dtype
-    padded = bool((lengths < wave.shape[1]).any())
-    sample_keep = None
-    if padded:
-        sample_keep = torch.arange(wave.shape[1], device=wave.device) < lengths.unsqueeze(1)
-    if module.cfg.get("normalize"):
-        wave = _normalise(wave.float(), lengths, sample_keep) if padded else F.layer_norm(
-            wave.float(), wave.shape[1:]
-        )
-    x = enc.project_features[2](enc.project_features[1](_frontend(enc, wave.to(dtype), conv_gemms)))
-    batch, frames, _ = x.shape
-    frame_lengths = feature_lengths(lengths, enc.feature_enc_layers)
-    keep = torch.arange(frames, device=x.device) < frame_lengths.unsqueeze(1) if padded else None
-    x = x + _positional(enc.relative_positional_encoder, x, keep)
-
-    extra = enc.extra_tokens.size(1) if enc.extra_tokens is not None else 0
-    if extra:
-        x = torch.cat([enc.extra_tokens.expand(batch, -1, -1), x], dim=1)
-        if keep is not None:
-            keep = F.pad(keep, (extra, 0), value=True)
-    alibi, scale = None, None
-    if enc.get_alibi_bias is not None:
-        alibi = enc.get_alibi_bias(
-            batch_size=1, time_steps=frames, heads=cfg.num_alibi_heads, dtype=torch.float32,
-            device=x.device,
-        )
-        alibi = F.pad(alibi, (extra, 0, extra, 0))
-        scale = enc.alibi_scale.clamp_min(0) if enc.alibi_scale is not None else None
-    key_mask = None if keep is None else ~keep[:, None, None, :]
-
-    def layer_bias(i: int) -> torch.Tensor | None:
-        bias = alibi
-        if bias is not None and scale is not None:
-            bias = bias * (scale[i] if scale.size(0) > 1 else scale.squeeze(0))
-        if key_mask is not None:
-            base = torch.zeros((), device=x.device) if bias is None else bias
-            bias = torch.where(key_mask, float("-inf"), base)
-        return None if bias is None else bias.to(x.dtype)
-
-    shared = layer_bias(0) if scale is None or scale.size(0) == 1 else None
-    ctx = enc.context_encoder
-    if ctx.norm is not None and not ctx.layer_norm_first:
-        x = ctx.norm(x)
-    for i, blk in enumerate(ctx.blocks):
-        x = _block(blk, x, shared if shared is not None else layer_bias(i))
-    offset = len(ctx.blocks)
-    for i, blk in enumerate(module.blocks):
-        x = _block(blk, x, shared if shared is not None else layer_bias(offset + i))
-    if ctx.norm is not None and ctx.layer_norm_first:
-        x = ctx.norm(x)
-    if module.norm is not None:
-        x = module.norm(x)
-    return x[:, extra:], frame_lengths
 
 
 # ---------------------------------------------------------------- the engine

@@ -264,3 +264,15 @@ def test_threads_are_restored():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_front_end_in_chunks_is_exact(auto_model, clips):
+    from emo_assets.lib.masked_forward import encode
+
+    clip = torch.from_numpy(clips[-1]).view(1, -1)
+    lengths = torch.tensor([clip.shape[1]])
+    with torch.inference_mode():
+        whole, _ = encode(auto_model.model, clip, lengths, front_end_chunk_frames=10_000)
+        chunked, _ = encode(auto_model.model, clip, lengths, front_end_chunk_frames=7)
+    assert whole.shape == chunked.shape
+    assert (whole - chunked).abs().max() < 1e-5
