@@ -23,10 +23,10 @@ from torch import nn
 
 
 def quantize_int8(module: nn.Module, spec) -> nn.Module:
-    """torch.ao dynamic int8 quantisation (weights int8 per tensor, activations per call)."""
+    """torch.ao dynamic int8 quantisation, in place (pass a copy): int8 weights, activations per call."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
-        return torch.ao.quantization.quantize_dynamic(module, spec, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(module, spec, dtype=torch.qint8, inplace=True)
 
 
 # ---------------------------------------------------------------- the masked forward
