@@ -73,4 +73,6 @@ class EmotionModelResource(dg.ConfigurableResource):
 def _load_model(model: str, hub: str, device: str, half: bool, precision: str, window_s: float):
     from emo_assets.lib.emotion_model import load_emotion_model
 
-    return load_emotion_model(model=model, hub=hub, device=device, half=half)
+    return load_emotion_model(
+        model=model, hub=hub, device=device, half=half, precision=precision, window_s=window_s
+    )

@@ -55,6 +55,8 @@ class EmotionResult:
 
     embedding: np.ndarray
     scores: np.ndarray
+    # Windows of a recording (start_s, end_s, embedding, scores); one window when it is short.
+    segments: tuple = ()
 
     @property
     def emotion(self) -> str:
@@ -156,6 +158,20 @@ def label_order(tokens: Sequence[str]) -> tuple[int, ...]:
     return tuple(index[label] for label in EMOTION_LABELS)
 
 
+PRECISIONS = ("fp32", "int8")
+
+
+def check_precision(precision: str, device: str, half: bool) -> None:
+    """int8 is dynamic quantisation on the CPU in float32; fp32 runs anywhere."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"EMO_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and (device != "cpu" or half):
+        raise ModelLoadError(
+            "EMO_PRECISION=int8 quantises for the CPU: set EMO_DEVICE=cpu and EMO_HALF=0, "
+            "or use EMO_PRECISION=fp32 (with EMO_HALF=1 for speed) on a GPU"
+        )
+
+
 def cpu_threads() -> int:
     """CPU cores this process may run on."""
     try:
@@ -168,7 +184,11 @@ def cpu_threads() -> int:
 
 
 class EmotionModel:
-    """A loaded emotion2vec+ network (eval mode) and what is needed to score recordings."""
+    """A loaded emotion2vec+ network and the engine that scores recordings with it.
+
+    Scoring runs through :class:`emo_assets.lib.inference.InferenceEngine` (same modules and
+    weights as funasr, exact batching, windows for long recordings, optional int8 on CPU).
+    """
 
     labels = EMOTION_LABELS
 
@@ -181,47 +201,53 @@ class EmotionModel:
         is_random: bool,
         device: str,
         dtype: torch.dtype,
+        precision: str = "fp32",
+        window_s: float = 30.0,
+        batch_policy: str = "auto",
     ) -> None:
         import torch
 
-        self.module = module
+        from emo_assets.lib.inference import InferenceEngine
+
         self.kwargs = kwargs
         self.model_id = model_id
         self.is_random = is_random
         self.device = device
         self.dtype = dtype
+        self.precision = precision
         self.embed_dim = int(module.cfg.get("embed_dim"))
         conv_layers = module.modality_encoders["AUDIO"].feature_enc_layers
         self.conv_layers = tuple(tuple(layer) for layer in conv_layers)
         self.min_samples = min_samples(self.conv_layers)
-        self._normalize = bool(module.cfg.get("normalize", False))
         tokens = list(kwargs["tokenizer"].token_list)
-        self._label_index = torch.tensor(label_order(tokens), device=device)
-        # funasr sets placeholder classes to -inf before the softmax; so do we.
-        excluded = [token.startswith("unuse") for token in tokens]
-        self._excluded = torch.tensor(excluded, dtype=torch.bool, device=device)
+        self.engine = InferenceEngine(
+            module,
+            device=device,
+            half=dtype == torch.float16,
+            precision=precision,
+            batch_policy=batch_policy,
+            window_s=window_s,
+            token_index=label_order(tokens),
+        )
+        # int8 runs on its own quantised copy: keep only the module the engine runs.
+        self.module = self.engine.module
 
     def __repr__(self) -> str:
-        return f"EmotionModel({self.model_id!r}, device={self.device!r}, dtype={self.dtype})"
+        return f"EmotionModel({self.model_id!r}, device={self.device!r}, dtype={self.dtype}, precision={self.precision!r})"
 
     def infer(self, waveforms: Sequence[np.ndarray]) -> list[EmotionResult]:
-        """Embedding and scores per waveform (float32 mono 16 kHz), as funasr's utterance mode."""
-        import torch
+        """Embedding, scores and windows per waveform (float32 mono 16 kHz).
 
+        A recording up to ``window_s`` long gives funasr's utterance-mode numbers; a longer one is
+        the duration-weighted mean over its windows (``segments``).
+        """
         clips = [self._check_waveform(w, i) for i, w in enumerate(waveforms)]
-        results = []
-        with torch.inference_mode():
-            for clip in clips:
-                frames = self._forward_one(clip)
-                pooled = frames.mean(dim=0, keepdim=True)
-                scores = self._scores(pooled)[0]
-                results.append(
-                    EmotionResult(
-                        embedding=pooled[0].float().cpu().numpy(),
-                        scores=scores.cpu().numpy(),
-                    )
-                )
-        return results
+        if not clips:
+            return []
+        return [
+            EmotionResult(embedding=out.embedding, scores=out.scores, segments=out.segments)
+            for out in self.engine.embed(clips)
+        ]
 
     def infer_frames(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame features [T, D] and per-frame scores [T, 9] at 50 frames per second.
@@ -229,32 +255,8 @@ class EmotionModel:
         Features are funasr's `granularity="frame"` output. funasr gives no frame-level scores; we
         apply the same classification head (proj + softmax) to each frame.
         """
-        import torch
-
-        clip = self._check_waveform(waveform, 0)
-        with torch.inference_mode():
-            frames = self._forward_one(clip)
-            scores = self._scores(frames)
-        return frames.float().cpu().numpy(), scores.cpu().numpy()
-
-    def _forward_one(self, clip: np.ndarray) -> torch.Tensor:
-        """Frame features [T, D] of one checked clip, in the model's dtype, on its device."""
-        import torch
-        import torch.nn.functional as F
-
-        source = torch.from_numpy(clip).to(self.device)
-        if self._normalize:
-            source = F.layer_norm(source, source.shape)
-        source = source.to(self.dtype).view(1, -1)
-        return self.module.extract_features(source, padding_mask=None)["x"][0]
-
-    def _scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Softmax of the classification head for each row of `features` -> [N, 9] float32."""
-        import torch
-
-        logits = self.module.proj(features).float()
-        logits = logits.masked_fill(self._excluded, float("-inf"))
-        return torch.softmax(logits, dim=-1).index_select(-1, self._label_index)
+        out = self.engine.frames(self._check_waveform(waveform, 0))
+        return out.embeddings, out.scores
 
     def _check_waveform(self, waveform: np.ndarray, index: int) -> np.ndarray:
         clip = np.asarray(waveform)
@@ -286,6 +288,9 @@ def load_emotion_model(
     hub: str = "ms",
     device: str = "auto",
     half: bool = False,
+    precision: str = "fp32",
+    window_s: float = 30.0,
+    batch_policy: str = "auto",
 ) -> EmotionModel:
     """Load `model` (hub id or local directory) through funasr and check its weights.
 
@@ -295,6 +300,7 @@ def load_emotion_model(
 
     resolved = resolve_device(device)
     dtype = inference_dtype(resolved, half)
+    check_precision(precision, resolved, half)
     model_dir, model_id = resolve_model_dir(model, hub)
     read_config(model_dir)
     marker = read_marker(model_dir)
@@ -331,6 +337,9 @@ def load_emotion_model(
         is_random=bool(marker.get("random_weights", False)),
         device=resolved,
         dtype=dtype,
+        precision=precision,
+        window_s=window_s,
+        batch_policy=batch_policy,
     )
 
 

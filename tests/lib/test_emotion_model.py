@@ -253,7 +253,9 @@ def test_results_are_one_per_clip_in_order(tiny_model: EmotionModel) -> None:
         assert result.scores.sum() == pytest.approx(1.0, abs=1e-5)
         assert result.confidence == pytest.approx(result.scores.max())
         (alone,) = tiny_model.infer([clip])
-        np.testing.assert_array_equal(alone.scores, result.scores)
+        # batched and alone differ only by float rounding (threads split the work differently)
+        np.testing.assert_allclose(alone.scores, result.scores, atol=1e-6)
+        np.testing.assert_allclose(alone.embedding, result.embedding, atol=1e-5)
     assert tiny_model.infer([]) == []
 
 
