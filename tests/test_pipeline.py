@@ -191,3 +191,49 @@ def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
         late = sensor.evaluate_tick(context)
     assert [r.partition_key for r in late.run_requests] == [DAY]
     assert json.loads(late.cursor)[DAY] != json.loads(first.cursor)[DAY]
+
+
+def test_segments_for_every_recording_and_opt_in_frames(tmp_path, tiny_model_dir):
+    from emo_assets.lib.sample_day import synth_speech
+
+    day_dir = tmp_path / "raw" / DAY
+    write_encoded(day_dir / "long_call.wav", synth_speech(70.0, 16000, 3), 16000, "wav_pcm_16")
+    write_encoded(day_dir / "short_call.wav", synth_speech(3.0, 16000, 4), 16000, "wav_pcm_16")
+    resources = {
+        "storage": StorageResource(data_dir=str(tmp_path)),
+        "emotion_model": EmotionModelResource(
+            model=str(tiny_model_dir), device="cpu", window_s=30.0, frame_granularity=True
+        ),
+    }
+    assert dg.materialize(list(all_assets()), partition_key=DAY, resources=resources).success
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    labels = ", ".join(schemas.EMOTION_LABELS)
+    segments = con.execute(
+        f"SELECT f.source_path, s.start_s, s.end_s, {labels} FROM emotion_segments s "
+        "JOIN audio_files f USING (audio_id, date) ORDER BY f.source_path, s.start_s"
+    ).fetchall()
+    scores = dict(
+        (row[0], np.array(row[1:]))
+        for row in con.execute(
+            f"SELECT f.source_path, {labels} FROM emotion_scores s JOIN audio_files f USING (audio_id, date)"
+        ).fetchall()
+    )
+    frames = dict(
+        con.execute(
+            "SELECT f.source_path, count(*) FROM emotion_frames r JOIN audio_files f USING (audio_id, date) GROUP BY 1"
+        ).fetchall()
+    )
+    con.close()
+    long_rows = [r for r in segments if r[0].endswith("long_call.wav")]
+    short_rows = [r for r in segments if r[0].endswith("short_call.wav")]
+    # 70 s in 30 s windows: several windows covering the whole call; 3 s: one window
+    assert len(long_rows) >= 3 and long_rows[0][1] == 0.0 and long_rows[-1][2] == pytest.approx(70.0)
+    assert [(r[1], r[2]) for r in short_rows] == [(0.0, pytest.approx(3.0))]
+    np.testing.assert_allclose(short_rows[0][3:], scores[f"{DAY}/short_call.wav"], atol=1e-6)
+    # the recording's scores are the duration-weighted mean of its windows
+    weights = np.array([r[2] - r[1] for r in long_rows])
+    window_scores = np.array([r[3:] for r in long_rows])
+    np.testing.assert_allclose(weights @ window_scores / weights.sum(), scores[f"{DAY}/long_call.wav"], atol=1e-5)
+    # frames at 50 Hz
+    assert frames[f"{DAY}/long_call.wav"] == pytest.approx(70 * 50, abs=2)
+    assert frames[f"{DAY}/short_call.wav"] == pytest.approx(3 * 50, abs=2)

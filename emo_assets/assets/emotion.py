@@ -1,5 +1,6 @@
-"""16 kHz recordings -> one emotion2vec+ pass -> ``emotion_embeddings`` and ``emotion_scores``;
-every file any stage could not process -> ``quarantine``."""
+"""16 kHz recordings -> one emotion2vec+ pass -> ``emotion_embeddings``, ``emotion_scores`` and
+``emotion_segments`` (and, opt-in, ``emotion_frames``); every file any stage could not process
+-> ``quarantine``."""
 
 
 from collections import Counter
@@ -10,7 +11,7 @@ import pyarrow as pa
 from emo_assets.assets.audio import REJECTS, raw_audio, resampled_audio, write_rejects
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib import lake, plots, schemas, warehouse
-from emo_assets.lib.scoring import EMOTION_STAGE, score_day
+from emo_assets.lib.scoring import EMOTION_STAGE, frame_table, score_day
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -24,6 +25,15 @@ def emotion_distribution(scores: pa.Table) -> dict[str, int]:
     specs=[
         dg.AssetSpec("emotion_embeddings", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
         dg.AssetSpec("emotion_scores", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
+        dg.AssetSpec("emotion_segments", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
+        dg.AssetSpec(
+            "emotion_frames",
+            deps=[resampled_audio],
+            kinds={"parquet"},
+            group_name="emotion",
+            skippable=True,
+            description="Per-frame (50 Hz) embeddings and scores; written only with frame_granularity on.",
+        ),
     ],
     partitions_def=daily_partitions,
 )
@@ -53,10 +63,17 @@ def emotion_inference(
         day,
         previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
         previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
+        previous_segments=lake.read_partition(storage.lake_dir, "emotion_segments", day),
         progress=progress,
+        window_s=emotion_model.window_s,
     )
     emb_path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
     scores_path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
+    segments_path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
+    frames = None
+    if emotion_model.frame_granularity:
+        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
+        frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
     write_rejects(storage, EMOTION_STAGE, day, out.rejects)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.refresh_lake_views(con, storage.lake_dir, embed_dim=model.embed_dim)
@@ -85,6 +102,18 @@ def emotion_inference(
             **common,
         },
     )
+    yield dg.MaterializeResult(
+        asset_key="emotion_segments",
+        metadata={
+            **table_metadata(out.segments, segments_path),
+            "window_s": dg.MetadataValue.float(emotion_model.window_s),
+            **common,
+        },
+    )
+    if frames is not None:
+        yield dg.MaterializeResult(
+            asset_key="emotion_frames", metadata={**table_metadata(frames, frames_path), **common}
+        )
 
 
 @dg.asset(

@@ -82,6 +82,23 @@ QUARANTINE = pa.schema(
 )
 
 
+def emotion_frames_schema(embed_dim: int) -> pa.Schema:
+    """Per-frame (50 Hz) results, written only when frame granularity is switched on."""
+    return pa.schema(
+        [
+            ("audio_id", pa.string()),
+            ("date", pa.date32()),
+            ("model_id", pa.string()),
+            ("frame", pa.int32()),
+            ("start_s", pa.float64()),
+            ("emotion", pa.string()),
+            ("confidence", pa.float32()),
+            *_SCORE_FIELDS,
+            ("embedding", pa.list_(pa.float32(), embed_dim)),
+        ]
+    )
+
+
 def emotion_embeddings_schema(embed_dim: int) -> pa.Schema:
     return pa.schema(
         [

@@ -33,6 +33,7 @@ EMOTION_STAGE = "emotion_scores"
 class ScoringOutput:
     scores: pa.Table
     embeddings: pa.Table
+    segments: pa.Table
     rejects: pa.Table
     reused: int  # recordings whose results came from an earlier run of the day
     inferred: int  # recordings run through the model
@@ -73,11 +74,14 @@ WINDOW_OVERLAP_S = 1.0
 SAMPLE_RATE = 16000
 
 
-def score_long_recording(model, path: Path, window_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(embedding, scores) of a long 16 kHz recording, read from its FLAC one window at a time."""
+def score_long_recording(model, path: Path, window_s: float) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """(embedding, scores, windows) of a long 16 kHz recording, read from its FLAC one window at a time.
+
+    ``windows`` are (start_s, end_s, scores) per window.
+    """
     import soundfile as sf
 
-    embeddings, scores, weights = [], [], []
+    embeddings, scores, weights, windows = [], [], [], []
     with sf.SoundFile(str(path)) as flac:
         for start, end in plan_windows(flac.frames, window_s=window_s, overlap_s=WINDOW_OVERLAP_S):
             flac.seek(start)
@@ -88,19 +92,48 @@ def score_long_recording(model, path: Path, window_s: float) -> tuple[np.ndarray
             embeddings.append(np.asarray(result.embedding, dtype=np.float32))
             scores.append(np.asarray(result.scores, dtype=np.float32))
             weights.append((end - start) / SAMPLE_RATE)
-    return weighted_mean(embeddings, weights), weighted_mean(scores, weights)
+            windows.append((start / SAMPLE_RATE, end / SAMPLE_RATE, scores[-1]))
+    return weighted_mean(embeddings, weights), weighted_mean(scores, weights), windows
 
 
-def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray) -> dict:
+def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, **extra) -> dict:
     best = int(np.argmax(scores))
     return {
         "audio_id": audio_id,
         "date": date,
         "model_id": model_id,
+        **extra,
         "emotion": schemas.EMOTION_LABELS[best],
         "confidence": float(scores[best]),
         **{label: float(s) for label, s in zip(schemas.EMOTION_LABELS, scores)},
     }
+
+
+def _previous_results(
+    model, scores: pa.Table | None, embeddings: pa.Table | None, segments: pa.Table | None
+) -> dict[str, tuple[dict, np.ndarray, list[dict]]]:
+    """Results of an earlier run of the day by the same model: (score row, embedding, segment rows)
+    per audio_id, for recordings that have all three."""
+    if scores is None or embeddings is None or segments is None:
+        return {}
+    vectors = {
+        row["audio_id"]: np.asarray(row["embedding"], dtype=np.float32)
+        for row in embeddings.to_pylist()
+        if row["model_id"] == model.model_id and len(row["embedding"]) == model.embed_dim
+    }
+    windows: dict[str, list[dict]] = {}
+    for row in segments.to_pylist():
+        if row["model_id"] == model.model_id:
+            windows.setdefault(row["audio_id"], []).append(row)
+    return {
+        row["audio_id"]: (row, vectors[row["audio_id"]], windows[row["audio_id"]])
+        for row in scores.to_pylist()
+        if row["model_id"] == model.model_id and row["audio_id"] in vectors and row["audio_id"] in windows
+    }
+
+
+def segment_row(audio_id: str, date: dt.date, model_id: str, start_s: float, end_s: float, scores) -> dict:
+    return score_rows(audio_id, date, model_id, np.asarray(scores), start_s=float(start_s), end_s=float(end_s))
 
 
 def score_day(
@@ -110,6 +143,7 @@ def score_day(
     day: str,
     previous_scores: pa.Table | None = None,
     previous_embeddings: pa.Table | None = None,
+    previous_segments: pa.Table | None = None,
     workers: int = 2,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
@@ -121,27 +155,19 @@ def score_day(
     for audio_id, src in zip(audio_files.column("audio_id").to_pylist(), audio_files.column("source_path").to_pylist()):
         sources.setdefault(audio_id, []).append(src)
 
-    reusable: dict[str, tuple[dict, np.ndarray]] = {}
-    if previous_scores is not None and previous_embeddings is not None:
-        embeddings = {
-            row["audio_id"]: row["embedding"]
-            for row in previous_embeddings.to_pylist()
-            if row["model_id"] == model.model_id and len(row["embedding"]) == model.embed_dim
-        }
-        for row in previous_scores.to_pylist():
-            if row["model_id"] == model.model_id and row["audio_id"] in embeddings:
-                reusable[row["audio_id"]] = (row, np.asarray(embeddings[row["audio_id"]], dtype=np.float32))
-
+    reusable = _previous_results(model, previous_scores, previous_embeddings, previous_segments)
     paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
     durations = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("duration_s").to_pylist()))
     score_out: dict[str, dict] = {}
     emb_out: dict[str, np.ndarray] = {}
+    seg_out: dict[str, list[dict]] = {}
     rejects: list[tuple[str, str | None, str]] = []
     for audio_id in sorted(paths):
         if audio_id in reusable:
-            row, emb = reusable[audio_id]
+            row, emb, segments = reusable[audio_id]
             score_out[audio_id] = {**row, "date": date}
             emb_out[audio_id] = emb
+            seg_out[audio_id] = [{**seg, "date": date} for seg in segments]
     pending = [a for a in sorted(paths) if a not in score_out]
     long_ids = [a for a in pending if (durations[a] or 0.0) > window_s]
     todo = [a for a in pending if (durations[a] or 0.0) <= window_s]
@@ -174,6 +200,10 @@ def score_day(
                 continue
             score_out[audio_id] = score_rows(audio_id, date, model.model_id, result.scores)
             emb_out[audio_id] = np.asarray(result.embedding, dtype=np.float32)
+            seg_out[audio_id] = [
+                segment_row(audio_id, date, model.model_id, seg.start_s, seg.end_s, seg.scores)
+                for seg in result.segments
+            ]
         batch_ids.clear()
         batch_wavs.clear()
 
@@ -200,7 +230,7 @@ def score_day(
     for n, audio_id in enumerate(long_ids, start=len(todo) + 1):
         inferred += 1
         try:
-            embedding, scores = score_long_recording(model, Path(paths[audio_id]), window_s)
+            embedding, scores, windows = score_long_recording(model, Path(paths[audio_id]), window_s)
         except (AudioDecodeError, OSError) as exc:
             reject(audio_id, f"resampled audio unreadable: {getattr(exc, 'reason', exc)}")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
@@ -208,6 +238,7 @@ def score_day(
         else:
             score_out[audio_id] = score_rows(audio_id, date, model.model_id, scores)
             emb_out[audio_id] = embedding
+            seg_out[audio_id] = [segment_row(audio_id, date, model.model_id, *w) for w in windows]
         if progress is not None:
             progress(n, len(pending))
 
@@ -230,7 +261,40 @@ def score_day(
     return ScoringOutput(
         scores=pa.Table.from_pylist([score_out[a] for a in ids], schema=schemas.EMOTION_SCORES),
         embeddings=embeddings_table,
+        segments=pa.Table.from_pylist(
+            [row for a in ids for row in sorted(seg_out.get(a, []), key=lambda r: r["start_s"])],
+            schema=schemas.EMOTION_SEGMENTS,
+        ),
         rejects=reject_rows(day, EMOTION_STAGE, rejects),
         reused=len(reusable.keys() & set(ids)),
         inferred=inferred,
     )
+
+
+def frame_table(model, resampled: pa.Table, day: str, audio_ids: list[str]) -> pa.Table:
+    """Per-frame embeddings and scores (50 Hz) of ``audio_ids``: the opt-in frame granularity.
+
+    A second pass over the audio (funasr's ``granularity="frame"``); a long recording is windowed
+    by the engine and its frames stitched without duplicates.
+    """
+    date = dt.date.fromisoformat(day)
+    paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
+    columns: dict[str, list] = {name: [] for name in schemas.emotion_frames_schema(model.embed_dim).names}
+    vectors = []
+    for audio_id in audio_ids:
+        out = model.engine.frames(load_mono_16k(Path(paths[audio_id])))
+        best = out.scores.argmax(axis=1)
+        n = len(best)
+        columns["audio_id"] += [audio_id] * n
+        columns["date"] += [date] * n
+        columns["model_id"] += [model.model_id] * n
+        columns["frame"] += list(range(n))
+        columns["start_s"] += out.times_s.tolist()
+        columns["emotion"] += [schemas.EMOTION_LABELS[i] for i in best]
+        columns["confidence"] += out.scores.max(axis=1).tolist()
+        for j, label in enumerate(schemas.EMOTION_LABELS):
+            columns[label] += out.scores[:, j].tolist()
+        vectors.append(out.embeddings.astype(np.float32).reshape(-1))
+    flat = pa.array(np.concatenate(vectors) if vectors else np.zeros(0, np.float32), pa.float32())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, model.embed_dim)
+    return pa.table(columns, schema=schemas.emotion_frames_schema(model.embed_dim))

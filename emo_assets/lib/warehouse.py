@@ -37,6 +37,7 @@ LAKE_TABLES: dict[str, pa.Schema | None] = {
     "emotion_scores": schemas.EMOTION_SCORES,
     "emotion_segments": schemas.EMOTION_SEGMENTS,
     "emotion_embeddings": None,  # width depends on the model; see emotion_embeddings_schema
+    "emotion_frames": None,  # opt-in; width depends on the model
     "quarantine": schemas.QUARANTINE,
 }
 
@@ -175,21 +176,21 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
     A table with no day yet gets an empty view with the right columns, so analysts' SQL binds.
     """
     for table, schema in LAKE_TABLES.items():
-        if schema is None:
-            schema = schemas.emotion_embeddings_schema(embed_dim or 1)
         days = lake.partition_days(lake_root, table)
         if days:
             glob = lake.table_glob(lake_root, table).replace("'", "''")
             body = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
-            if table == "emotion_embeddings":
+            newest = pq.read_schema(lake.partition_file(lake_root, table, days[-1]))
+            if "embedding" in newest.names:
                 # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
-                newest = pq.read_schema(lake.partition_file(lake_root, table, days[-1]))
                 width = newest.field("embedding").type.list_size
                 body = body.replace("SELECT *", f"SELECT * REPLACE (CAST(embedding AS FLOAT[{width}]) AS embedding)")
-        elif table == "emotion_embeddings" and embed_dim is None:
-            continue
-        else:
+        elif schema is not None:
             body = _empty_select(schema)
+        elif table == "emotion_embeddings" and embed_dim is not None:
+            body = _empty_select(schemas.emotion_embeddings_schema(embed_dim))
+        else:
+            continue
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
     similarity.create_similarity_macros(con)  # similar_audio / similar_embedding over the views
 
