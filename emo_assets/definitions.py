@@ -21,12 +21,18 @@ ENV_SETTINGS = {
 }
 
 
+def _flag(name: str) -> bool:
+    return dg.EnvVar(name).get_value("0").strip().lower() in ("1", "true", "yes")
+
+
 def resources_from_env(**overrides) -> dict:
     """Resources from the EMO_* environment variables (or their defaults), then ``overrides``."""
     fields: dict[str, dict] = {"storage": {}, "emotion_model": {}}
     for name, (resource, field, default) in ENV_SETTINGS.items():
         fields[resource][field] = dg.EnvVar(name).get_value(default)
-    fields["emotion_model"]["half"] = dg.EnvVar("EMO_HALF").get_value("0").lower() in ("1", "true", "yes")
+    fields["emotion_model"]["half"] = _flag("EMO_HALF")
+    fields["emotion_model"]["frame_granularity"] = _flag("EMO_FRAMES")
+    fields["emotion_model"]["window_s"] = float(dg.EnvVar("EMO_WINDOW_S").get_value("30"))
     for key, value in overrides.items():
         resource = "storage" if key == "data_dir" else "emotion_model"
         if value is not None:
