@@ -65,8 +65,17 @@ class EmotionModelResource(dg.ConfigurableResource):
     frame_granularity: bool = False
 
     def load(self):
-        """The loaded model; one copy of the weights per process, shared by every asset."""
-        return _load_model(self.model, self.hub, self.device, self.half, self.precision, self.window_s)
+        """The model, described now (every setting checked) and loaded on first use.
+
+        One copy of the weights per process, shared by every asset and check.
+        """
+        from emo_assets.lib.model_description import LazyEmotionModel, describe_model
+
+        description = describe_model(self.model, self.hub, self.device, self.half, self.precision)
+        return LazyEmotionModel(
+            description,
+            functools.partial(_load_model, self.model, self.hub, self.device, self.half, self.precision, self.window_s),
+        )
 
 
 @functools.lru_cache(maxsize=1)
