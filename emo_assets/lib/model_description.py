@@ -89,9 +89,12 @@ class LazyEmotionModel:
         self.min_samples = description.min_samples
         self.device = description.device
         self._load = load
+        self._model: EmotionModel | None = None
 
     def loaded(self) -> EmotionModel:
-        return self._load()
+        if self._model is None:
+            self._model = self._load()
+        return self._model
 
     @property
     def engine(self):
