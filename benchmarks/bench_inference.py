@@ -202,7 +202,9 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
     return report
 
 
-def long_child(model_dir: Path, seconds: float, precision: str, threads: int) -> dict:
+def long_child(
+    model_dir: Path, seconds: float, precision: str, threads: int, window_s: float = 30.0
+) -> dict:
     """Run in a subprocess: the long recording through our engine; peak RSS apart from loading."""
     import gc
 
@@ -210,22 +212,40 @@ def long_child(model_dir: Path, seconds: float, precision: str, threads: int) ->
 
     wave = make_long(seconds)
     auto = load_auto_model(model_dir, threads)
-    engine = InferenceEngine(auto.model, device="cpu", precision=precision, num_threads=threads)
+    engine = InferenceEngine(
+        auto.model, device="cpu", precision=precision, num_threads=threads, window_s=window_s
+    )
     del auto
     gc.collect()
     engine.embed([synth_clip(2.0, seed=99)])
+    short = make_clips(16)[::2]  # 8 of the short clips: the same-process reference rate
+    short_s = sum(len(c) for c in short) / SR
     after_load = rss_mb()
     reset_peak_rss()
-    start = time.perf_counter()
-    out = engine.embed([wave])[0]
-    elapsed = time.perf_counter() - start
+
+    def timed(call):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = call()
+        return result, time.perf_counter() - start, time.process_time() - cpu_start
+
+    # Short clips just before and just after the long recording: the same-process reference.
+    _, before_s, before_cpu = timed(lambda: engine.embed(short[:4]))
+    out, elapsed, cpu = timed(lambda: engine.embed([wave])[0])
+    _, after_s, after_cpu = timed(lambda: engine.embed(short[4:]))
+    short_elapsed, short_cpu = before_s + after_s, before_cpu + after_cpu
     return {
         "precision": precision,
         "audio_s": seconds,
+        "window_s_setting": window_s,
         "windows": len(out.segments),
         "window_s": round(out.segments[0].end_s - out.segments[0].start_s, 2),
         "seconds": round(elapsed, 1),
         "x_realtime": round(seconds / elapsed, 2),
+        "cpu_s_per_audio_s": round(cpu / seconds, 3),
+        "short_clips_x_realtime": round(short_s / short_elapsed, 2),
+        "short_clips_cpu_s_per_audio_s": round(short_cpu / short_s, 3),
+        "long_vs_short_rate": round((seconds / elapsed) / (short_s / short_elapsed), 2),
+        "long_vs_short_cpu_rate": round((short_cpu / short_s) / (cpu / seconds), 2),
         "rss_after_load_mb": after_load["rss_mb"],
         "peak_rss_during_inference_mb": rss_mb()["peak_rss_mb"],
         "peak_rss_including_load_mb": max(after_load["peak_rss_mb"], rss_mb()["peak_rss_mb"]),
@@ -300,12 +320,16 @@ def main() -> None:
     parser.add_argument("--skip-funasr-long", action="store_true")
     parser.add_argument("--skip-long", action="store_true", help="short clips only")
     parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--window-s", type=float, default=30.0, help="engine window for the long recording")
+    parser.add_argument("--only-long", action="store_true", help="long recording only")
     parser.add_argument("--child", choices=["long", "funasr-long"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child == "long":
-        print(json.dumps(long_child(args.model_dir, args.long_s, args.precision, args.threads)))
+        print(json.dumps(
+            long_child(args.model_dir, args.long_s, args.precision, args.threads, args.window_s)
+        ))
         return
     if args.child == "funasr-long":
         print(json.dumps(funasr_long_child(args.model_dir, args.long_s, args.threads)))
@@ -313,12 +337,20 @@ def main() -> None:
 
     result = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
     ensure_model(args.model_dir)
+    if args.only_long:
+        for precision in ("fp32", "int8"):
+            row = run_child(["--child", "long", "--precision", precision, "--model-dir",
+                             str(args.model_dir), "--long-s", str(args.long_s), "--threads",
+                             str(args.threads), "--window-s", str(args.window_s)])
+            print(json.dumps(row), flush=True)
+        return
     clips = make_clips(args.clips)
     result["clip_seconds"] = [round(len(c) / SR, 2) for c in clips]
     print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
     result["short"] = short_clips(args.model_dir, clips, args.threads, args.group_size)
     print(json.dumps(result["short"]["systems"]), flush=True)
-    common = ["--model-dir", str(args.model_dir), "--long-s", str(args.long_s), "--threads", str(args.threads)]
+    common = ["--model-dir", str(args.model_dir), "--long-s", str(args.long_s), "--threads",
+              str(args.threads), "--window-s", str(args.window_s)]
     result["long"] = []
     for precision in () if args.skip_long else ("fp32", "int8"):
         print(f"long recording ({args.long_s:.0f} s), {precision} ...", flush=True)
