@@ -39,7 +39,7 @@ def write_day(raw_day: Path, clips: int, long_s: float) -> float:
     for i in range(clips):
         seconds = float(rng.uniform(2.0, 12.0))
         codec = CODECS[i % len(CODECS)]
-        rate = 8000 if codec == "wav_ulaw" else 44100
+        rate = {"wav_ulaw": 8000, "opus": 48000}.get(codec, 44100)
         ext = {"wav_pcm_16": "wav", "wav_ulaw": "wav", "aac": "m4a"}.get(codec, codec)
         write_encoded(raw_day / f"clip_{i:03d}.{ext}", synth_speech(seconds, rate, i), rate, codec)
         total += seconds
