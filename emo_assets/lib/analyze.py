@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from emo_assets.lib.atomic import atomic_write
 from emo_assets.lib.audio import TARGET_SAMPLE_RATE, load_mono_16k
 from emo_assets.lib.schemas import EMOTION_LABELS
 
@@ -125,12 +124,14 @@ def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, wit
 
     folder.mkdir(parents=True, exist_ok=True)
     if wav is not None:
-        _write_atomic(folder / PROCESSED_WAV, lambda f: sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE,
-                                                                 format="WAV", subtype="PCM_16"))
+        with atomic_write(folder / PROCESSED_WAV) as f:
+            sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE, format="WAV", subtype="PCM_16")
     if with_embedding:
-        _write_atomic(folder / EMBEDDING_NPY, lambda f: np.save(f, analysis.embedding))
+        with atomic_write(folder / EMBEDDING_NPY) as f:
+            np.save(f, analysis.embedding)
     text = json.dumps(analysis.result(with_embedding), indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(folder / RESULT_JSON, lambda f: f.write(text.encode("utf-8")))
+    with atomic_write(folder / RESULT_JSON) as f:
+        f.write(text.encode("utf-8"))
     return folder
 
 
@@ -187,15 +188,3 @@ def _unique(name: str, used: set[str]) -> str:
         candidate = f"{name}_{n}"
     used.add(candidate)
     return candidate
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

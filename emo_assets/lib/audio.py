@@ -7,13 +7,13 @@ one import: ``from emo_assets.lib.audio import load_mono_16k, AudioDecodeError``
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from emo_assets.lib.atomic import atomic_write
 from emo_assets.lib.decode import AudioDecodeError, AudioInfo, decode_audio, probe_audio
 
 __all__ = [
@@ -125,28 +125,16 @@ def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     count, sum_squares = 0, 0.0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with sf.SoundFile(f, "w", TARGET_SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
-                for block in blocks:
-                    x = np.asarray(block, dtype=np.float32)
-                    if not np.isfinite(x).all():
-                        raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
-                    count += x.size
-                    sum_squares += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
-                    out.write(np.clip(x, -1.0, 1.0))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        with sf.SoundFile(f, "w", TARGET_SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
+            for block in blocks:
+                x = np.asarray(block, dtype=np.float32)
+                if not np.isfinite(x).all():
+                    raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
+                count += x.size
+                sum_squares += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+                out.write(np.clip(x, -1.0, 1.0))
     level = SILENCE_FLOOR_DBFS
     if count and sum_squares > 0.0:
         level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))
@@ -189,18 +177,6 @@ def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray,
         raise ValueError(f"write_flac_atomic: refusing to write NaN/Inf samples to {path}")
     x = np.clip(x, -1.0, 1.0).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, x, sample_rate, format="FLAC", subtype=FLAC_SUBTYPE)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        sf.write(f, x, sample_rate, format="FLAC", subtype=FLAC_SUBTYPE)
     return path

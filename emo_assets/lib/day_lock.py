@@ -20,15 +20,16 @@ processes lock two different inodes of the same name.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from emo_assets.lib.atomic import atomic_write
+from emo_assets.lib.flock import exclusive_flock
 
 _POLL_S = 0.2
 _held: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth), this process only
@@ -93,23 +94,14 @@ def hold_day(locks_dir: Path, day: str, holder: str, wait_s: float = 0.0) -> Ite
                 _held[key] = (fd, depth - 1)
         return
 
+    def refused() -> DayLockedError:
+        return DayLockedError(
+            f"day {day} is being processed by {_describe(_read_json(path))}; a second run of the same day is "
+            f"refused so that their rows never mix. Wait for it to finish, then run again (lock file {path})."
+        )
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    other = _describe(_read_json(path))
-                    raise DayLockedError(
-                        f"day {day} is being processed by {other}; a second run of the same day is "
-                        f"refused so that their rows never mix. Wait for it to finish, then run again "
-                        f"(lock file {path})."
-                    ) from None
-                time.sleep(_POLL_S)
+    with exclusive_flock(path, wait_s, _POLL_S, refused) as fd:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_info(holder)).encode("utf-8"), 0)
         with _held_guard:
@@ -119,8 +111,6 @@ def hold_day(locks_dir: Path, day: str, holder: str, wait_s: float = 0.0) -> Ite
         finally:
             with _held_guard:
                 del _held[key]
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 def holds_day(locks_dir: Path, day: str) -> bool:
@@ -163,7 +153,6 @@ def claim_day(
     with hold_day(locks_dir, day, holder=holder, wait_s=wait_s):
         if not whole_run:
             check_lease(locks_dir, day, run_id, is_active)
-        path = lease_path(locks_dir, day)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**_info(holder, run_id), "whole_run_lock": whole_run}), encoding="utf-8")
-        os.replace(tmp, path)
+        lease = {**_info(holder, run_id), "whole_run_lock": whole_run}
+        with atomic_write(lease_path(locks_dir, day)) as f:
+            f.write(json.dumps(lease).encode("utf-8"))

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +44,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 2000, 768000
 # A file is called truncated when it holds less than its header declares by more than this.
 _TRUNCATION_TOLERANCE_S = 0.05
 _TRUNCATION_TOLERANCE_FRACTION = 0.01
+
+_T = TypeVar("_T")
 
 
 class AudioDecodeError(ValueError):
@@ -70,10 +74,7 @@ class AudioInfo:
 def probe_audio(path: str | os.PathLike) -> AudioInfo:
     """Read a file's headers (no full decode) and say what it is. Raises AudioDecodeError."""
     path = Path(path)
-    head = _read_head(path)
-    info = _probe_soundfile(path) if _prefers_soundfile(head) else None
-    if info is None:
-        info = _probe_pyav(path)
+    info = _by_backend(path, _probe_soundfile, _probe_pyav)
     _check_sample_rate(path, info.sample_rate)
     return info
 
@@ -84,11 +85,7 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     The result is never empty and every sample is finite; otherwise AudioDecodeError.
     """
     path = Path(path)
-    head = _read_head(path)
-    decoded = _decode_soundfile(path) if _prefers_soundfile(head) else None
-    if decoded is None:
-        decoded = _decode_pyav(path)
-    samples, sample_rate = decoded
+    samples, sample_rate = _by_backend(path, _decode_soundfile, _decode_pyav)
     _check_sample_rate(path, sample_rate)
     if samples.shape[1] == 0:
         raise AudioDecodeError("no audio samples", path)
@@ -98,6 +95,13 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 # --- sniffing ---------------------------------------------------------------------------------------
+
+def _by_backend(path: Path, with_soundfile: Callable[[Path], _T | None], with_pyav: Callable[[Path], _T]) -> _T:
+    """The backend choice of this module's docstring: ``with_soundfile(path)`` when the file's first bytes
+    name a container libsndfile reads and it accepts the file (returns not None), else ``with_pyav(path)``."""
+    result = with_soundfile(path) if _prefers_soundfile(_read_head(path)) else None
+    return with_pyav(path) if result is None else result
+
 
 def _read_head(path: Path) -> bytes:
     with open(path, "rb") as f:  # OSError (missing, permission) propagates on purpose

@@ -21,13 +21,12 @@ from emo_assets.lib.decode import (
     _BLOCK_FRAMES,
     _WAV_BYTES_PER_SAMPLE,
     AudioDecodeError,
+    _by_backend,
     _check_declared_length,
     _check_sample_rate,
     _frame_to_array,
     _open_pyav,
-    _prefers_soundfile,
     _pyav_declared_s,
-    _read_head,
     _short,
     _wav_declared_s,
 )
@@ -58,10 +57,7 @@ class DecodedStream:
 def open_stream(path: str | os.PathLike) -> DecodedStream:
     """Open ``path`` for block-wise decoding. Raises AudioDecodeError (bad bytes) or OSError."""
     path = Path(path)
-    head = _read_head(path)
-    stream = _soundfile_stream(path) if _prefers_soundfile(head) else None
-    if stream is None:
-        stream = _pyav_stream(path)
+    stream = _by_backend(path, _soundfile_stream, _pyav_stream)
     _check_sample_rate(path, stream.sample_rate)
     return stream
 

@@ -16,6 +16,7 @@ import os
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "EmotionModel",
     "EmotionResult",
     "ModelLoadError",
+    "check_setting",
     "cpu_threads",
     "inference_dtype",
     "label_order",
@@ -283,6 +285,37 @@ class EmotionModel:
 # ---- loading -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CheckedSetting:
+    """A model setting checked on this machine and resolved to its directory; no weights read."""
+
+    device: str
+    dtype: torch.dtype
+    model_dir: Path
+    model_id: str  # from emo_model.json, else the directory name
+    is_random: bool
+    config: dict[str, Any]
+
+
+def check_setting(model: str, hub: str, device: str, half: bool, precision: str) -> CheckedSetting:
+    """Check device, precision, hub and model directory (ModelLoadError names the bad setting and
+    the fix) and read the model's config and marker. Loading and describing a model both start here."""
+    resolved = resolve_device(device)
+    dtype = inference_dtype(resolved, half)
+    check_precision(precision, resolved, half)
+    model_dir, model_id = resolve_model_dir(model, hub)
+    config = read_config(model_dir)
+    marker = read_marker(model_dir)
+    return CheckedSetting(
+        device=resolved,
+        dtype=dtype,
+        model_dir=model_dir,
+        model_id=str(marker.get("model_id") or model_id),
+        is_random=bool(marker.get("random_weights", False)),
+        config=config,
+    )
+
+
 def load_emotion_model(
     model: str = "iic/emotion2vec_plus_large",
     hub: str = "ms",
@@ -298,12 +331,8 @@ def load_emotion_model(
     """
     import torch
 
-    resolved = resolve_device(device)
-    dtype = inference_dtype(resolved, half)
-    check_precision(precision, resolved, half)
-    model_dir, model_id = resolve_model_dir(model, hub)
-    read_config(model_dir)
-    marker = read_marker(model_dir)
+    setting = check_setting(model, hub, device, half, precision)
+    resolved, dtype, model_dir = setting.device, setting.dtype, setting.model_dir
     threads = cpu_threads()
     torch.set_num_threads(threads)
 
@@ -333,8 +362,8 @@ def load_emotion_model(
     return EmotionModel(
         module,
         auto.kwargs,
-        model_id=str(marker.get("model_id") or model_id),
-        is_random=bool(marker.get("random_weights", False)),
+        model_id=setting.model_id,
+        is_random=setting.is_random,
         device=resolved,
         dtype=dtype,
         precision=precision,

@@ -15,8 +15,6 @@ No dagster here.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emo_assets.lib import lake
+from emo_assets.lib.atomic import atomic_write
 from emo_assets.lib.schemas import EMOTION_LABELS
 
 FORMATS = ("npy", "parquet", "csv")
@@ -64,20 +63,25 @@ def export_day(lake_dir: Path, day: str, out_dir: Path, fmt: str) -> list[Path]:
         emb_path = out_dir / f"emotion_embeddings_{day}.npy"
         scores_path = out_dir / f"emotion_scores_{day}.npy"
         index_path = out_dir / f"index_{day}.csv"
-        _atomic(emb_path, lambda f: np.save(f, matrix.astype(np.float32)))
-        _atomic(scores_path, lambda f: np.save(f, score_matrix))
-        _atomic(index_path, lambda f: _write_csv(f, scores.select(list(INDEX_COLUMNS))))
+        with atomic_write(emb_path) as f:
+            np.save(f, matrix.astype(np.float32))
+        with atomic_write(scores_path) as f:
+            np.save(f, score_matrix)
+        with atomic_write(index_path) as f:
+            _write_csv(f, scores.select(list(INDEX_COLUMNS)))
         return [emb_path, scores_path, index_path]
     if fmt == "parquet":
         path = out_dir / f"emotion_{day}.parquet"
         column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), matrix.shape[1])
-        _atomic(path, lambda f: pq.write_table(scores.append_column("embedding", column), f))
+        with atomic_write(path) as f:
+            pq.write_table(scores.append_column("embedding", column), f)
         return [path]
     path = out_dir / f"emotion_{day}.csv"
     wide = scores
     for j in range(matrix.shape[1]):
         wide = wide.append_column(f"e{j}", pa.array(matrix[:, j], pa.float32()))
-    _atomic(path, lambda f: _write_csv(f, wide))
+    with atomic_write(path) as f:
+        _write_csv(f, wide)
     return [path]
 
 
@@ -91,15 +95,3 @@ def _write_csv(f, table: pa.Table) -> None:
     for row in zip(*columns):
         writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
     f.write(text.getvalue().encode("utf-8"))
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,14 +7,14 @@ reader sees either the old day or the new day, never half a file.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from emo_assets.lib.atomic import atomic_path, remove_stale_temps
 
 PART_NAME = "part-0.parquet"
 
@@ -37,17 +37,9 @@ def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Pa
     target = partition_file(lake_root, table, day)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
-    for stale in target.parent.glob(f".{PART_NAME}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    tmp = target.parent / f".{PART_NAME}.{uuid.uuid4().hex}.tmp"
-    try:
+    remove_stale_temps(target.parent, PART_NAME)
+    with atomic_path(target) as tmp:
         pq.write_table(rows, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return target
 
 

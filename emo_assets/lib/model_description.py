@@ -12,16 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.emotion_model import (
-    EmotionModel,
-    EmotionResult,
-    ModelLoadError,
-    check_precision,
-    inference_dtype,
-    min_samples,
-    resolve_device,
-)
-from emo_assets.lib.model_dir import read_config, read_marker, resolve_model_dir
+from emo_assets.lib.emotion_model import EmotionModel, EmotionResult, ModelLoadError, check_setting, min_samples
 from emo_assets.lib.schemas import EMOTION_LABELS
 
 
@@ -49,29 +40,24 @@ def describe_model(
     Raises ModelLoadError naming the setting and the fix for a bad device, precision, hub or
     model directory, so a run can refuse before it touches any file.
     """
-    resolved = resolve_device(device)
-    inference_dtype(resolved, half)
-    check_precision(precision, resolved, half)
-    model_dir, model_id = resolve_model_dir(model, hub)
-    config = read_config(model_dir)
-    marker = read_marker(model_dir)
+    setting = check_setting(model, hub, device, half, precision)
     try:
-        conf = config["model_conf"]
+        conf = setting.config["model_conf"]
         # funasr evaluates this same expression when it builds the model; no names are available.
         spec = eval(conf["modalities"]["audio"]["feature_encoder_spec"], {"__builtins__": {}}, {})  # noqa: S307
         embed_dim = int(conf["embed_dim"])
     except Exception as exc:  # noqa: BLE001 - any malformed config is one clear error
         raise ModelLoadError(
-            f"{model_dir / 'config.yaml'} does not describe an emotion2vec model ({type(exc).__name__}: {exc}); "
+            f"{setting.model_dir / 'config.yaml'} does not describe an emotion2vec model ({type(exc).__name__}: {exc}); "
             "point EMO_MODEL at an emotion2vec+ model directory"
         ) from exc
     return ModelDescription(
-        model_dir=model_dir,
-        model_id=str(marker.get("model_id") or model_id),
-        is_random=bool(marker.get("random_weights", False)),
+        model_dir=setting.model_dir,
+        model_id=setting.model_id,
+        is_random=setting.is_random,
         embed_dim=embed_dim,
         min_samples=min_samples(spec),
-        device=resolved,
+        device=setting.device,
     )
 
 

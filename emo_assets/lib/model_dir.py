@@ -27,13 +27,14 @@ import copy
 import json
 import os
 import socket
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
+
+from emo_assets.lib.atomic import atomic_path
 
 TEST_MODEL_SIZES = ("tiny", "base", "large")
 
@@ -150,7 +151,8 @@ def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
         torch.random.set_rng_state(rng_state)
     state = {k: v for k, v in module.state_dict().items() if not k.startswith(DECODER_PREFIX)}
 
-    _write_atomic(out_dir / "model.pt", lambda path: torch.save(state, path))
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(state, tmp)
     _write_text(out_dir / "config.yaml", _dump_yaml(config))
     _write_text(out_dir / "tokens.txt", "".join(f"{token}\n" for token in EMOTION_TOKENS))
     configuration = {
@@ -196,19 +198,8 @@ def _dump_yaml(data: dict[str, Any]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 # ---- finding and checking model directories ---------------------------------------------------

@@ -8,13 +8,12 @@ them for Dagster metadata (``MetadataValue.md`` renders an embedded data-URI ima
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from emo_assets.lib.atomic import atomic_write
 from emo_assets.lib.schemas import EMOTION_LABELS
 
 # One colour per emotion, fixed so every chart agrees.
@@ -108,13 +107,6 @@ def write_png(path: Path, png: bytes) -> Path:
     """Write ``png`` to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(png)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(png)
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.atomic import remove_stale_temps
 from emo_assets.lib.audio import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.ingest import StageOutput, reject_rows
 
@@ -79,8 +80,7 @@ def resample_day(
     for stale in out_dir.glob("*.flac"):
         if stale.stem not in done:
             stale.unlink()
-    for stale in out_dir.glob(".*.flac.*.tmp"):  # left by a killed earlier run of the day
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
     rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
     return StageOutput(

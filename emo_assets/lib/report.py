@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from emo_assets.lib import lake, plots
+from emo_assets.lib.atomic import atomic_write
 from emo_assets.lib.schemas import EMOTION_LABELS
 
 MAX_TIMELINES = 12
@@ -56,9 +57,8 @@ def write_day_report(lake_dir: Path, models_dir: Path, reports_dir: Path, day: s
 
     page = _page(day, sections, report.notes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(report.html_path)
+    with atomic_write(report.html_path) as f:
+        f.write(page.encode("utf-8"))
     return report
 
 

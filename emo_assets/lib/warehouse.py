@@ -16,11 +16,8 @@ use two files:
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emo_assets.lib import lake, schemas, similarity
+from emo_assets.lib.atomic import atomic_path, remove_stale_temps
+from emo_assets.lib.flock import exclusive_flock
 
 LAKE_TABLES: dict[str, pa.Schema | None] = {
     "audio_files": schemas.AUDIO_FILES,
@@ -88,38 +87,21 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
 @contextmanager
 def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
     lock = path.with_name(f"{path.name}.writer.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WarehouseLockedError(
-                        _locked_message(path, timeout_s, f"another pipeline writer holds {lock.name}")
-                    ) from None
-                time.sleep(0.05)
+
+    def refused() -> WarehouseLockedError:
+        return WarehouseLockedError(_locked_message(path, timeout_s, f"another pipeline writer holds {lock.name}"))
+
+    with exclusive_flock(lock, timeout_s, 0.05, refused):
         yield
-    finally:
-        os.close(fd)
 
 
 def publish_read_copy(path: Path) -> Path:
     """Copy the (closed, checkpointed) warehouse to :func:`read_copy_path` atomically."""
     path = Path(path)
     target = read_copy_path(path)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed writer; we hold the lock
-        stale.unlink(missing_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    remove_stale_temps(target.parent, target.name)  # left by a killed writer; we hold the lock
+    with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -50,14 +50,14 @@ LIB_DRIVER = KILL_TOOLS + textwrap.dedent(
     import datetime
     from pathlib import Path
     import pyarrow as pa
-    from emo_assets.lib import lake, warehouse
+    from emo_assets.lib import atomic, lake, warehouse
     from emo_assets.lib.audio import stream_mono_16k, write_mono_16k_flac
     from emo_assets.lib.sql_models import SqlModel, materialize_sql_model
 
     point, root = sys.argv[1], Path(sys.argv[2])
     new = pa.table({"x": pa.array(range(1000, 1100), pa.int64())})
     if point == "lake_rename":
-        lake.os.replace = lambda *a: die()  # the new day is fully in its temporary file
+        atomic.os.replace = lambda *a: die()  # the new day is fully in its temporary file
         lake.write_partition(root / "lake", "t", "2026-11-20", new)
     elif point == "lake_write":
         def half_then_die(table, where, **kw):
