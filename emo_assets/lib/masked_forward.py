@@ -155,6 +155,29 @@ def _positional_conv(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return layer[5](layer[3](rows))
 
 
+def _alibi_bias(
+    heads: int, frames: int, extra: int, scale: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """funasr's ALiBi bias (``slope_h * -|i - j|``, times the learned scale), zero for extra tokens.
+
+    Built head by head into one ``1 x H x N x N`` tensor: funasr's ``get_alibi_bias`` keeps an
+    ``H x T x T`` cache and pads and rescales it into two more tensors of that size (about 140 MB
+    each for a 30 s window). Same values, bit for bit.
+    """
+    from funasr.models.emotion2vec.base import get_alibi
+
+    slopes = -get_alibi(2, heads)[:, 0, 1]  # get_alibi gives slope_h * -|i - j|; |0 - 1| = 1
+    pos = torch.arange(frames, device=device)
+    distance = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs().neg().float()
+    bias = torch.zeros(1, heads, frames + extra, frames + extra, device=device)
+    for h in range(heads):
+        block = distance * slopes[h].item()
+        if scale is not None:
+            block = block * scale[h if scale.numel() > 1 else 0]
+        bias[0, h, extra:, extra:] = block
+    return bias
+
+
 def _attention(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``AltAttention`` (non-cosine) as one fused SDPA call with an additive bias."""
     batch, n, channels = x.shape
@@ -211,12 +234,20 @@ def encode(
             keep = F.pad(keep, (extra, 0), value=True)
     alibi, scale = None, None
     if enc.get_alibi_bias is not None:
-        alibi = enc.get_alibi_bias(
-            batch_size=1, time_steps=frames, heads=cfg.num_alibi_heads, dtype=torch.float32,
-            device=x.device,
-        )
-        alibi = F.pad(alibi, (extra, 0, extra, 0))
         scale = enc.alibi_scale.clamp_min(0) if enc.alibi_scale is not None else None
+        if not cfg.learned_alibi:
+            shared = scale is None or scale.size(0) == 1
+            alibi = _alibi_bias(
+                cfg.num_alibi_heads, frames, extra, scale.view(-1) if shared and scale is not None
+                else None, x.device,
+            )
+            scale = None if shared else scale
+        else:
+            alibi = enc.get_alibi_bias(
+                batch_size=1, time_steps=frames, heads=cfg.num_alibi_heads, dtype=torch.float32,
+                device=x.device,
+            )
+            alibi = F.pad(alibi, (extra, 0, extra, 0))
     key_mask = None if keep is None else ~keep[:, None, None, :]
 
     def layer_bias(i: int) -> torch.Tensor | None:

@@ -276,3 +276,14 @@ def test_front_end_in_chunks_is_exact(auto_model, clips):
         chunked, _ = encode(auto_model.model, clip, lengths, front_end_chunk_frames=7)
     assert whole.shape == chunked.shape
     assert (whole - chunked).abs().max() < 1e-5
+
+
+def test_alibi_bias_is_funasrs_bit_for_bit():
+    from funasr.models.emotion2vec.base import get_alibi_bias
+
+    from emo_assets.lib.masked_forward import _alibi_bias
+
+    scale = torch.rand(1, 1, 4, 1, 1)
+    ref = get_alibi_bias({}, batch_size=1, time_steps=37, heads=4, dtype=torch.float32, device="cpu")
+    ref = torch.nn.functional.pad(ref * scale.squeeze(0), (3, 0, 3, 0))
+    assert torch.equal(_alibi_bias(4, 37, 3, scale.view(-1), torch.device("cpu")), ref)
