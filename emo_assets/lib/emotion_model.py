@@ -1,9 +1,11 @@
-"""Load an emotion2vec+ model through funasr and score one recording at a time.
+"""Load an emotion2vec+ model with funasr's own classes and score recordings with it.
 
-`load_emotion_model` finds the model directory (`model_dir.resolve_model_dir`), builds the network
-with funasr's own `AutoModel` loading code, then checks that the weights really came from `model.pt`
-(funasr falls back to random weights with only a printed warning). `EmotionModel.infer` reproduces
-`AutoModel.generate(granularity="utterance", extract_embedding=True)` number for number; scores are
+`load_emotion_model` finds the model directory (`model_dir.resolve_model_dir`: a local directory, or
+a hub id downloaded once by funasr's hub code), builds funasr's `Emotion2vec` and tokenizer from the
+directory's `config.yaml` and `tokens.txt` as funasr's `AutoModel` does, and loads `model.pt`
+memory-mapped, checking every tensor (funasr itself falls back to random weights with only a
+printed warning). `EmotionModel.infer` gives the numbers of
+`AutoModel.generate(granularity="utterance", extract_embedding=True)` (tested); scores are
 reordered into `EMOTION_LABELS`.
 
 No dagster here; torch and funasr are imported inside the functions that use them.
@@ -11,10 +13,8 @@ No dagster here; torch and funasr are imported inside the functions that use the
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from emo_assets.lib.model_dir import (
     read_config,
     read_marker,
     resolve_model_dir,
-    verify_weights,
+    load_weights,
 )
 from emo_assets.lib.schemas import EMOTION_LABELS
 
@@ -197,7 +197,7 @@ class EmotionModel:
     def __init__(
         self,
         module: Any,
-        kwargs: dict[str, Any],
+        tokens: Sequence[str],
         *,
         model_id: str,
         is_random: bool,
@@ -211,7 +211,7 @@ class EmotionModel:
 
         from emo_assets.lib.inference import InferenceEngine
 
-        self.kwargs = kwargs
+        self.tokens = tuple(tokens)
         self.model_id = model_id
         self.is_random = is_random
         self.device = device
@@ -221,7 +221,6 @@ class EmotionModel:
         conv_layers = module.modality_encoders["AUDIO"].feature_enc_layers
         self.conv_layers = tuple(tuple(layer) for layer in conv_layers)
         self.min_samples = min_samples(self.conv_layers)
-        tokens = list(kwargs["tokenizer"].token_list)
         self.engine = InferenceEngine(
             module,
             device=device,
@@ -336,32 +335,21 @@ def load_emotion_model(
     threads = cpu_threads()
     torch.set_num_threads(threads)
 
-    from funasr import AutoModel
-
     try:
-        with _preserved_rng():  # funasr reseeds python, numpy and torch RNGs while building
-            auto = AutoModel(
-                model=str(model_dir),
-                hub=hub,
-                device=resolved,
-                ncpu=threads,
-                disable_update=True,
-                disable_pbar=True,
-                log_level="WARNING",
-            )
+        module, tokens = build_module(model_dir)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(
             f"funasr could not build the model in {model_dir} ({type(exc).__name__}: {exc}); "
             "re-download it or point EMO_MODEL at another model directory"
         ) from exc
-    module = auto.model
-    verify_weights(module, model_dir / "model.pt")
     if dtype != torch.float32:
         module.to(dtype)
     module.eval()
     return EmotionModel(
         module,
-        auto.kwargs,
+        tokens,
         model_id=setting.model_id,
         is_random=setting.is_random,
         device=resolved,
@@ -372,18 +360,35 @@ def load_emotion_model(
     )
 
 
+def build_module(model_dir) -> tuple[Any, list[str]]:
+    """funasr's own model and tokenizer classes, built as funasr's AutoModel builds them from the
+    directory's config.yaml and tokens.txt, but on the meta device, with ``model.pt`` memory-mapped
+    and assigned in place: one copy of the weights, where AutoModel holds three while loading
+    (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor."""
+    import torch
+    from funasr.register import tables
+    from omegaconf import OmegaConf
+
+    import funasr.models.emotion2vec.model  # noqa: F401 - registers Emotion2vec in funasr's tables
+
+    config = OmegaConf.load(model_dir / "config.yaml")
+    tokenizer_conf = OmegaConf.to_container(config.get("tokenizer_conf") or {}, resolve=True)
+    tokenizer = tables.tokenizer_classes.get(config.tokenizer)(
+        **{**tokenizer_conf, "token_list": str(model_dir / "tokens.txt")}
+    )
+    tokens = list(tokenizer.token_list)
+    model_class = tables.model_classes.get(config.model)
+    if model_class is None:
+        raise ModelLoadError(f"{model_dir / 'config.yaml'} names model {config.model!r}, which funasr does not know")
+    with torch.device("meta"):
+        module = model_class(
+            model_conf=OmegaConf.to_container(config.model_conf, resolve=True), vocab_size=len(tokens)
+        )
+    # The pre-training decoder is not in published checkpoints and inference never runs it.
+    module.modality_encoders["AUDIO"].remove_pretraining_modules(keep_decoder=False)
+    load_weights(module, model_dir / "model.pt")
+    return module, tokens
+
+
 def _ms(num_samples: int) -> float:
     return 1000 * num_samples / SAMPLE_RATE
-
-
-@contextlib.contextmanager
-def _preserved_rng() -> Iterator[None]:
-    import torch
-
-    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])

@@ -2,7 +2,7 @@
 
 `resolve_model_dir` turns the EMO_MODEL setting (hub id or local path) into a local directory,
 offline-first (hub cache, then a quick reachability probe, then funasr's download); `read_config`,
-`read_marker` and `verify_weights` check what is in it.
+`read_marker` and `load_weights` check what is in it.
 
 `make_test_model` writes the same files a ModelScope emotion2vec+ download has (`config.yaml`,
 `model.pt`, `tokens.txt`, `configuration.json`) plus `emo_model.json`, which marks the weights as
@@ -329,12 +329,20 @@ def read_marker(model_dir: Path) -> dict[str, Any]:
     return marker if isinstance(marker, dict) else {}
 
 
-def verify_weights(module: Any, weights_path: Path) -> None:
-    """Every parameter funasr built must equal the one in `weights_path` (no silent random init)."""
+def load_weights(module: Any, weights_path: Path) -> None:
+    """Assign ``weights_path``'s tensors to ``module`` (built on the meta device), checking that
+    every one the config needs is there with its shape: no silent random init.
+
+    The file is memory-mapped where its format allows (torch's zip format), so the weights exist
+    once in memory. The pre-training decoder, absent from published checkpoints, is ignored.
+    """
     import torch
 
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights_path, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, truncated download, foreign pickle
         raise ModelLoadError(
             f"{weights_path} cannot be read as a torch state dict ({exc}); re-download the model "
@@ -345,24 +353,20 @@ def verify_weights(module: Any, weights_path: Path) -> None:
             state = state[key]
     if not isinstance(state, dict):
         state = {}
-    problems = []
-    for name, tensor in module.state_dict().items():
-        if name.startswith(DECODER_PREFIX):
-            continue
+    expected = module.state_dict()
+    weights, problems = {}, []
+    for name, tensor in expected.items():
         stored = state.get(name, state.get(f"module.{name}"))  # funasr maps a DDP prefix too
         if stored is None:
             problems.append(f"{name} missing from model.pt")
-        elif stored.shape != tensor.shape:
-            problems.append(
-                f"{name} has shape {tuple(stored.shape)}, config needs {tuple(tensor.shape)}"
-            )
-        elif not torch.equal(stored.to(tensor.dtype), tensor.detach().cpu()):
-            problems.append(f"{name} differs from model.pt")
+        elif tuple(stored.shape) != tuple(tensor.shape):
+            problems.append(f"{name} has shape {tuple(stored.shape)}, config needs {tuple(tensor.shape)}")
+        else:
+            weights[name] = stored.to(tensor.dtype)
     if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ModelLoadError(
-            f"{weights_path} does not match its config.yaml, so funasr would run partly random "
+            f"{weights_path} does not match its config.yaml, so the model would run partly random "
             f"weights ({shown}). Re-download the model or rebuild it with `emo make-test-model`."
         )
+    module.load_state_dict(weights, strict=True, assign=True)
