@@ -59,7 +59,7 @@ def similar_cmd(args: argparse.Namespace) -> int:
 
     resources = _resources(args)
     storage = resources["storage"]
-    con = similarity.lake_connection(storage.lake_dir)
+    con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
     try:
         if similarity.embedding_width(con) is None:
             return _fail(f"no emotion_embeddings under {storage.lake_dir}: run `emo run --date DAY` first")

@@ -40,7 +40,7 @@ def create_app(storage, emotion_model) -> FastAPI:
                 "downloads": files, "similar": neighbours}
 
     def neighbours_of(audio_id: str | None = None, vector: np.ndarray | None = None, model_id: str | None = None):
-        con = similarity.lake_connection(storage.lake_dir)
+        con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
         try:
             width = similarity.embedding_width(con)
             if width is None:

@@ -124,7 +124,14 @@ def test_analytics_tables_and_sql_models(pipeline_day):
     summary = con.execute("SELECT * FROM daily_emotion_summary").fetchall()
     summary_cols = [d[0] for d in con.description]
     profiles = con.execute("SELECT count(*) FROM cluster_profiles").fetchone()[0]
+    index = con.execute("SELECT count(*), count(DISTINCT audio_id) FROM embedding_index").fetchone()
+    some_id = con.execute("SELECT min(audio_id) FROM emotion_scores").fetchone()[0]
+    neighbours = con.execute("SELECT audio_id, similarity FROM similar_audio(?, 3)", [some_id]).fetchall()
     con.close()
+    # the similarity index holds the day's embeddings; the macro searches it
+    assert index == (len(SAMPLE_DAY) + 1, len(SAMPLE_DAY) + 1)
+    assert len(neighbours) == 3 and some_id not in {a for a, _ in neighbours}
+    assert [s for _, s in neighbours] == sorted((s for _, s in neighbours), reverse=True)
     assert clusters == (len(SAMPLE_DAY) + 1, len(SAMPLE_DAY) + 1)
     assert sources == [("rule:emotion_valence",)]  # no labels: the documented rule
     assert len(summary) == 1

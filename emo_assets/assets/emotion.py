@@ -76,6 +76,7 @@ def emotion_inference(
         frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
     write_rejects(storage, EMOTION_STAGE, day, out.rejects)
     with warehouse.connect(storage.warehouse_path) as con:
+        warehouse.replace_index_day(con, day, out.embeddings)
         warehouse.refresh_lake_views(con, storage.lake_dir, embed_dim=model.embed_dim)
 
     common = {

@@ -96,9 +96,10 @@ def embedding_width(con: duckdb.DuckDBPyConnection, table: str = "emotion_embedd
         "SELECT data_type FROM information_schema.columns "
         "WHERE table_name = ? AND column_name = 'embedding' AND table_schema = current_schema()",
         [table],
-    ).fetchone()
-    if row is None:
+    ).fetchall()  # fetch to the end: DuckDB refuses the next statement while a result is open
+    if not row:
         return None
+    row = row[0]
     match = re.fullmatch(r"FLOAT\[(\d+)\]", row[0])
     if match is None:
         raise ValueError(
@@ -123,10 +124,15 @@ def create_similarity_macros(con: duckdb.DuckDBPyConnection, table: str = "emoti
     con.execute(_SIMILAR_EMBEDDING.format(source=source, similarity=similarity))
 
 
-def lake_connection(lake_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the warehouse's lake views and these macros; never locks the warehouse."""
-    from emo_assets.lib.warehouse import refresh_lake_views  # warehouse imports this module
+def search_connection(warehouse_path: Path, lake_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A connection to search from that never locks the pipeline's warehouse: the analysts' read copy
+    when there is one (its embedding index table makes a search a scan of DuckDB's own storage),
+    else an in-memory DuckDB with the lake views and these macros."""
+    from emo_assets.lib.warehouse import read_copy_path, refresh_lake_views  # warehouse imports this module
 
+    copy = read_copy_path(Path(warehouse_path))
+    if copy.exists():
+        return duckdb.connect(str(copy), read_only=True)
     con = duckdb.connect()
     refresh_lake_views(con, Path(lake_dir))
     return con
