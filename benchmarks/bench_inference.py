@@ -15,7 +15,8 @@ makes a fixed set of clips (seeded; 1-15 s) and one long recording, then:
 3. funasr generate on the long recording, in a subprocess with an 8 GB address-space limit (its
    whole-file attention needs far more; the limit makes it fail cleanly instead of swapping).
 
-Prints a markdown report and writes JSON next to it (--json). Not a timed test.
+Prints a markdown report and writes JSON (--json). Not a timed test. ``--only-long --window-s 15``
+repeats step 2 with another window; ``--profile`` prints a single-thread op profile of one 8 s clip.
 """
 
 from __future__ import annotations
@@ -266,6 +267,53 @@ def funasr_long_child(model_dir: Path, seconds: float, threads: int) -> dict:
                 "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
 
 
+def profile_forwards(model_dir: Path) -> None:
+    """Single-thread op profile of one 8 s clip: funasr's forward, ours fp32, ours int8."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from emo_assets.lib.inference import InferenceEngine
+    from emo_assets.lib.masked_forward import encode
+
+    module = load_auto_model(model_dir, 1).model
+    torch.set_num_threads(1)
+    wave = torch.from_numpy(synth_clip(8.0, seed=7))
+    lengths = torch.tensor([len(wave)])
+    int8 = InferenceEngine(module, device="cpu", precision="int8", num_threads=1)
+
+    def funasr_forward():
+        with torch.no_grad():
+            source = torch.nn.functional.layer_norm(wave, wave.shape).view(1, -1)
+            return module.extract_features(source, padding_mask=None)["x"]
+
+    def ours(mod, gemms=None):
+        def run():
+            with torch.inference_mode():
+                return encode(mod, wave.view(1, -1), lengths, gemms)[0]
+
+        return run
+
+    products = {"aten::addmm", "aten::mkldnn_convolution", "aten::bmm", "aten::mm",
+                "quantized::linear_dynamic"}
+    for name, run in [("funasr", funasr_forward), ("ours_fp32", ours(module)),
+                      ("ours_int8", ours(int8.module, int8.conv_gemms))]:
+        run()
+        best = None
+        for _ in range(3):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events) / 1e6
+            if best is None or total < best[0]:
+                best = (total, events)
+        total, events = best
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in products) / 1e6
+        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+        print(f"{name}: {total:.3f} s for 8 s of audio = {8 / total:.2f}x real-time per core; "
+              f"matmul+conv {matmul:.3f} s ({100 * matmul / total:.0f}%)")
+        print("   " + "; ".join(f"{e.key} {e.self_cpu_time_total / 1e6:.3f}s/{e.count}" for e in top))
+
+
 def run_child(args: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -322,6 +370,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--window-s", type=float, default=30.0, help="engine window for the long recording")
     parser.add_argument("--only-long", action="store_true", help="long recording only")
+    parser.add_argument("--profile", action="store_true", help="single-thread op profile only")
     parser.add_argument("--child", choices=["long", "funasr-long"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -337,6 +386,9 @@ def main() -> None:
 
     result = {"machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
     ensure_model(args.model_dir)
+    if args.profile:
+        profile_forwards(args.model_dir)
+        return
     if args.only_long:
         for precision in ("fp32", "int8"):
             row = run_child(["--child", "long", "--precision", precision, "--model-dir",
