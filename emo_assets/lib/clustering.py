@@ -23,14 +23,15 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
 
 from emo_assets.lib.atomic import atomic_write
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: importing the assets stays fast
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
 
 KMEANS_N_INIT = 10
 # The silhouette is O(N^2); above this many rows it is computed on a seeded sample.
@@ -76,6 +77,8 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _kmeans(k: int, seed: int) -> KMeans:
+    from sklearn.cluster import KMeans
+
     return KMeans(n_clusters=k, n_init=KMEANS_N_INIT, random_state=seed)
 
 
@@ -89,6 +92,9 @@ def fit_cluster_model(
 
     Ties between k values go to the smaller k. See the module docstring for small inputs.
     """
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import silhouette_score
+
     x = _as_matrix(embeddings, "fit_cluster_model")
     n, dim = x.shape
     if n == 0:

@@ -75,15 +75,23 @@ class EmotionResult:
 # ---- small pure helpers ------------------------------------------------------------------------
 
 
+def _nvidia_driver_present() -> bool:
+    """CUDA needs the NVIDIA kernel driver; without it torch.cuda.is_available() is False."""
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
+
+
 def resolve_device(device: str) -> str:
-    """`auto`, `cpu`, `cuda` or `cuda:N` -> the torch device to run on."""
+    """`auto`, `cpu`, `cuda` or `cuda:N` -> the torch device to run on.
+
+    Without an NVIDIA driver, `auto` is the CPU and torch is not imported (fast re-runs).
+    """
+    name = str(device).strip().lower()
+    if name == "cpu" or (name == "auto" and not _nvidia_driver_present()):
+        return "cpu"
     import torch
 
-    name = str(device).strip().lower()
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise ModelLoadError(
@@ -102,18 +110,21 @@ def resolve_device(device: str) -> str:
     )
 
 
-def inference_dtype(device: str, half: bool) -> torch.dtype:
-    """float16 for `half` on CUDA, float32 otherwise; half precision on CPU is refused."""
-    import torch
-
-    if not half:
-        return torch.float32
-    if not device.startswith("cuda"):
+def check_half(device: str, half: bool) -> None:
+    """Half precision runs on CUDA only."""
+    if half and not device.startswith("cuda"):
         raise ModelLoadError(
             f"half precision (EMO_HALF) needs a CUDA device, but the model runs on {device!r}; "
             "set EMO_HALF=0, or EMO_DEVICE=cuda on a machine with a GPU"
         )
-    return torch.float16
+
+
+def inference_dtype(device: str, half: bool) -> torch.dtype:
+    """float16 for `half` on CUDA, float32 otherwise; half precision on CPU is refused."""
+    import torch
+
+    check_half(device, half)
+    return torch.float16 if half else torch.float32
 
 
 def min_samples(conv_layers: Sequence[tuple[int, int, int]]) -> int:
@@ -312,7 +323,7 @@ class CheckedSetting:
     """A model setting checked on this machine and resolved to its directory; no weights read."""
 
     device: str
-    dtype: torch.dtype
+    half: bool
     model_dir: Path
     model_id: str  # from emo_model.json, else the directory name
     is_random: bool
@@ -323,14 +334,14 @@ def check_setting(model: str, hub: str, device: str, half: bool, precision: str)
     """Check device, precision, hub and model directory (ModelLoadError names the bad setting and
     the fix) and read the model's config and marker. Loading and describing a model both start here."""
     resolved = resolve_device(device)
-    dtype = inference_dtype(resolved, half)
+    check_half(resolved, half)
     check_precision(precision, resolved, half)
     model_dir, model_id = resolve_model_dir(model, hub)
     config = read_config(model_dir)
     marker = read_marker(model_dir)
     return CheckedSetting(
         device=resolved,
-        dtype=dtype,
+        half=half,
         model_dir=model_dir,
         model_id=str(marker.get("model_id") or model_id),
         is_random=bool(marker.get("random_weights", False)),
@@ -354,7 +365,7 @@ def load_emotion_model(
     import torch
 
     setting = check_setting(model, hub, device, half, precision)
-    resolved, dtype, model_dir = setting.device, setting.dtype, setting.model_dir
+    resolved, dtype, model_dir = setting.device, inference_dtype(setting.device, half), setting.model_dir
     threads = cpu_threads()
     torch.set_num_threads(threads)
 

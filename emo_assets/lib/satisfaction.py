@@ -14,15 +14,14 @@ import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_validate
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from emo_assets.lib.clustering import read_pickle, write_pickle_atomic
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: importing the assets stays fast
+    from sklearn.pipeline import Pipeline
 
 MIN_LABELS = 20
 # Stratified cross-validation needs every class in at least two folds.
@@ -141,6 +140,8 @@ def fit_satisfaction_model(
         )
 
     n_splits = max(2, min(MAX_CV_SPLITS, min(counts.values())))
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
     cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     scores = cross_validate(
         _pipeline(seed), X, y, cv=cv, scoring=("accuracy", "f1_macro"), n_jobs=1
@@ -165,6 +166,10 @@ def fit_satisfaction_model(
 
 
 def _pipeline(seed: int) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(
         StandardScaler(),
         LogisticRegression(max_iter=LOGREG_MAX_ITER, random_state=seed),
