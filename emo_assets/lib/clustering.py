@@ -31,7 +31,6 @@ from emo_assets.lib.atomic import atomic_write
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used: importing the assets stays fast
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
 
 KMEANS_N_INIT = 10
 # The silhouette is O(N^2); above this many rows it is computed on a seeded sample.
@@ -42,12 +41,15 @@ SILHOUETTE_MAX_ROWS = 5000
 class ClusterModel:
     """A fitted clustering of L2-normalised embeddings from one embedding model.
 
-    ``pca`` is None when the fitted data had fewer than 2 distinct points; projections are then
-    (0, 0). ``silhouette_by_k`` lists the score of every k that was tried, for run metadata.
+    Holds the fitted numbers only (KMeans centres, the PCA mean and components), so assigning a
+    day needs numpy alone. ``pca_components`` is None when the fitted data had fewer than 2 distinct
+    points; projections are then (0, 0). ``silhouette_by_k`` lists the score of every k that was
+    tried, for run metadata.
     """
 
-    kmeans: KMeans
-    pca: PCA | None
+    centres: np.ndarray  # [k, D] KMeans cluster centres in the normalised space
+    pca_mean: np.ndarray | None  # [D]
+    pca_components: np.ndarray | None  # [<=2, D]
     k: int
     silhouette: float | None
     n_fit: int
@@ -126,8 +128,9 @@ def fit_cluster_model(
         pca = PCA(n_components=min(2, n, dim), svd_solver="full", random_state=seed).fit(xn)
 
     return ClusterModel(
-        kmeans=best_km,
-        pca=pca,
+        centres=np.asarray(best_km.cluster_centers_, dtype=np.float64),
+        pca_mean=None if pca is None else np.asarray(pca.mean_, dtype=np.float64),
+        pca_components=None if pca is None else np.asarray(pca.components_, dtype=np.float64),
         k=best_k,
         silhouette=best_score,
         n_fit=n,
@@ -159,13 +162,14 @@ def assign_clusters(
             np.zeros((0, 2), np.float32),
             np.zeros(0, np.float32),
         )
-    xn = _l2_normalise(x)
-    cluster_id = model.kmeans.predict(xn).astype(np.int32)
-    centres = model.kmeans.cluster_centers_[cluster_id]
-    distance = np.linalg.norm(xn - centres, axis=1).astype(np.float32)
+    xn = _l2_normalise(x).astype(np.float64)
+    # Nearest centre (what KMeans.predict computes) and PCA.transform, in numpy.
+    squared = (xn**2).sum(axis=1)[:, None] - 2 * xn @ model.centres.T + (model.centres**2).sum(axis=1)[None, :]
+    cluster_id = squared.argmin(axis=1).astype(np.int32)
+    distance = np.linalg.norm(xn - model.centres[cluster_id], axis=1).astype(np.float32)
     pca_xy = np.zeros((n, 2), np.float32)
-    if model.pca is not None:
-        projected = model.pca.transform(xn)
+    if model.pca_components is not None:
+        projected = (xn - model.pca_mean) @ model.pca_components.T
         pca_xy[:, : projected.shape[1]] = projected
     return cluster_id, pca_xy, distance
 

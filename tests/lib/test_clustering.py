@@ -102,7 +102,7 @@ def test_fewer_than_three_rows_is_one_cluster(n):
 def test_identical_points_are_one_cluster():
     x = np.tile(np.arange(DIM, dtype=np.float32), (10, 1))
     model = fit_cluster_model(x, "tiny", FEW_K)
-    assert model.k == 1 and model.silhouette is None and model.pca is None
+    assert model.k == 1 and model.silhouette is None and model.pca_components is None
     cluster_id, pca_xy, distance = assign_clusters(model, x)
     assert (cluster_id == 0).all()
     np.testing.assert_array_equal(pca_xy, np.zeros((10, 2), np.float32))
@@ -163,3 +163,18 @@ def test_save_load_round_trip(tmp_path):
 def test_load_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="emotion_cluster_model"):
         load_cluster_model(tmp_path / "nope.pkl")
+
+
+def test_assignment_matches_scikit_learn_predict_and_transform():
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(c, 0.3, size=(40, 16)) for c in (-2.0, 0.0, 2.0)]).astype(np.float32)
+    model = fit_cluster_model(x, model_id="m", k_range=range(3, 4), seed=0)
+    ids, xy, distance = assign_clusters(model, x)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    km = KMeans(n_clusters=3, n_init=10, random_state=0).fit(xn)
+    np.testing.assert_array_equal(ids, km.predict(xn))
+    np.testing.assert_allclose(xy, PCA(n_components=2, svd_solver="full", random_state=0).fit(xn).transform(xn), atol=1e-5)
+    np.testing.assert_allclose(distance, np.linalg.norm(xn - km.cluster_centers_[ids], axis=1), atol=1e-5)
