@@ -71,7 +71,7 @@ def make_long(seconds: float) -> np.ndarray:
 
 def ensure_model(model_dir: Path) -> Path:
     if not (model_dir / "model.pt").exists():
-        from emo_assets.lib.model_dir import make_test_model
+        from emo_assets.lib.model.model_dir import make_test_model
 
         print(f"building the large random model in {model_dir} ...", flush=True)
         make_test_model(model_dir, size="large", seed=0)
@@ -82,8 +82,12 @@ def load_auto_model(model_dir: Path, threads: int):
     from funasr import AutoModel
 
     return AutoModel(
-        model=str(model_dir), device="cpu", ncpu=threads, disable_update=True,
-        disable_pbar=True, log_level="ERROR",
+        model=str(model_dir),
+        device="cpu",
+        ncpu=threads,
+        disable_update=True,
+        disable_pbar=True,
+        log_level="ERROR",
     )
 
 
@@ -111,7 +115,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_size: int = 8) -> dict:
     import torch
 
-    from emo_assets.lib.inference import InferenceEngine, torch_threads
+    from emo_assets.lib.model.inference import InferenceEngine, torch_threads
 
     auto = load_auto_model(model_dir, threads)
     torch.set_num_threads(threads)  # funasr sets ncpu itself; make it explicit
@@ -119,7 +123,10 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
     engines = {
         "ours_fp32": InferenceEngine(module, device="cpu", num_threads=threads),
         "ours_masked": InferenceEngine(
-            module, device="cpu", batch_policy="masked", max_batch_samples=8 * 8 * SR,
+            module,
+            device="cpu",
+            batch_policy="masked",
+            max_batch_samples=8 * 8 * SR,
             num_threads=threads,
         ),
         "ours_int8": InferenceEngine(module, device="cpu", precision="int8", num_threads=threads),
@@ -191,8 +198,7 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
         sc = max(float(np.abs(a[1] - b[1]).max()) for a, b in zip(outs, against, strict=True))
         top = sum(int(np.argmax(a[1]) == np.argmax(b[1])) for a, b in zip(outs, against, strict=True))
         cos = min(cosine(a[0], b[0]) for a, b in zip(outs, against, strict=True))
-        return {"max_abs_embedding": emb, "max_abs_score": sc, "top1_agree": f"{top}/{len(outs)}",
-                "min_cosine": cos}
+        return {"max_abs_embedding": emb, "max_abs_score": sc, "top1_agree": f"{top}/{len(outs)}", "min_cosine": cos}
 
     report["parity_vs_funasr"] = {
         "ours_fp32": parity(outputs["ours_fp32"], ref),
@@ -203,19 +209,15 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
     return report
 
 
-def long_child(
-    model_dir: Path, seconds: float, precision: str, threads: int, window_s: float = 30.0
-) -> dict:
+def long_child(model_dir: Path, seconds: float, precision: str, threads: int, window_s: float = 30.0) -> dict:
     """Run in a subprocess: the long recording through our engine; peak RSS apart from loading."""
     import gc
 
-    from emo_assets.lib.inference import InferenceEngine
+    from emo_assets.lib.model.inference import InferenceEngine
 
     wave = make_long(seconds)
     auto = load_auto_model(model_dir, threads)
-    engine = InferenceEngine(
-        auto.model, device="cpu", precision=precision, num_threads=threads, window_s=window_s
-    )
+    engine = InferenceEngine(auto.model, device="cpu", precision=precision, num_threads=threads, window_s=window_s)
     del auto
     gc.collect()
     engine.embed([synth_clip(2.0, seed=99)])
@@ -263,8 +265,11 @@ def funasr_long_child(model_dir: Path, seconds: float, threads: int) -> dict:
         auto.generate(wave, granularity="utterance")
         return {"ok": True, "seconds": round(time.perf_counter() - start, 1)}
     except Exception as exc:  # the point of this run is to record how it fails
-        return {"ok": False, "after_s": round(time.perf_counter() - start, 1),
-                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        return {
+            "ok": False,
+            "after_s": round(time.perf_counter() - start, 1),
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+        }
 
 
 def profile_forwards(model_dir: Path) -> None:
@@ -272,8 +277,8 @@ def profile_forwards(model_dir: Path) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from emo_assets.lib.inference import InferenceEngine
-    from emo_assets.lib.masked_forward import encode
+    from emo_assets.lib.model.inference import InferenceEngine
+    from emo_assets.lib.model.masked_forward import encode
 
     module = load_auto_model(model_dir, 1).model
     torch.set_num_threads(1)
@@ -293,10 +298,12 @@ def profile_forwards(model_dir: Path) -> None:
 
         return run
 
-    products = {"aten::addmm", "aten::mkldnn_convolution", "aten::bmm", "aten::mm",
-                "quantized::linear_dynamic"}
-    for name, run in [("funasr", funasr_forward), ("ours_fp32", ours(module)),
-                      ("ours_int8", ours(int8.module, int8.conv_gemms))]:
+    products = {"aten::addmm", "aten::mkldnn_convolution", "aten::bmm", "aten::mm", "quantized::linear_dynamic"}
+    for name, run in [
+        ("funasr", funasr_forward),
+        ("ours_fp32", ours(module)),
+        ("ours_int8", ours(int8.module, int8.conv_gemms)),
+    ]:
         run()
         best = None
         for _ in range(3):
@@ -309,8 +316,10 @@ def profile_forwards(model_dir: Path) -> None:
         total, events = best
         matmul = sum(e.self_cpu_time_total for e in events if e.key in products) / 1e6
         top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
-        print(f"{name}: {total:.3f} s for 8 s of audio = {8 / total:.2f}x real-time per core; "
-              f"matmul+conv {matmul:.3f} s ({100 * matmul / total:.0f}%)")
+        print(
+            f"{name}: {total:.3f} s for 8 s of audio = {8 / total:.2f}x real-time per core; "
+            f"matmul+conv {matmul:.3f} s ({100 * matmul / total:.0f}%)"
+        )
         print("   " + "; ".join(f"{e.key} {e.self_cpu_time_total / 1e6:.3f}s/{e.count}" for e in top))
 
 
@@ -330,28 +339,48 @@ def machine() -> dict:
     import funasr
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-            "torch": torch.__version__, "funasr": funasr.__version__, "python": platform.python_version(),
-            "loadavg_start": os.getloadavg()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+        "torch": torch.__version__,
+        "funasr": funasr.__version__,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def markdown(result: dict) -> str:
     s = result["short"]
-    lines = [f"Short clips: {len(result['clip_seconds'])} clips, {s['audio_s']} s of audio "
-             f"({min(result['clip_seconds']):.1f}-{max(result['clip_seconds']):.1f} s each)", "",
-             "| system | seconds | x real-time | ratio vs funasr | median per-group ratio "
-             "| CPU s per audio s | CPU-time ratio vs funasr |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Short clips: {len(result['clip_seconds'])} clips, {s['audio_s']} s of audio "
+        f"({min(result['clip_seconds']):.1f}-{max(result['clip_seconds']):.1f} s each)",
+        "",
+        "| system | seconds | x real-time | ratio vs funasr | median per-group ratio "
+        "| CPU s per audio s | CPU-time ratio vs funasr |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, row in s["systems"].items():
-        lines.append(f"| {name} | {row['seconds']} | {row['x_realtime']} | {row['ratio_vs_funasr']} "
-                     f"| {row['median_group_ratio']} | {row['cpu_s_per_audio_s']} "
-                     f"| {row['cpu_ratio_vs_funasr']} |")
+        lines.append(
+            f"| {name} | {row['seconds']} | {row['x_realtime']} | {row['ratio_vs_funasr']} "
+            f"| {row['median_group_ratio']} | {row['cpu_s_per_audio_s']} "
+            f"| {row['cpu_ratio_vs_funasr']} |"
+        )
     lines += ["", "| parity | max abs embedding | max abs score | top-1 agree | min cosine |", "|---|---|---|---|---|"]
     for name, p in {**s["parity_vs_funasr"], "int8 vs ours_fp32": s["int8_vs_fp32"]}.items():
-        lines.append(f"| {name} | {p['max_abs_embedding']:.2e} | {p['max_abs_score']:.2e} | "
-                     f"{p['top1_agree']} | {p['min_cosine']:.6f} |")
+        lines.append(
+            f"| {name} | {p['max_abs_embedding']:.2e} | {p['max_abs_score']:.2e} | "
+            f"{p['top1_agree']} | {p['min_cosine']:.6f} |"
+        )
     lines += ["", f"Main process RSS: {s['process']}", "", "Long recording:", ""]
     lines += [f"- {json.dumps(row)}" for row in result["long"]]
     lines += [f"- funasr generate on the long recording: {json.dumps(result['funasr_long'])}"]
@@ -376,9 +405,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child == "long":
-        print(json.dumps(
-            long_child(args.model_dir, args.long_s, args.precision, args.threads, args.window_s)
-        ))
+        print(json.dumps(long_child(args.model_dir, args.long_s, args.precision, args.threads, args.window_s)))
         return
     if args.child == "funasr-long":
         print(json.dumps(funasr_long_child(args.model_dir, args.long_s, args.threads)))
@@ -391,9 +418,22 @@ def main() -> None:
         return
     if args.only_long:
         for precision in ("fp32", "int8"):
-            row = run_child(["--child", "long", "--precision", precision, "--model-dir",
-                             str(args.model_dir), "--long-s", str(args.long_s), "--threads",
-                             str(args.threads), "--window-s", str(args.window_s)])
+            row = run_child(
+                [
+                    "--child",
+                    "long",
+                    "--precision",
+                    precision,
+                    "--model-dir",
+                    str(args.model_dir),
+                    "--long-s",
+                    str(args.long_s),
+                    "--threads",
+                    str(args.threads),
+                    "--window-s",
+                    str(args.window_s),
+                ]
+            )
             print(json.dumps(row), flush=True)
         return
     clips = make_clips(args.clips)
@@ -401,8 +441,16 @@ def main() -> None:
     print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
     result["short"] = short_clips(args.model_dir, clips, args.threads, args.group_size)
     print(json.dumps(result["short"]["systems"]), flush=True)
-    common = ["--model-dir", str(args.model_dir), "--long-s", str(args.long_s), "--threads",
-              str(args.threads), "--window-s", str(args.window_s)]
+    common = [
+        "--model-dir",
+        str(args.model_dir),
+        "--long-s",
+        str(args.long_s),
+        "--threads",
+        str(args.threads),
+        "--window-s",
+        str(args.window_s),
+    ]
     result["long"] = []
     for precision in () if args.skip_long else ("fp32", "int8"):
         print(f"long recording ({args.long_s:.0f} s), {precision} ...", flush=True)

@@ -32,7 +32,7 @@ CODECS = ("wav_pcm_16", "mp3", "flac", "aac", "opus", "wav_ulaw")
 
 
 def write_day(raw_day: Path, clips: int, long_s: float) -> float:
-    from emo_assets.lib.sample_day import synth_speech, write_encoded
+    from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 
     rng = np.random.default_rng(7)
     total = 0.0
@@ -59,7 +59,7 @@ def timed_run(data_dir: Path, model_dir: Path) -> dict:
         raise SystemExit(f"emo run failed with {proc.returncode}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", proc.stderr).group(1)
     parts = [float(p) for p in wall.split(":")]
-    seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     return {"wall_s": seconds, "peak_rss_mb": rss_kb / 1024}
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from emo_assets.lib.model_dir import make_test_model
+    from emo_assets.lib.model.model_dir import make_test_model
 
     if not (args.model_dir / "model.pt").exists():
         make_test_model(args.model_dir, size="large", seed=0)
@@ -84,7 +84,9 @@ def main() -> None:
     result = {
         "machine": {
             "nproc": len(os.sched_getaffinity(0)),
-            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+            "cpu": next(
+                (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+            ),
             "python": platform.python_version(),
         },
         "day": {"clips": args.clips, "long_s": args.long_s, "audio_s": round(audio_s, 1)},
@@ -96,14 +98,14 @@ def main() -> None:
     print(f"""## Pipeline: one `emo run` day, large architecture (random weights), CPU
 
 Day: {args.clips} clips of 2-12 s in {len(CODECS)} formats + one {args.long_s:.0f} s recording = {audio_s:.0f} s of audio.
-Machine: {result['machine']['nproc']} cores, {result['machine']['cpu']}.
+Machine: {result["machine"]["nproc"]} cores, {result["machine"]["cpu"]}.
 
 | run | wall | peak RSS |
 |---|---|---|
-| first run (decode, resample, inference, checks, clusters, SQL) | {first['wall_s']:.1f} s ({result['first_run_x_realtime']:.2f}x real-time) | {first['peak_rss_mb']:.0f} MB |
-| re-run of the unchanged day | {again['wall_s']:.1f} s | {again['peak_rss_mb']:.0f} MB |
+| first run (decode, resample, inference, checks, clusters, SQL) | {first["wall_s"]:.1f} s ({result["first_run_x_realtime"]:.2f}x real-time) | {first["peak_rss_mb"]:.0f} MB |
+| re-run of the unchanged day | {again["wall_s"]:.1f} s | {again["peak_rss_mb"]:.0f} MB |
 
-Re-run cost: {100 * result['rerun_cost_vs_first']:.1f} % of the first run.
+Re-run cost: {100 * result["rerun_cost_vs_first"]:.1f} % of the first run.
 """)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

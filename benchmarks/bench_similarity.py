@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from emo_assets.lib import lake, schemas, similarity, warehouse
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/helpers.py: the numpy reference
+
+from emo_assets.lib import schemas
+from emo_assets.lib.analytics import similarity
+from emo_assets.lib.store import lake, warehouse
+from tests.helpers import numpy_top_k
 
 
 def _cpu_model() -> str:
@@ -44,10 +50,20 @@ def _write_lake(root: Path, x: np.ndarray, days: int) -> list[str]:
         day = dt.date(2026, 1, 1) + dt.timedelta(days=d)
         rows = slice(d * per, min(len(x), (d + 1) * per))
         n = rows.stop - rows.start
-        lake.write_partition(root, "emotion_embeddings", day.isoformat(), pa.table({
-            "audio_id": ids[rows], "date": pa.array([day] * n, pa.date32()), "model_id": ["bench"] * n,
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[rows].reshape(-1)), x.shape[1]),
-        }, schema=schemas.emotion_embeddings_schema(x.shape[1])))
+        lake.write_partition(
+            root,
+            "emotion_embeddings",
+            day.isoformat(),
+            pa.table(
+                {
+                    "audio_id": ids[rows],
+                    "date": pa.array([day] * n, pa.date32()),
+                    "model_id": ["bench"] * n,
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[rows].reshape(-1)), x.shape[1]),
+                },
+                schema=schemas.emotion_embeddings_schema(x.shape[1]),
+            ),
+        )
     return ids
 
 
@@ -81,7 +97,7 @@ def main() -> None:
         write_s = time.perf_counter() - t0
 
         def numpy_query(q: int):
-            idx, sims = similarity.numpy_top_k(x, x[q], k + 1)  # k + 1: the query itself is dropped
+            idx, sims = numpy_top_k(x, x[q], k + 1)  # k + 1: the query itself is dropped
             keep = idx != q
             return [ids[i] for i in idx[keep][:k]], sims[keep][:k]
 
@@ -89,16 +105,19 @@ def main() -> None:
 
         con = duckdb.connect()
         warehouse.refresh_lake_views(con, lake_dir)
+        similarity.create_similarity_macros(con)
         lake_s, lake_answers = _median_s(
             lambda q: con.execute("SELECT audio_id, similarity FROM similar_audio(?, ?)", [ids[q], k]).fetchall(),
-            queries)
+            queries,
+        )
         t0 = time.perf_counter()
         con.execute("CREATE TABLE embeddings_table AS SELECT * FROM emotion_embeddings")
         load_s = time.perf_counter() - t0
         similarity.create_similarity_macros(con, "embeddings_table")
         table_s, table_answers = _median_s(
             lambda q: con.execute("SELECT audio_id, similarity FROM similar_audio(?, ?)", [ids[q], k]).fetchall(),
-            queries)
+            queries,
+        )
         threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
         con.close()
 
@@ -107,10 +126,14 @@ def main() -> None:
             assert [g[0] for g in got] == want_ids, (got, want_ids)
             np.testing.assert_allclose([g[1] for g in got], want_sims, atol=1e-5)
 
-    print(f"machine: nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), CPU {_cpu_model()}, "
-          f"duckdb {duckdb.__version__} ({threads} threads), numpy {np.__version__}")
-    print(f"data: {args.rows} x {args.dim} float32 in {args.days} Parquet days (written in {write_s:.1f} s); "
-          f"k={k}; median of {args.queries} queries; answers identical to numpy's")
+    print(
+        f"machine: nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), CPU {_cpu_model()}, "
+        f"duckdb {duckdb.__version__} ({threads} threads), numpy {np.__version__}"
+    )
+    print(
+        f"data: {args.rows} x {args.dim} float32 in {args.days} Parquet days (written in {write_s:.1f} s); "
+        f"k={k}; median of {args.queries} queries; answers identical to numpy's"
+    )
     print("| method | median per query | vs numpy |")
     print("|---|---|---|")
     print(f"| numpy brute force (cosine, argpartition) | {numpy_s * 1000:.0f} ms | 1.00x |")

@@ -1,11 +1,11 @@
 """Asset checks: the numbers are sane and nothing that landed was lost."""
 
-
 import dagster as dg
 import numpy as np
 
-from emo_assets.lib import lake, schemas
-from emo_assets.lib.accounting import account_day
+from emo_assets.lib import schemas
+from emo_assets.lib.store import lake
+from emo_assets.lib.store.accounting import account_day
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -25,7 +25,11 @@ def _day_table(storage: StorageResource, table: str, day: str):
 def scores_sum_to_one(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     """The 9 scores of every recording are a probability distribution (sum 1 within 1e-5), no NaN."""
     scores = _day_table(storage, "emotion_scores", context.partition_key)
-    matrix = np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS]) if scores.num_rows else np.zeros((0, 9))
+    matrix = (
+        np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS])
+        if scores.num_rows
+        else np.zeros((0, 9))
+    )
     deviation = np.abs(matrix.astype(np.float64).sum(axis=1) - 1.0)
     bad = [a for a, ok in zip(scores.column("audio_id").to_pylist(), deviation <= SCORE_SUM_TOLERANCE) if not ok]
     return dg.AssetCheckResult(
@@ -67,9 +71,13 @@ def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: St
         lake.read_partition(storage.lake_dir, "quarantine", day),
     )
     if account.missing:
-        context.log.error(f"{day}: {len(account.missing)} file(s) neither processed nor quarantined: {list(account.missing)[:20]}")
+        context.log.error(
+            f"{day}: {len(account.missing)} file(s) neither processed nor quarantined: {list(account.missing)[:20]}"
+        )
     if account.duplicates:
-        context.log.error(f"{day}: {len(account.duplicates)} file(s) counted more than once: {list(account.duplicates)[:20]}")
+        context.log.error(
+            f"{day}: {len(account.duplicates)} file(s) counted more than once: {list(account.duplicates)[:20]}"
+        )
     return dg.AssetCheckResult(
         passed=not account.missing and not account.both and not account.duplicates,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -45,11 +45,11 @@ def _instance(data_dir: Path):
 
 def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
-    from emo_assets.assets.audio import LOCKS, run_is_active
     from emo_assets.definitions import build_definitions, resources_from_env
     from emo_assets.jobs import day_selection
-    from emo_assets.lib import day_lock
+    from emo_assets.lib.store import day_lock
     from emo_assets.partitions import validate_day
+    from emo_assets.resources import run_is_active
 
     validate_day(day)
     resources = resources_from_env(**overrides)
@@ -58,12 +58,14 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     print(f"emo run {day}: model {model.model_id} on {model.device}, data in {storage.root}", flush=True)
     defs = build_definitions(resources)
     job = defs.resolve_job_def("daily_emotion_job")
-    locks = storage.root / LOCKS
+    locks = storage.locks_dir
     try:
         # The day is locked for the whole run: a second run of the same day is refused, never mixed in.
         with day_lock.hold_day(locks, day, holder=f"emo run --date {day}"):
             # Two first runs at once would both create the instance's SQLite schema and collide.
-            with day_lock.hold_day(locks, "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60):
+            with day_lock.hold_day(
+                locks, "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60
+            ):
                 instance = _instance(storage.root)
                 instance.get_runs(limit=1)  # creates the run storage while we hold the lock
             day_lock.check_lease(locks, day, None, lambda run_id: run_is_active(instance, run_id))
@@ -89,9 +91,9 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
 def print_summary(storage, day: str, model) -> None:
     import pyarrow.compute as pc
 
-    from emo_assets.lib import lake
-    from emo_assets.lib.accounting import account_day
-    from emo_assets.lib.warehouse import read_copy_path
+    from emo_assets.lib.store import lake
+    from emo_assets.lib.store.accounting import account_day
+    from emo_assets.lib.store.warehouse import read_copy_path
 
     scores = lake.read_partition(storage.lake_dir, "emotion_scores", day)
     audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
@@ -115,12 +117,12 @@ def print_summary(storage, day: str, model) -> None:
 
 def demo(data_dir: str | None) -> int:
     from emo_assets.definitions import resources_from_env
-    from emo_assets.lib.model_dir import make_test_model
-    from emo_assets.lib.sample_day import write_sample_day
-    from emo_assets.lib.warehouse import read_copy_path
+    from emo_assets.lib.audio.sample_day import write_sample_day
+    from emo_assets.lib.model.model_dir import make_test_model
+    from emo_assets.lib.store.warehouse import read_copy_path
 
     storage = resources_from_env(data_dir=data_dir)["storage"]
-    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    day = dt.datetime.now(dt.UTC).date().isoformat()
     day_dir = storage.raw_dir / day
     if day_dir.exists() and any(day_dir.iterdir()):
         print(f"{day_dir} already has files: running the day as it is")
@@ -139,7 +141,7 @@ def demo(data_dir: str | None) -> int:
 
 
 def make_test_model_cmd(directory: str, size: str, seed: int) -> int:
-    from emo_assets.lib.model_dir import make_test_model
+    from emo_assets.lib.model.model_dir import make_test_model
 
     path = make_test_model(Path(directory), size=size, seed=seed)
     print(f"wrote a {size} random-weight emotion2vec model (seed {seed}) to {path}")
@@ -153,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize the whole graph for one day")
     run.add_argument("--date", required=True, help="the day, YYYY-MM-DD")
-    run.add_argument("--model", help="hub id or local model directory (default: EMO_MODEL or iic/emotion2vec_plus_large)")
+    run.add_argument(
+        "--model", help="hub id or local model directory (default: EMO_MODEL or iic/emotion2vec_plus_large)"
+    )
     run.add_argument("--hub", choices=["ms", "hf"], help="model hub (default: EMO_MODEL_HUB or ms)")
     run.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
     run.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from emo_assets.lib.emotion_model import ModelLoadError
+    from emo_assets.lib.model.emotion_model import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 
     try:

@@ -29,12 +29,14 @@ def _fail(message: str) -> int:
 
 def _random_note(model) -> None:
     if model.is_random:
-        print(f"NOTE: model {model.model_id} has RANDOM weights; its emotions are meaningless (set EMO_MODEL).",
-              file=sys.stderr)
+        print(
+            f"NOTE: model {model.model_id} has RANDOM weights; its emotions are meaningless (set EMO_MODEL).",
+            file=sys.stderr,
+        )
 
 
 def analyze_cmd(args: argparse.Namespace) -> int:
-    from emo_assets.lib.analyze import EMOJI, RESULT_JSON, analyze_files
+    from emo_assets.lib.results.analyze import EMOJI, RESULT_JSON, analyze_files
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
@@ -55,29 +57,33 @@ def analyze_cmd(args: argparse.Namespace) -> int:
 
 
 def similar_cmd(args: argparse.Namespace) -> int:
-    from emo_assets.lib import similarity
+    from emo_assets.lib.analytics import similarity
+    from emo_assets.lib.store import warehouse
 
     resources = _resources(args)
     storage = resources["storage"]
     con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
     try:
-        if similarity.embedding_width(con) is None:
+        if warehouse.embedding_width(con) is None:
             return _fail(f"no emotion_embeddings under {storage.lake_dir}: run `emo run --date DAY` first")
         target = Path(args.target)
         if target.is_file():
-            from emo_assets.lib.audio import AudioDecodeError, load_mono_16k
+            from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
 
             model = resources["emotion_model"].load()
             _random_note(model)
             try:
                 vector = model.infer([load_mono_16k(target)])[0].embedding
-                neighbours = similarity.similar_to_vector(con, vector, args.k, model_id=model.model_id,
-                                                          date_from=args.date_from)
+                neighbours = similarity.similar_to_vector(
+                    con, vector, args.k, model_id=model.model_id, date_from=args.date_from
+                )
             except (AudioDecodeError, ValueError) as exc:
                 return _fail(f"{target}: {exc}")
             what = f"file {target} (embedded with {model.model_id})"
         else:
-            known = con.execute("SELECT count(*) FROM emotion_embeddings WHERE audio_id = ?", [args.target]).fetchone()[0]
+            known = con.execute("SELECT count(*) FROM emotion_embeddings WHERE audio_id = ?", [args.target]).fetchone()[
+                0
+            ]
             if not known:
                 return _fail(f"{args.target!r} is neither a file nor an audio_id in {storage.lake_dir}")
             neighbours = similarity.similar_to_audio(con, args.target, args.k, date_from=args.date_from)
@@ -90,13 +96,15 @@ def similar_cmd(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(rows)} nearest recordings to {what} (cosine similarity):")
     for r in rows:
-        print(f"{r['rank']:>3}  {r['similarity']:+.4f}  {r['date']}  {r['audio_id'][:16]}  "
-              f"{r['emotion'] or '-':<10}  {r['source_path'] or ''}")
+        print(
+            f"{r['rank']:>3}  {r['similarity']:+.4f}  {r['date']}  {r['audio_id'][:16]}  "
+            f"{r['emotion'] or '-':<10}  {r['source_path'] or ''}"
+        )
     return 0
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    from emo_assets.lib.report import ReportError, write_day_report
+    from emo_assets.lib.results.report import ReportError, write_day_report
     from emo_assets.partitions import validate_day
 
     validate_day(args.date)
@@ -114,7 +122,7 @@ def report_cmd(args: argparse.Namespace) -> int:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from emo_assets.lib.export import ExportError, export_day
+    from emo_assets.lib.results.export import ExportError, export_day
     from emo_assets.partitions import validate_day
 
     validate_day(args.date)

@@ -15,6 +15,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 
 
+def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """True while the run is queued or in progress in ``instance`` (unknown runs are not)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
+
+
 class StorageResource(dg.ConfigurableResource):
     """The data directory: landing zone, lake, resampled audio, fitted models, reports."""
 
@@ -52,6 +58,10 @@ class StorageResource(dg.ConfigurableResource):
     def warehouse_path(self) -> Path:
         return self.root / "warehouse.duckdb"
 
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
 
 class EmotionModelResource(dg.ConfigurableResource):
     """emotion2vec+ through funasr. ``model`` is a hub id or a local model directory."""
@@ -69,7 +79,7 @@ class EmotionModelResource(dg.ConfigurableResource):
 
         One copy of the weights per process, shared by every asset and check.
         """
-        from emo_assets.lib.model_description import LazyEmotionModel, describe_model
+        from emo_assets.lib.model.description import LazyEmotionModel, describe_model
 
         description = describe_model(self.model, self.hub, self.device, self.half, self.precision)
         return LazyEmotionModel(
@@ -80,8 +90,6 @@ class EmotionModelResource(dg.ConfigurableResource):
 
 @functools.lru_cache(maxsize=1)
 def _load_model(model: str, hub: str, device: str, half: bool, precision: str, window_s: float):
-    from emo_assets.lib.emotion_model import load_emotion_model
+    from emo_assets.lib.model.emotion_model import load_emotion_model
 
-    return load_emotion_model(
-        model=model, hub=hub, device=device, half=half, precision=precision, window_s=window_s
-    )
+    return load_emotion_model(model=model, hub=hub, device=device, half=half, precision=precision, window_s=window_s)

@@ -1,6 +1,5 @@
 """Every day after midnight (UTC), process yesterday's recordings; every week, refit the models."""
 
-
 import datetime as dt
 
 import dagster as dg

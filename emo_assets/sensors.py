@@ -1,12 +1,11 @@
 """Late and new files: request a day's run when anything under ``data/raw/<day>/`` changes."""
 
-
 import json
 
 import dagster as dg
 
 from emo_assets.jobs import daily_emotion_job, day_run_request
-from emo_assets.lib.landing import day_fingerprint, landed_days
+from emo_assets.lib.audio.landing import day_fingerprint, landed_days
 from emo_assets.partitions import START_DATE
 from emo_assets.resources import StorageResource
 

@@ -3,7 +3,7 @@ see the 9 emotions with their emoji and confidence, download result.json and emb
 see the 5 most similar recordings in the warehouse.
 
 FastAPI with one plain HTML page, served on 127.0.0.1 by default. Needs the ``[web]`` extra.
-Analysis uses the same ``lib/analyze.py`` code as ``emo analyze``; neighbours come from the
+Analysis uses the same ``lib/results/analyze.py`` code as ``emo analyze``; neighbours come from the
 ``similar_audio`` / ``similar_embedding`` macros. Each result is written to
 ``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
 """
@@ -20,9 +20,11 @@ import pyarrow.compute as pc
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
-from emo_assets.lib import analyze, lake, similarity
-from emo_assets.lib.audio import AudioDecodeError, load_mono_16k
+from emo_assets.lib.analytics import similarity
+from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
+from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.store import lake, warehouse
 
 SIMILAR_K = 5
 DOWNLOADS = (analyze.RESULT_JSON, analyze.EMBEDDING_NPY, analyze.PROCESSED_WAV)
@@ -36,13 +38,19 @@ def create_app(storage, emotion_model) -> FastAPI:
 
     def payload(run: Path, result: dict, neighbours: list[dict]) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
-        return {"id": run.name, "result": result, "labels": list(EMOTION_LABELS), "emoji": analyze.EMOJI,
-                "downloads": files, "similar": neighbours}
+        return {
+            "id": run.name,
+            "result": result,
+            "labels": list(EMOTION_LABELS),
+            "emoji": analyze.EMOJI,
+            "downloads": files,
+            "similar": neighbours,
+        }
 
     def neighbours_of(audio_id: str | None = None, vector: np.ndarray | None = None, model_id: str | None = None):
         con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
         try:
-            width = similarity.embedding_width(con)
+            width = warehouse.embedding_width(con)
             if width is None:
                 return []
             if audio_id is not None:
@@ -75,8 +83,14 @@ def create_app(storage, emotion_model) -> FastAPI:
             if row["audio_id"] in seen:
                 continue
             seen.add(row["audio_id"])
-            out.append({"audio_id": row["audio_id"], "date": str(row["date"]), "emotion": row["emotion"],
-                        "source_path": names.get(row["audio_id"], row["audio_id"])})
+            out.append(
+                {
+                    "audio_id": row["audio_id"],
+                    "date": str(row["date"]),
+                    "emotion": row["emotion"],
+                    "source_path": names.get(row["audio_id"], row["audio_id"]),
+                }
+            )
             if len(out) >= limit:
                 break
         return out
@@ -133,8 +147,12 @@ def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
     if scores.num_rows == 0:
         return None
     row = scores.slice(0, 1).to_pylist()[0]
-    emb = embeddings.filter(pc.and_(pc.equal(embeddings.column("audio_id"), audio_id),
-                                    pc.equal(embeddings.column("date"), scores.column("date")[0])))
+    emb = embeddings.filter(
+        pc.and_(
+            pc.equal(embeddings.column("audio_id"), audio_id),
+            pc.equal(embeddings.column("date"), scores.column("date")[0]),
+        )
+    )
     files = lake.read_table(lake_dir, "audio_files")
     name, duration = audio_id, 0.0
     if files is not None:
@@ -143,10 +161,16 @@ def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
             name = Path(files.column("source_path")[0].as_py()).name
             duration = float(files.column("duration_s")[0].as_py() or 0.0)
     return analyze.Analysis(
-        audio_name=name, duration_s=duration, emotion=row["emotion"], confidence=float(row["confidence"]),
+        audio_name=name,
+        duration_s=duration,
+        emotion=row["emotion"],
+        confidence=float(row["confidence"]),
         scores={label: float(row[label]) for label in EMOTION_LABELS},
-        embedding=lake.embedding_matrix(emb)[:1], granularity="utterance", model_id=row["model_id"],
-        random_weights=None, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        embedding=lake.embedding_matrix(emb)[:1],
+        granularity="utterance",
+        model_id=row["model_id"],
+        random_weights=None,
+        timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 

@@ -6,10 +6,29 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
+from tests.helpers import DAY, failed_steps, lake_tables, materialize, warehouse_tables, write_small_day
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight tiny emotion2vec+ model directory (model id `random-tiny-seed0`)."""
-    from emo_assets.lib.model_dir import make_test_model
+    from emo_assets.lib.model.model_dir import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("models") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_day(tmp_path_factory, tiny_model_dir) -> tuple[Path, dict, dict]:
+    """The small day run once on a clean data directory: (data dir, warehouse tables, lake tables)."""
+    data_dir = tmp_path_factory.mktemp("reference")
+    write_small_day(data_dir / "raw" / DAY)
+    result = materialize(data_dir, tiny_model_dir)
+    assert result.success, failed_steps(result)
+    return data_dir, warehouse_tables(data_dir), lake_tables(data_dir)
+
+
+@pytest.fixture(scope="session")
+def rel():
+    """The helpers module (``rel.materialize``, ``rel.warehouse_tables``...)."""
+    return helpers

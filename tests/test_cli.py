@@ -6,7 +6,7 @@ import sys
 import duckdb
 
 from emo_assets.cli import main
-from emo_assets.lib.sample_day import SAMPLE_DAY
+from emo_assets.lib.audio.sample_day import SAMPLE_DAY
 
 
 def test_demo_runs_a_sample_day_offline(tmp_path, capsys, monkeypatch):

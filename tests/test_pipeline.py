@@ -12,29 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from emo_assets.assets import all_assets
-from emo_assets.checks import all_checks
 from emo_assets.definitions import build_definitions
-from emo_assets.lib import lake, schemas
-from emo_assets.lib.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
+from emo_assets.lib import schemas
+from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
+from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource, StorageResource
+from tests.helpers import materialize, resources
 
 DAY = "2026-11-20"
-
-
-def _resources(data_dir, model_dir):
-    return {
-        "storage": StorageResource(data_dir=str(data_dir)),
-        "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
-    }
-
-
-def _materialize(data_dir, model_dir, day=DAY, **kwargs):
-    return dg.materialize(
-        [*all_assets(), *all_checks],
-        partition_key=day,
-        resources=_resources(data_dir, model_dir),
-        **kwargs,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +30,16 @@ def pipeline_day(tmp_path_factory, tiny_model_dir):
     write_sample_day(day_dir, seed=0)
     rng = np.random.default_rng(1)
     # a 10 ms clip: decodes, but is shorter than the model's 25 ms minimum
-    write_encoded(day_dir / "edge/too_short.wav", rng.standard_normal(160).astype(np.float32) * 0.1, 16000, "wav_pcm_16")
+    write_encoded(
+        day_dir / "edge/too_short.wav", rng.standard_normal(160).astype(np.float32) * 0.1, 16000, "wav_pcm_16"
+    )
     # digital silence: processed, flagged is_silent
     write_encoded(day_dir / "edge/silence.wav", np.zeros(32000, np.float32), 16000, "wav_pcm_16")
     # the same bytes under two names: two audio_files rows, one audio_id
     (day_dir / "edge/copy of call 1.wav").write_bytes((day_dir / SAMPLE_DAY[0].name).read_bytes())
     (day_dir / "edge/notes.txt").write_text("not audio")
     (day_dir / "edge/empty.wav").write_bytes(b"")
-    result = _materialize(data_dir, tiny_model_dir)
+    result = materialize(data_dir, tiny_model_dir)
     assert result.success
     return data_dir, result
 
@@ -106,7 +93,7 @@ def test_scores_embeddings_and_identical_copies(pipeline_day, tiny_model_dir):
     silent = con.execute("SELECT count(*) FROM resampled_audio WHERE is_silent").fetchone()[0]
     con.close()
     assert len(rows) == len(SAMPLE_DAY) + 1  # the copy shares its audio_id with call_0001
-    for audio_id, model_id, emotion, confidence, *scores in rows:
+    for _audio_id, model_id, emotion, confidence, *scores in rows:
         assert model_id == "random-tiny-seed0"
         assert abs(sum(scores) - 1) < 1e-5
         assert emotion == schemas.EMOTION_LABELS[int(np.argmax(scores))]
@@ -144,14 +131,20 @@ def test_analytics_tables_and_sql_models(pipeline_day):
 def test_asset_checks_pass(pipeline_day):
     _, result = pipeline_day
     evaluations = result.get_asset_check_evaluations()
-    assert {e.check_name for e in evaluations} == {"scores_sum_to_one", "embeddings_match_model", "every_file_accounted_for"}
+    assert {e.check_name for e in evaluations} == {
+        "scores_sum_to_one",
+        "embeddings_match_model",
+        "every_file_accounted_for",
+    }
     assert all(e.passed for e in evaluations)
 
 
 def test_lineage_includes_sql_models():
-    defs = build_definitions(_resources("/nonexistent", "/nonexistent"))
+    defs = build_definitions(resources("/nonexistent", "/nonexistent"))
     graph = defs.resolve_asset_graph()
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
+    }
     assert parents["resampled_audio"] == {"raw_audio"}
     assert parents["emotion_scores"] == {"resampled_audio"}
     assert parents["emotion_clusters"] == {"emotion_cluster_model", "emotion_embeddings"}
@@ -162,7 +155,7 @@ def test_lineage_includes_sql_models():
 def test_rerun_reuses_scores_and_is_identical(pipeline_day, tiny_model_dir):
     data_dir, _ = pipeline_day
     before = pq.read_table(lake.partition_file(data_dir / "lake", "emotion_scores", DAY))
-    result = _materialize(data_dir, tiny_model_dir)
+    result = materialize(data_dir, tiny_model_dir)
     after = pq.read_table(lake.partition_file(data_dir / "lake", "emotion_scores", DAY))
     assert after.equals(before)
     meta = result.asset_materializations_for_node("emotion_inference")[0].metadata
@@ -173,11 +166,11 @@ def test_rerun_reuses_scores_and_is_identical(pipeline_day, tiny_model_dir):
 def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
     (tmp_path / "raw" / DAY).mkdir(parents=True)
     write_encoded(tmp_path / "raw" / DAY / "a.wav", np.zeros(16000, np.float32), 16000, "wav_pcm_16")
-    defs = build_definitions(_resources(tmp_path, tiny_model_dir))
+    defs = build_definitions(resources(tmp_path, tiny_model_dir))
     schedule = defs.get_schedule_def("daily_emotion_schedule")
     with dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 11, 21, 0, 30, tzinfo=dt.timezone.utc),
-        resources=_resources(tmp_path, tiny_model_dir),
+        scheduled_execution_time=dt.datetime(2026, 11, 21, 0, 30, tzinfo=dt.UTC),
+        resources=resources(tmp_path, tiny_model_dir),
         repository_def=defs.get_repository_def(),
     ) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
@@ -186,22 +179,26 @@ def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
     sensor = defs.get_sensor_def("raw_files_sensor")
     old = time.time() - 3600
     os.utime(tmp_path / "raw" / DAY / "a.wav", (old, old))
-    with dg.build_sensor_context(resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+    with dg.build_sensor_context(resources=resources(tmp_path, tiny_model_dir), definitions=defs) as context:
         first = sensor.evaluate_tick(context)
     assert [r.partition_key for r in first.run_requests] == [DAY]
-    with dg.build_sensor_context(cursor=first.cursor, resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+    with dg.build_sensor_context(
+        cursor=first.cursor, resources=resources(tmp_path, tiny_model_dir), definitions=defs
+    ) as context:
         assert sensor.evaluate_tick(context).run_requests == []
     # a late file changes the day: one new request for that day
     write_encoded(tmp_path / "raw" / DAY / "late.wav", np.zeros(16000, np.float32), 16000, "wav_pcm_16")
     os.utime(tmp_path / "raw" / DAY / "late.wav", (old, old))
-    with dg.build_sensor_context(cursor=first.cursor, resources=_resources(tmp_path, tiny_model_dir), definitions=defs) as context:
+    with dg.build_sensor_context(
+        cursor=first.cursor, resources=resources(tmp_path, tiny_model_dir), definitions=defs
+    ) as context:
         late = sensor.evaluate_tick(context)
     assert [r.partition_key for r in late.run_requests] == [DAY]
     assert json.loads(late.cursor)[DAY] != json.loads(first.cursor)[DAY]
 
 
 def test_segments_for_every_recording_and_opt_in_frames(tmp_path, tiny_model_dir):
-    from emo_assets.lib.sample_day import synth_speech
+    from emo_assets.lib.audio.sample_day import synth_speech
 
     day_dir = tmp_path / "raw" / DAY
     write_encoded(day_dir / "long_call.wav", synth_speech(70.0, 16000, 3), 16000, "wav_pcm_16")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import csv
+import datetime as dt
 
 import dagster as dg
 import numpy as np
@@ -14,8 +14,10 @@ import pytest
 
 from emo_assets.assets import all_assets
 from emo_assets.cli import main
-from emo_assets.lib import lake, plots, schemas
-from emo_assets.lib.sample_day import write_encoded
+from emo_assets.lib import schemas
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.results import plots
+from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource, StorageResource
 
 DAY = "2026-11-21"
@@ -33,8 +35,10 @@ def day(tmp_path_factory, tiny_model_dir):
     result = dg.materialize(
         list(all_assets()),
         partition_key=DAY,
-        resources={"storage": StorageResource(data_dir=str(data_dir)),
-                   "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu")},
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu"),
+        },
     )
     assert result.success
     return data_dir, result
@@ -48,7 +52,7 @@ def _metadata(result, key: str) -> dict:
 def _embedded_png(markdown: str) -> bytes:
     prefix = "](data:image/png;base64,"
     assert markdown.startswith("![") and prefix in markdown and markdown.endswith(")")
-    return base64.b64decode(markdown[markdown.index(prefix) + len(prefix):-1])
+    return base64.b64decode(markdown[markdown.index(prefix) + len(prefix) : -1])
 
 
 def test_assets_attach_charts_and_write_pngs(day):
@@ -71,12 +75,22 @@ def test_report_has_distribution_clusters_and_timeline(day, capsys):
     scores = np.full((3, 9), 0.02, np.float32)
     for row, label in enumerate((0, 3, 6)):
         scores[row, label] = 0.84
-    segments = pa.Table.from_pylist([
-        {"audio_id": "long_call", "date": dt.date.fromisoformat(DAY), "model_id": "random-tiny-seed0",
-         "start_s": 30.0 * i, "end_s": 30.0 * (i + 1), "emotion": schemas.EMOTION_LABELS[label],
-         "confidence": 0.84, **{k: float(v) for k, v in zip(schemas.EMOTION_LABELS, scores[i])}}
-        for i, label in enumerate((0, 3, 6))
-    ], schema=schemas.EMOTION_SEGMENTS)
+    segments = pa.Table.from_pylist(
+        [
+            {
+                "audio_id": "long_call",
+                "date": dt.date.fromisoformat(DAY),
+                "model_id": "random-tiny-seed0",
+                "start_s": 30.0 * i,
+                "end_s": 30.0 * (i + 1),
+                "emotion": schemas.EMOTION_LABELS[label],
+                "confidence": 0.84,
+                **{k: float(v) for k, v in zip(schemas.EMOTION_LABELS, scores[i])},
+            }
+            for i, label in enumerate((0, 3, 6))
+        ],
+        schema=schemas.EMOTION_SEGMENTS,
+    )
     lake.write_partition(data_dir / "lake", "emotion_segments", DAY, segments)
     try:
         assert main(["report", "--date", DAY, "--data-dir", str(data_dir)]) == 0

@@ -22,14 +22,20 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from emo_assets.lib import lake, schemas
-from emo_assets.lib.sample_day import write_encoded
-from emo_assets.lib.scoring import score_rows
+from emo_assets.lib import schemas
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.model.scoring import score_rows
+from emo_assets.lib.store import lake
 
 DAY = "2026-11-20"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 WEB_DEPS = ["playwright==1.65.2", "fastapi==0.165.0", "python-multipart==0.0.34", "uvicorn==0.54.0"]
 
 
@@ -42,18 +48,20 @@ def chromium() -> str:
             pytest.skip(f"no chromium at {CHROMIUM} and not root with apt-get to install it: apt-get install chromium")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
-        done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=900,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"], env=env, timeout=900, capture_output=True, text=True
+        )
         if done.returncode != 0 or not Path(CHROMIUM).exists():
             pytest.skip(f"chromium could not be installed with apt-get: {done.stderr.strip()[-300:]}")
         path = CHROMIUM
     try:
         import fastapi  # noqa: F401
-        import python_multipart  # noqa: F401
         import playwright  # noqa: F401
+        import python_multipart  # noqa: F401
     except ImportError:
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *WEB_DEPS],
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", *WEB_DEPS], capture_output=True, text=True, timeout=600
+        )
         if done.returncode != 0:
             pytest.skip(f"the web test's Python packages could not be installed: {done.stderr.strip()[-300:]}")
     return path
@@ -75,16 +83,42 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
     scores = [score_rows(ids[n], date, model.model_id, r.scores) for n, r in zip(names, results)]
     lake.write_partition(lake_dir, "emotion_scores", DAY, pa.Table.from_pylist(scores, schema=schemas.EMOTION_SCORES))
     emb = np.stack([r.embedding for r in results]).astype(np.float32)
-    lake.write_partition(lake_dir, "emotion_embeddings", DAY, pa.table({
-        "audio_id": [ids[n] for n in names], "date": pa.array([date] * len(names), pa.date32()),
-        "model_id": [model.model_id] * len(names),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
-    }, schema=schemas.emotion_embeddings_schema(emb.shape[1])))
-    lake.write_partition(lake_dir, "audio_files", DAY, pa.Table.from_pylist([{
-        "audio_id": ids[n], "source_path": f"{DAY}/{n}", "size_bytes": 1, "format": "wav", "sample_rate": 16000,
-        "channels": 1, "duration_s": len(recordings[n]) / 16000,
-        "ingested_at": dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc), "date": date,
-    } for n in names], schema=schemas.AUDIO_FILES))
+    lake.write_partition(
+        lake_dir,
+        "emotion_embeddings",
+        DAY,
+        pa.table(
+            {
+                "audio_id": [ids[n] for n in names],
+                "date": pa.array([date] * len(names), pa.date32()),
+                "model_id": [model.model_id] * len(names),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
+            },
+            schema=schemas.emotion_embeddings_schema(emb.shape[1]),
+        ),
+    )
+    lake.write_partition(
+        lake_dir,
+        "audio_files",
+        DAY,
+        pa.Table.from_pylist(
+            [
+                {
+                    "audio_id": ids[n],
+                    "source_path": f"{DAY}/{n}",
+                    "size_bytes": 1,
+                    "format": "wav",
+                    "sample_rate": 16000,
+                    "channels": 1,
+                    "duration_s": len(recordings[n]) / 16000,
+                    "ingested_at": dt.datetime(2026, 11, 20, tzinfo=dt.UTC),
+                    "date": date,
+                }
+                for n in names
+            ],
+            schema=schemas.AUDIO_FILES,
+        ),
+    )
     return ids
 
 
@@ -105,8 +139,9 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
     ids = _write_lake(data_dir, model, {n: _decoded(data_dir / "raw" / n) for n in recordings})
     storage = StorageResource(data_dir=str(data_dir))
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(storage, emotion_model), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(storage, emotion_model), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -122,7 +157,7 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
 
 
 def _decoded(path: Path) -> np.ndarray:
-    from emo_assets.lib.audio import load_mono_16k
+    from emo_assets.lib.audio.load import load_mono_16k
 
     return load_mono_16k(path)
 
@@ -206,10 +241,13 @@ def test_undecodable_upload_is_refused_with_a_reason(web_server):
     import urllib.request
 
     url, *_ = web_server
-    body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.wav\"\r\n"
-            b"Content-Type: audio/wav\r\n\r\nnot audio at all\r\n--B--\r\n")
-    request = urllib.request.Request(f"{url}/api/analyze", data=body, method="POST",
-                                     headers={"Content-Type": "multipart/form-data; boundary=B"})
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="notes.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\nnot audio at all\r\n--B--\r\n"
+    )
+    request = urllib.request.Request(
+        f"{url}/api/analyze", data=body, method="POST", headers={"Content-Type": "multipart/form-data; boundary=B"}
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 400
@@ -217,6 +255,6 @@ def test_undecodable_upload_is_refused_with_a_reason(web_server):
 
 
 def _emoji(emotion: str) -> str:
-    from emo_assets.lib.analyze import EMOJI
+    from emo_assets.lib.results.analyze import EMOJI
 
     return EMOJI[emotion]

@@ -1,7 +1,6 @@
 """Embeddings -> cluster model and daily cluster assignments; labels -> satisfaction model and
 daily predictions. The models are fitted on every day; a day is assigned with the current model."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -9,15 +8,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emo_assets.lib import lake, plots, schemas, warehouse
-from emo_assets.lib.clustering import assign_clusters, fit_cluster_model, load_cluster_model, save_cluster_model
-from emo_assets.lib.satisfaction import (
+from emo_assets.lib import schemas
+from emo_assets.lib.analytics.clustering import (
+    assign_clusters,
+    fit_cluster_model,
+    load_cluster_model,
+    save_cluster_model,
+)
+from emo_assets.lib.analytics.satisfaction import (
     fit_satisfaction_model,
     load_satisfaction_model,
     predict_satisfaction,
     read_labels,
     save_satisfaction_model,
 )
+from emo_assets.lib.results import plots
+from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
 
@@ -97,7 +103,9 @@ def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource
     return dg.MaterializeResult(
         metadata={
             "row_count": rows.num_rows,
-            "cluster_sizes": dg.MetadataValue.json({str(k): v for k, v in sorted(Counter(cluster_id.tolist()).items())}),
+            "cluster_sizes": dg.MetadataValue.json(
+                {str(k): v for k, v in sorted(Counter(cluster_id.tolist()).items())}
+            ),
             "cluster_model_k": model.k,
         }
     )

@@ -1,30 +1,16 @@
 """Raw recordings of a day -> ``audio_files``; -> 16 kHz mono FLAC and ``resampled_audio``."""
 
-
 import datetime as dt
 
 import dagster as dg
 import pyarrow.compute as pc
 
 from emo_assets.assets.metadata import table_metadata
-from emo_assets.lib import day_lock, lake
-from emo_assets.lib.ingest import ingest_day
-from emo_assets.lib.preprocess import resample_day
+from emo_assets.lib.audio.ingest import ingest_day
+from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.store import day_lock, lake
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import StorageResource
-
-REJECTS = "_rejects"
-LOCKS = "locks"
-
-
-def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """True while the run is queued or in progress in ``instance`` (unknown runs are not)."""
-    run = instance.get_run_by_id(run_id)
-    return run is not None and not run.is_finished
-
-
-def write_rejects(storage: StorageResource, stage: str, day: str, rejects) -> None:
-    lake.write_partition(storage.lake_dir, f"{REJECTS}/{stage}", day, rejects)
+from emo_assets.resources import StorageResource, run_is_active
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
@@ -33,7 +19,7 @@ def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
     day = context.partition_key
     try:  # the first step of a day's run: no other run may be working on the same day
         day_lock.claim_day(
-            storage.root / LOCKS,
+            storage.locks_dir,
             day,
             context.run_id,
             holder=f"dagster run {context.run_id}",
@@ -42,9 +28,9 @@ def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
     except day_lock.DayLockedError as exc:
         raise dg.Failure(str(exc)) from None
     previous = lake.read_partition(storage.lake_dir, "audio_files", day)
-    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.timezone.utc), previous)
+    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous)
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
-    write_rejects(storage, "raw_audio", day, out.rejects)
+    lake.write_rejects(storage.lake_dir, "raw_audio", day, out.rejects)
     hours = pc.sum(out.rows.column("duration_s")).as_py() or 0.0
     context.log.info(f"{day}: {out.rows.num_rows} audio files, {out.rejects.num_rows} refused")
     return dg.MaterializeResult(
@@ -62,11 +48,9 @@ def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource)
     if audio_files is None:
         raise dg.Failure(f"no audio_files for {day}: materialize raw_audio for this day first")
     previous = lake.read_partition(storage.lake_dir, "resampled_audio", day)
-    out = resample_day(
-        audio_files, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous
-    )
+    out = resample_day(audio_files, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous)
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
-    write_rejects(storage, "resampled_audio", day, out.rejects)
+    lake.write_rejects(storage.lake_dir, "resampled_audio", day, out.rejects)
     silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
     context.log.info(f"{day}: {out.rows.num_rows} recordings resampled, {out.rejects.num_rows} quarantined")
     return dg.MaterializeResult(

@@ -2,16 +2,18 @@
 ``emotion_segments`` (and, opt-in, ``emotion_frames``); every file any stage could not process
 -> ``quarantine``."""
 
-
 from collections import Counter
 
 import dagster as dg
 import pyarrow as pa
 
-from emo_assets.assets.audio import REJECTS, raw_audio, resampled_audio, write_rejects
+from emo_assets.assets.audio import raw_audio, resampled_audio
 from emo_assets.assets.metadata import table_metadata
-from emo_assets.lib import lake, plots, schemas, warehouse
-from emo_assets.lib.scoring import EMOTION_STAGE, frame_table, score_day
+from emo_assets.lib import schemas
+from emo_assets.lib.analytics import similarity
+from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
+from emo_assets.lib.results import plots
+from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -37,9 +39,7 @@ def emotion_distribution(scores: pa.Table) -> dict[str, int]:
     ],
     partitions_def=daily_partitions,
 )
-def emotion_inference(
-    context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource
-):
+def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource):
     """One emotion2vec+ pass over the day's recordings: embeddings and 9-class scores."""
     day = context.partition_key
     model = emotion_model.load()
@@ -74,10 +74,11 @@ def emotion_inference(
     if emotion_model.frame_granularity:
         frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
         frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
-    write_rejects(storage, EMOTION_STAGE, day, out.rejects)
+    lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, out.embeddings)
         warehouse.refresh_lake_views(con, storage.lake_dir, embed_dim=model.embed_dim)
+        similarity.create_similarity_macros(con)
 
     common = {
         "model_id": dg.MetadataValue.text(model.model_id),
@@ -127,8 +128,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     """Every file of the day that a stage could not process, with the stage and the reason."""
     day = context.partition_key
     parts = [
-        lake.read_partition(storage.lake_dir, f"{REJECTS}/{stage}", day)
-        for stage in ("raw_audio", "resampled_audio", EMOTION_STAGE)
+        lake.read_rejects(storage.lake_dir, stage, day) for stage in ("raw_audio", "resampled_audio", EMOTION_STAGE)
     ]
     rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])
     rows = rows.sort_by([("source_path", "ascending"), ("stage", "ascending")])

@@ -5,13 +5,12 @@ asset that writes it, another SQL model to its own asset. A table nobody makes a
 dependency and fails only that model, at run time, with DuckDB's message.
 """
 
-
 from pathlib import Path
 
 import dagster as dg
 
-from emo_assets.lib import warehouse
-from emo_assets.lib.sql_models import SqlModel, SqlModelError, discover_sql_models, materialize_sql_model
+from emo_assets.lib.store import warehouse
+from emo_assets.lib.store.sql_models import SqlModel, SqlModelError, discover_sql_models, materialize_sql_model
 from emo_assets.resources import PROJECT_ROOT, StorageResource
 
 SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
@@ -50,7 +49,9 @@ def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDef
                 rows = materialize_sql_model(con, model)
         except SqlModelError as exc:
             raise dg.Failure(str(exc)) from None
-        return dg.MaterializeResult(metadata={"row_count": rows, "upstream_tables": dg.MetadataValue.json(list(model.upstream_tables))})
+        return dg.MaterializeResult(
+            metadata={"row_count": rows, "upstream_tables": dg.MetadataValue.json(list(model.upstream_tables))}
+        )
 
     return _asset
 

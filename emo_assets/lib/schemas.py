@@ -6,6 +6,9 @@ schema is built for a given width; DuckDB reads a fixed-size list as ``FLOAT[D]`
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 EMOTION_LABELS = (
@@ -107,4 +110,24 @@ def emotion_embeddings_schema(embed_dim: int) -> pa.Schema:
             ("model_id", pa.string()),
             ("embedding", pa.list_(pa.float32(), embed_dim)),
         ]
+    )
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage made of a day: the rows it produced and the files it quarantined."""
+
+    rows: pa.Table
+    rejects: pa.Table
+
+
+def reject_rows(day: str, stage: str, rejects: list[tuple[str, str | None, str]]) -> pa.Table:
+    """Quarantine rows from (source_path, audio_id or None, reason) triples."""
+    date = dt.date.fromisoformat(day)
+    return pa.Table.from_pylist(
+        [
+            {"source_path": src, "audio_id": audio_id, "stage": stage, "reason": reason, "date": date}
+            for src, audio_id, reason in sorted(rejects, key=lambda r: r[0])
+        ],
+        schema=QUARANTINE,
     )

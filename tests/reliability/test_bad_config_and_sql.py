@@ -10,7 +10,7 @@ import pytest
 from emo_assets import cli
 from emo_assets.assets import all_assets
 from emo_assets.assets.sql_models import build_sql_model_assets
-from emo_assets.lib import warehouse
+from emo_assets.lib.store import warehouse
 
 DAY = "2026-11-20"
 
@@ -38,7 +38,9 @@ def _broken_config_model(tmp_path, tiny_model_dir):
         ("impossible date", "2026-13-45"),
     ],
 )
-def test_bad_setting_is_one_clear_error_before_any_file_is_touched(tmp_path, tiny_model_dir, rel, monkeypatch, capsys, case, setting):
+def test_bad_setting_is_one_clear_error_before_any_file_is_touched(
+    tmp_path, tiny_model_dir, rel, monkeypatch, capsys, case, setting
+):
     data_dir = tmp_path / "data"
     rel.write_small_day(data_dir / "raw" / DAY, n=1)
     before = _files_under(data_dir)
@@ -96,7 +98,13 @@ def test_bad_sql_models_fail_alone_with_file_and_reason(tmp_path, tiny_model_dir
         assert f"{name}.sql" in failures[name] and reason in failures[name], (name, failures[name])
     assert "Catalog Error" in failures["missing_table"]  # DuckDB's own message
     materialized = {k.to_user_string() for e in result.get_asset_materialization_events() for k in [e.asset_key]}
-    assert {"good_model", "emotion_scores", "emotion_clusters", "quarantine", "satisfaction_predictions"} <= materialized
+    assert {
+        "good_model",
+        "emotion_scores",
+        "emotion_clusters",
+        "quarantine",
+        "satisfaction_predictions",
+    } <= materialized
     con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
     try:
         assert con.execute("SELECT recordings FROM good_model").fetchall() == [(2,)]

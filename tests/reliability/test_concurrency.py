@@ -10,8 +10,8 @@ import dagster as dg
 import duckdb
 
 from emo_assets import cli
-from emo_assets.lib import day_lock, lake, warehouse
-from emo_assets.lib.accounting import account_day
+from emo_assets.lib.store import day_lock, lake, warehouse
+from emo_assets.lib.store.accounting import account_day
 
 DAY, OTHER_DAY, THIRD_DAY = "2026-11-20", "2026-11-21", "2026-11-22"
 MULTIPROCESS_DAY = str(Path(__file__).with_name("multiprocess_day.py"))
@@ -37,7 +37,9 @@ def _instance(data_dir: Path) -> dg.DagsterInstance:
     return instance
 
 
-def test_three_days_at_once_and_same_day_runs_refused(tmp_path, tiny_model_dir, rel, reference_day, capsys, monkeypatch):
+def test_three_days_at_once_and_same_day_runs_refused(
+    tmp_path, tiny_model_dir, rel, reference_day, capsys, monkeypatch
+):
     """A Dagster run with the multiprocess executor (one process per step) and two `emo run`
     processes, three days at once; meanwhile second runs of two of those days are refused."""
     _, ref_tables, _ = reference_day
@@ -48,15 +50,22 @@ def test_three_days_at_once_and_same_day_runs_refused(tmp_path, tiny_model_dir, 
     env = rel.emo_env(EMO_DATA_DIR=str(tmp_path), EMO_MODEL=str(tiny_model_dir), EMO_DEVICE="cpu")
     dagster_run = subprocess.Popen(
         [sys.executable, MULTIPROCESS_DAY, DAY, str(tmp_path / "dagster_home")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     emo_runs = [rel.emo_run(tmp_path, tiny_model_dir, day) for day in (OTHER_DAY, THIRD_DAY)]
     children = [dagster_run, *emo_runs]
     try:
         locks = tmp_path / "locks"
-        _wait_for(lambda: day_lock.read_lease(locks, DAY).get("run_id"), "the Dagster run to claim its day", children=children)
         _wait_for(
-            lambda: day_lock.read_lease(locks, OTHER_DAY).get("whole_run_lock"), "emo run to claim its day", children=children
+            lambda: day_lock.read_lease(locks, DAY).get("run_id"), "the Dagster run to claim its day", children=children
+        )
+        _wait_for(
+            lambda: day_lock.read_lease(locks, OTHER_DAY).get("whole_run_lock"),
+            "emo run to claim its day",
+            children=children,
         )
         # A second run of a day in progress: refused at once, with the other run named.
         capsys.readouterr()
@@ -81,7 +90,9 @@ def test_three_days_at_once_and_same_day_runs_refused(tmp_path, tiny_model_dir, 
     tables = rel.warehouse_tables(tmp_path)
     for day in (DAY, OTHER_DAY, THIRD_DAY):
         account = account_day(
-            tmp_path / "raw", day, *(lake.read_partition(tmp_path / "lake", t, day) for t in ("audio_files", "emotion_scores", "quarantine"))
+            tmp_path / "raw",
+            day,
+            *(lake.read_partition(tmp_path / "lake", t, day) for t in ("audio_files", "emotion_scores", "quarantine")),
         )
         assert len(account.landed) == 4 and len(account.processed) == 3 and len(account.quarantined) == 1
         assert account.missing == ()
@@ -104,7 +115,11 @@ def _analyst(path: Path):
         "print(con.execute(q).fetchone()[0], flush=True)\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -127,7 +142,9 @@ def test_analyst_on_the_read_copy_never_blocks_the_pipeline(tmp_path, tiny_model
     con.close()
 
 
-def test_analyst_holding_the_pipeline_file_fails_only_warehouse_steps_clearly(tmp_path, tiny_model_dir, rel, monkeypatch):
+def test_analyst_holding_the_pipeline_file_fails_only_warehouse_steps_clearly(
+    tmp_path, tiny_model_dir, rel, monkeypatch
+):
     rel.write_small_day(tmp_path / "raw" / DAY)
     assert rel.materialize(tmp_path, tiny_model_dir, day=DAY).success
     monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 1.0)

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from emo_assets.lib import lake, warehouse
-from emo_assets.lib.ingest import ingest_day
-from emo_assets.lib.preprocess import resample_day
-from emo_assets.lib.sql_models import SqlModel, materialize_sql_model
+from emo_assets.lib.audio.ingest import ingest_day
+from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.store import lake, warehouse
+from emo_assets.lib.store.sql_models import SqlModel, materialize_sql_model
 
 DAY = "2026-11-20"
 
@@ -50,9 +50,11 @@ LIB_DRIVER = KILL_TOOLS + textwrap.dedent(
     import datetime
     from pathlib import Path
     import pyarrow as pa
-    from emo_assets.lib import atomic, lake, warehouse
-    from emo_assets.lib.audio import stream_mono_16k, write_mono_16k_flac
-    from emo_assets.lib.sql_models import SqlModel, materialize_sql_model
+    from emo_assets.lib.files import atomic
+    from emo_assets.lib.store import lake
+    from emo_assets.lib.store import warehouse
+    from emo_assets.lib.audio.load import stream_mono_16k, write_mono_16k_flac
+    from emo_assets.lib.store.sql_models import SqlModel, materialize_sql_model
 
     point, root = sys.argv[1], Path(sys.argv[2])
     new = pa.table({"x": pa.array(range(1000, 1100), pa.int64())})
@@ -160,7 +162,7 @@ def test_killed_flac_write_leaves_no_flac_and_the_next_run_sweeps_it(tmp_path, r
     _kill_at(rel, "flac", tmp_path)
     assert not (tmp_path / "out.flac").exists()
     assert [p.name for p in tmp_path.glob(".out.flac.*.tmp")]  # the half-written temporary file
-    files = ingest_day(raw_root, DAY, dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)).rows
+    files = ingest_day(raw_root, DAY, dt.datetime(2026, 11, 20, tzinfo=dt.UTC)).rows
     out = resample_day(files.slice(0, 1), raw_root, tmp_path, DAY, workers=1)  # the next run
     assert out.rows.column("duration_s").to_pylist() == [20.0]
     assert list(tmp_path.glob(".out.flac.*.tmp")) == []
@@ -182,7 +184,8 @@ def test_killed_emo_run_recovers_to_the_reference_tables(tmp_path, tiny_model_di
     driver = KILL_TOOLS + textwrap.dedent(
         """
         from emo_assets import cli
-        from emo_assets.lib import preprocess, warehouse
+        from emo_assets.lib.audio import resample as preprocess
+        from emo_assets.lib.store import warehouse
         point = sys.argv[1]
         if point == "resample":
             real = preprocess.write_mono_16k_flac

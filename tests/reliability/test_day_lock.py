@@ -1,4 +1,4 @@
-"""The day lock and lease (emo_assets/lib/day_lock.py): one run per day, across processes."""
+"""The day lock and lease (emo_assets/lib/store/day_lock.py): one run per day, across processes."""
 
 import signal
 import subprocess
@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from emo_assets.lib import day_lock
+from emo_assets.lib.store import day_lock
 
 DAY = "2026-11-20"
 
@@ -15,7 +15,7 @@ HOLDER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from emo_assets.lib import day_lock
+    from emo_assets.lib.store import day_lock
     locks, day = Path(sys.argv[1]), sys.argv[2]
     with day_lock.hold_day(locks, day, holder="emo run --date " + day):
         day_lock.claim_day(locks, day, "run-in-child", holder="dagster run run-in-child", is_active=lambda r: True)
@@ -29,7 +29,11 @@ HOLDER = textwrap.dedent(
 def _holding_child(rel, locks):
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(locks), DAY],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=rel.emo_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=rel.emo_env(),
     )
     assert child.stdout.readline().strip() == "holding", child.stderr.read()
     return child
@@ -69,7 +73,9 @@ def test_sigkilled_holder_frees_the_day_and_its_lease(tmp_path, rel):
 def test_lease_refuses_a_second_run_while_the_first_is_active(tmp_path):
     active = {"first"}
     day_lock.claim_day(tmp_path, DAY, "first", holder="dagster run first", is_active=active.__contains__)
-    day_lock.claim_day(tmp_path, DAY, "first", holder="dagster run first", is_active=active.__contains__)  # itself: fine
+    day_lock.claim_day(
+        tmp_path, DAY, "first", holder="dagster run first", is_active=active.__contains__
+    )  # itself: fine
     with pytest.raises(day_lock.DayLockedError, match="is being processed by run first"):
         day_lock.claim_day(tmp_path, DAY, "second", holder="dagster run second", is_active=active.__contains__)
     active.clear()  # the first run finished

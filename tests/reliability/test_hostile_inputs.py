@@ -14,21 +14,22 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emo_assets.lib import raw_scan, warehouse
-from emo_assets.lib.audio import AudioDecodeError, load_mono_16k, probe_audio
-from emo_assets.lib.ingest import ingest_day
-from emo_assets.lib.preprocess import resample_day
-from emo_assets.lib.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio import raw_scan
+from emo_assets.lib.audio.ingest import ingest_day
+from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k, probe_audio
+from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.store import warehouse
 
 DAY = "2026-11-20"
 
 NASTY_NAMES = (
-    "it's \"quoted\".wav",
+    'it\'s "quoted".wav',
     "with  spaces .wav",
     "ünïcødé 音声 😀.wav",
     "new\nline.wav",
     "x'); DROP TABLE emotion_scores;--.wav",
-    "y\"; DELETE FROM audio_files; --.wav",
+    'y"; DELETE FROM audio_files; --.wav',
 )
 
 # file (relative to the day) -> a word its quarantine reason must contain
@@ -118,7 +119,9 @@ def test_every_hostile_file_is_processed_or_quarantined_with_its_reason(hostile_
     data_dir, result, _ = hostile_day
     processed = {
         src.removeprefix(f"{DAY}/")
-        for (src,) in _query(data_dir, "SELECT f.source_path FROM audio_files f JOIN emotion_scores s USING (audio_id, date)")
+        for (src,) in _query(
+            data_dir, "SELECT f.source_path FROM audio_files f JOIN emotion_scores s USING (audio_id, date)"
+        )
     }
     quarantined = dict(_query(data_dir, "SELECT source_path, reason FROM quarantine"))
     quarantined = {src.removeprefix(f"{DAY}/"): reason for src, reason in quarantined.items()}
@@ -168,7 +171,15 @@ def test_hostile_names_are_stored_verbatim_and_never_executed(hostile_day):
 
 
 AUDIO_SUFFIXES = sorted(raw_scan.AUDIO_EXTENSIONS)
-MAGICS = [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS\x00\x02", b"ID3\x03\x00", b"\xff\xfb\x90", b"\x00\x00\x00\x20ftypM4A "]
+MAGICS = [
+    b"",
+    b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    b"fLaC",
+    b"OggS\x00\x02",
+    b"ID3\x03\x00",
+    b"\xff\xfb\x90",
+    b"\x00\x00\x00\x20ftypM4A ",
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -190,7 +201,7 @@ def test_random_bytes_never_raise_out_of_the_decode_stages(tmp_path, magic, body
             decode(path)
         except AudioDecodeError as exc:
             assert exc.reason
-    ingested = ingest_day(raw_root, DAY, ingested_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    ingested = ingest_day(raw_root, DAY, ingested_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert ingested.rows.num_rows + ingested.rejects.num_rows == 1
     out = resample_day(ingested.rows, raw_root, tmp_path / "resampled", DAY, workers=1)
     assert out.rows.num_rows + out.rejects.num_rows == ingested.rows.num_rows

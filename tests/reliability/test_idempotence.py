@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emo_assets.lib import lake
-from emo_assets.lib.accounting import account_day
-from emo_assets.lib.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.store import lake
+from emo_assets.lib.store.accounting import account_day
 
 DAY = "2026-11-20"
 
@@ -46,7 +46,13 @@ def test_late_file_adds_exactly_it_and_removed_file_removes_its_rows(tmp_path, t
     assert [row[1] for row in added] == [f"{DAY}/late call.wav"]
     assert set(before["audio_files"]) <= set(after["audio_files"])  # earlier rows untouched
     late_id = next(iter(added))[0]
-    for table in ("emotion_scores", "emotion_embeddings", "resampled_audio", "emotion_clusters", "satisfaction_predictions"):
+    for table in (
+        "emotion_scores",
+        "emotion_embeddings",
+        "resampled_audio",
+        "emotion_clusters",
+        "satisfaction_predictions",
+    ):
         assert len(after[table]) == len(before[table]) + 1, table
         assert sum(1 for row in after[table] if row[0] == late_id) == 1, table
     # the rows of files that were already there did not change
@@ -97,7 +103,6 @@ def test_accounting_check_fails_loudly_naming_the_missing_file(tmp_path, tiny_mo
     # Re-running the day accounts for it again.
     result = rel.materialize(tmp_path, tiny_model_dir)
     assert all(e.passed for e in result.get_asset_check_evaluations())
-
 
 
 def _account(raw_root, files, scored, quarantined):

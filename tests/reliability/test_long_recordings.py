@@ -20,11 +20,13 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-RESAMPLE_CHILD = MEASURE + """
+RESAMPLE_CHILD = (
+    MEASURE
+    + """
 import datetime as dt
 from pathlib import Path
-from emo_assets.lib.ingest import ingest_day
-from emo_assets.lib.preprocess import resample_day
+from emo_assets.lib.audio.ingest import ingest_day
+from emo_assets.lib.audio.resample import resample_day
 raw_root, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
 files = ingest_day(raw_root, "2026-11-20", dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)).rows
 baseline = rss_mb()
@@ -32,13 +34,16 @@ out = resample_day(files, raw_root, out_dir, "2026-11-20", workers=1)
 print(json.dumps({"baseline_mb": baseline, "peak_mb": rss_mb(), "rows": out.rows.to_pylist(),
                   "rejects": out.rejects.to_pylist()}, default=str))
 """
+)
 
-SCORE_CHILD = MEASURE + """
+SCORE_CHILD = (
+    MEASURE
+    + """
 import datetime as dt
 from pathlib import Path
 import pyarrow as pa
-from emo_assets.lib.emotion_model import load_emotion_model
-from emo_assets.lib.scoring import score_day
+from emo_assets.lib.model.emotion_model import load_emotion_model
+from emo_assets.lib.model.scoring import score_day
 flac, model_dir = sys.argv[1], sys.argv[2]
 model = load_emotion_model(model_dir, device="cpu")
 import soundfile as sf
@@ -51,6 +56,7 @@ out = score_day(resampled, audio_files, model, "2026-11-20")
 print(json.dumps({"baseline_mb": baseline, "peak_mb": rss_mb(), "scores": out.scores.to_pylist(),
                   "rejects": out.rejects.to_pylist(), "inferred": out.inferred}, default=str))
 """
+)
 
 
 def _child(code: str, *args: str) -> dict:

@@ -1,0 +1,1 @@
+"""What is learned from rows: clustering, satisfaction, similarity."""

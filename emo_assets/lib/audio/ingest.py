@@ -1,0 +1,67 @@
+"""Stage 1: account for every file that landed for a day and describe the readable ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+
+from emo_assets.lib import schemas
+from emo_assets.lib.audio.load import AudioDecodeError, probe_audio
+from emo_assets.lib.audio.raw_scan import scan_day, sha256_file
+from emo_assets.lib.schemas import StageOutput, reject_rows
+
+
+def ingest_day(raw_root: Path, day: str, ingested_at: dt.datetime, previous: pa.Table | None = None) -> StageOutput:
+    """Scan ``raw_root/day``: one ``audio_files`` row per readable audio file, a reject per other file.
+
+    A file already ingested with the same bytes keeps its first ``ingested_at``, so re-running
+    an unchanged day reproduces the table exactly.
+    """
+    first_seen = {}
+    if previous is not None:
+        for row in previous.select(["source_path", "audio_id", "ingested_at"]).to_pylist():
+            first_seen[(row["source_path"], row["audio_id"])] = row["ingested_at"]
+    files, refused = scan_day(raw_root, day)
+    rows: list[dict] = []
+    rejects: list[tuple[str, str | None, str]] = [(src, None, reason) for src, reason in refused]
+    date = dt.date.fromisoformat(day)
+    for raw in files:
+        try:
+            audio_id = sha256_file(raw.path)
+        except OSError as exc:
+            rejects.append((raw.source_path, None, f"unreadable file: {exc.strerror or exc}"))
+            continue
+        if raw.size_bytes == 0:
+            rejects.append((raw.source_path, audio_id, "empty file (0 bytes)"))
+            continue
+        try:
+            info = probe_audio(raw.path)
+        except AudioDecodeError as exc:
+            rejects.append((raw.source_path, audio_id, exc.reason))
+            continue
+        except OSError as exc:
+            rejects.append((raw.source_path, audio_id, f"unreadable file: {exc.strerror or exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept
+            rejects.append((raw.source_path, audio_id, f"probe failed unexpectedly: {type(exc).__name__}: {exc}"))
+            continue
+        rows.append(
+            {
+                "audio_id": audio_id,
+                "source_path": raw.source_path,
+                "size_bytes": raw.size_bytes,
+                "format": info.format,
+                "sample_rate": info.sample_rate,
+                "channels": info.channels,
+                "duration_s": info.duration_s,
+                "ingested_at": first_seen.get((raw.source_path, audio_id), ingested_at),
+                "date": date,
+            }
+        )
+    rows.sort(key=lambda r: r["source_path"])
+    return StageOutput(
+        rows=pa.Table.from_pylist(rows, schema=schemas.AUDIO_FILES),
+        rejects=reject_rows(day, "raw_audio", rejects),
+    )

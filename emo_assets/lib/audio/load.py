@@ -1,0 +1,199 @@
+"""From any recording to the model's input: 16 kHz mono float32, plus loudness and atomic FLAC writing.
+
+Decoding lives in :mod:`emo_assets.lib.audio.decode`; its public names are re-exported here so callers need
+one import: ``from emo_assets.lib.audio.load import load_mono_16k, AudioDecodeError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emo_assets.lib.audio.decode import AudioDecodeError, AudioInfo, decode_audio, probe_audio
+from emo_assets.lib.files.atomic import atomic_write
+
+__all__ = [
+    "TARGET_SAMPLE_RATE",
+    "SILENCE_FLOOR_DBFS",
+    "FLAC_SUBTYPE",
+    "AudioDecodeError",
+    "AudioInfo",
+    "probe_audio",
+    "decode_audio",
+    "to_mono_16k",
+    "load_mono_16k",
+    "rms_dbfs",
+    "is_silent",
+    "write_flac_atomic",
+    "stream_mono_16k",
+    "write_mono_16k_flac",
+    "FlacSummary",
+    "SILENT_BELOW_DBFS",
+]
+
+TARGET_SAMPLE_RATE = 16000
+# rms_dbfs of digital silence (and of an empty array): a finite floor instead of -inf, so it can be
+# stored, averaged and compared. 16-bit dither noise sits near -101 dBFS, so nothing real goes below.
+SILENCE_FLOOR_DBFS = -120.0
+# FLAC cannot store float. 16-bit is what speech corpora use, and the resampled 16 kHz audio we write
+# comes from 16-bit or lossy sources anyway; quantisation noise (~-98 dBFS) is far below any speech.
+FLAC_SUBTYPE = "PCM_16"
+# A recording whose RMS level is below this is flagged ``is_silent`` (still processed).
+SILENT_BELOW_DBFS = -60.0
+# soxr "HQ": 20-bit precision, passband to 91% of Nyquist. VHQ costs more and buys nothing for a model.
+_SOXR_QUALITY = "HQ"
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Average the channels and resample to 16 kHz with soxr. Returns a new float32 1-D array.
+
+    ``samples`` is ``(channels, n)`` as :func:`decode_audio` returns it, or 1-D mono. The input is
+    never modified.
+    """
+    import soxr
+
+    samples = np.asarray(samples)
+    if samples.ndim not in (1, 2):
+        raise ValueError(f"to_mono_16k expects (channels, samples) or (samples,), got shape {samples.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"to_mono_16k needs a positive sample rate, got {sample_rate}")
+    mono = samples.astype(np.float32) if samples.ndim == 1 else samples.mean(axis=0, dtype=np.float32)
+    if sample_rate == TARGET_SAMPLE_RATE or mono.size == 0:
+        return np.array(mono, dtype=np.float32, copy=True)
+    resampled = soxr.resample(mono, sample_rate, TARGET_SAMPLE_RATE, quality=_SOXR_QUALITY)
+    return np.ascontiguousarray(resampled, dtype=np.float32)
+
+
+def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
+    """Decode any supported file to 16 kHz mono float32.
+
+    Raises AudioDecodeError for undecodable bytes, an empty stream or NaN/Inf samples (checked by
+    :func:`decode_audio`, before resampling) and for a clip too short to survive resampling.
+    """
+    samples, sample_rate = decode_audio(path)
+    mono = to_mono_16k(samples, sample_rate)
+    if mono.size == 0:
+        raise AudioDecodeError(
+            f"no audio samples: {samples.shape[1]} sample(s) at {sample_rate} Hz is shorter than one 16 kHz sample",
+            path,
+        )
+    return mono
+
+
+def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """:func:`load_mono_16k` block by block: 1-D float32 16 kHz blocks, memory bounded for any length.
+
+    Decoding (:mod:`emo_assets.lib.audio.decode_stream`), downmix and soxr's streaming resampler run per
+    block. AudioDecodeError may come at any block, the last one included (truncation is only known
+    at the end): treat the output as provisional until the iterator is exhausted.
+    """
+    import soxr
+
+    from emo_assets.lib.audio.decode_stream import open_stream
+
+    stream = open_stream(path)
+    resampler = None
+    if stream.sample_rate != TARGET_SAMPLE_RATE:
+        resampler = soxr.ResampleStream(
+            stream.sample_rate, TARGET_SAMPLE_RATE, 1, dtype="float32", quality=_SOXR_QUALITY
+        )
+    produced = 0
+    for block in stream:
+        mono = block.mean(axis=0, dtype=np.float32)
+        out = mono if resampler is None else resampler.resample_chunk(mono)
+        produced += out.size
+        if out.size:
+            yield np.ascontiguousarray(out, dtype=np.float32)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        produced += tail.size
+        if tail.size:
+            yield np.ascontiguousarray(tail, dtype=np.float32)
+    if produced == 0:
+        raise AudioDecodeError(
+            f"no audio samples: {stream.frames} sample(s) at {stream.sample_rate} Hz is shorter than one 16 kHz sample",
+            path,
+        )
+
+
+@dataclass(frozen=True)
+class FlacSummary:
+    """What :func:`write_mono_16k_flac` wrote: length and loudness, computed on the way through."""
+
+    path: Path
+    num_samples: int
+    rms_dbfs: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / TARGET_SAMPLE_RATE
+
+
+def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -> FlacSummary:
+    """Write 16 kHz mono blocks as 16-bit FLAC atomically (temp file, then rename), in constant memory.
+
+    If ``blocks`` raises (e.g. AudioDecodeError at the end of a truncated file), nothing is left at
+    ``path`` or beside it and the error propagates.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, sum_squares = 0, 0.0
+    with atomic_write(path) as f:
+        with sf.SoundFile(f, "w", TARGET_SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
+            for block in blocks:
+                x = np.asarray(block, dtype=np.float32)
+                if not np.isfinite(x).all():
+                    raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
+                count += x.size
+                sum_squares += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+                out.write(np.clip(x, -1.0, 1.0))
+    level = SILENCE_FLOOR_DBFS
+    if count and sum_squares > 0.0:
+        level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))
+    return FlacSummary(path=path, num_samples=count, rms_dbfs=level)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dB relative to full scale (a full-scale square wave is 0 dBFS).
+
+    Digital silence and empty input return :data:`SILENCE_FLOOR_DBFS` (-120.0) instead of -inf.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return SILENCE_FLOOR_DBFS
+    mean_square = float(np.mean(np.square(x)))
+    if not mean_square > 0.0:
+        return SILENCE_FLOOR_DBFS
+    return max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(mean_square)))
+
+
+def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENT_BELOW_DBFS) -> bool:
+    """True when the RMS level is below ``threshold_dbfs``."""
+    return rms_dbfs(samples) < threshold_dbfs
+
+
+def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
+    """Write mono float samples as 16-bit FLAC, atomically: temp file in the same directory, then
+    ``os.replace``. Readers never see a half-written file; a re-run simply replaces it.
+
+    Samples are clipped to [-1, 1]; NaN/Inf is refused with ValueError. Returns the final path.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"write_flac_atomic writes mono: expected a 1-D array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"write_flac_atomic: refusing to write NaN/Inf samples to {path}")
+    x = np.clip(x, -1.0, 1.0).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        sf.write(f, x, sample_rate, format="FLAC", subtype=FLAC_SUBTYPE)
+    return path

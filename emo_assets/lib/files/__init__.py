@@ -1,0 +1,1 @@
+"""Atomic file writes and file locks: the primitives every stage writes with."""

@@ -1,0 +1,1 @@
+"""emotion2vec+: settings, model directories (hub, test), the engine, masked forward, windows."""

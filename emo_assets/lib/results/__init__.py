@@ -1,0 +1,1 @@
+"""What people take away: emo analyze outputs, reports, exports, charts."""

@@ -1,0 +1,196 @@
+"""One recording -> the emotion2vec+ WebUI's outputs: result.json, embedding.npy, processed_audio.wav.
+
+People who used the WebUI image of emotion2vec+ expect a folder per run,
+``outputs_YYYYMMDD_HHMMSS/``, holding::
+
+    result.json          emotion, confidence, the 9 scores by name, granularity, model_id, ...
+    embedding.npy        float32, (1, D) for granularity "utterance", (frames, D) for "frame"
+    processed_audio.wav  the 16 kHz mono audio the model heard (16-bit PCM)
+
+With several files, the folder holds one subfolder per file. Scores come from the same
+``EmotionModel.infer`` call the pipeline's ``emotion_scores`` uses (``lib/model/scoring.py``); the frame
+embedding is ``EmotionModel.infer_frames`` (50 frames per second). No dagster here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emo_assets.lib.audio.load import TARGET_SAMPLE_RATE, load_mono_16k
+from emo_assets.lib.files.atomic import atomic_write
+from emo_assets.lib.schemas import EMOTION_LABELS
+
+GRANULARITIES = ("utterance", "frame")
+FRAME_RATE_HZ = 50
+EMOJI = {
+    "angry": "😠",
+    "disgusted": "🤢",
+    "fearful": "😨",
+    "happy": "😊",
+    "neutral": "😐",
+    "other": "🤔",
+    "sad": "😢",
+    "surprised": "😲",
+    "unknown": "❓",
+}
+RESULT_JSON = "result.json"
+EMBEDDING_NPY = "embedding.npy"
+PROCESSED_WAV = "processed_audio.wav"
+
+
+class AnalyzeError(ValueError):
+    """A recording that could not be analysed; the message names the file and the remedy."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The model's view of one recording, as the WebUI shows it."""
+
+    audio_name: str
+    duration_s: float
+    emotion: str
+    confidence: float
+    scores: dict[str, float]  # the 9 classes, in EMOTION_LABELS order
+    embedding: np.ndarray  # float32 (1, D) or (frames, D)
+    granularity: str
+    model_id: str
+    random_weights: bool | None  # None: not known (a result read back from the lake)
+    timestamp: str  # ISO 8601, UTC
+
+    def result(self, with_embedding: bool = True) -> dict:
+        """The content of result.json."""
+        out = {
+            "audio_name": self.audio_name,
+            "duration_s": round(self.duration_s, 3),
+            "emotion": self.emotion,
+            "emoji": EMOJI[self.emotion],
+            "confidence": self.confidence,
+            "scores": dict(self.scores),
+            "granularity": self.granularity,
+            "model_id": self.model_id,
+            "random_weights": self.random_weights,
+            "timestamp": self.timestamp,
+            "sample_rate_hz": TARGET_SAMPLE_RATE,
+        }
+        if with_embedding:
+            out["embedding_file"] = EMBEDDING_NPY
+            out["embedding_shape"] = list(self.embedding.shape)
+            if self.granularity == "frame":
+                out["frame_rate_hz"] = FRAME_RATE_HZ
+        return out
+
+
+def analyze_waveform(
+    model, wav: np.ndarray, audio_name: str, granularity: str = "utterance", now: dt.datetime | None = None
+) -> Analysis:
+    """Score one 16 kHz mono waveform with ``model`` (an EmotionModel)."""
+    if granularity not in GRANULARITIES:
+        raise AnalyzeError(f"granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    if len(wav) < model.min_samples:
+        raise AnalyzeError(
+            f"{audio_name}: too short ({len(wav) / TARGET_SAMPLE_RATE * 1000:.0f} ms); the model needs at least "
+            f"{model.min_samples / TARGET_SAMPLE_RATE * 1000:.0f} ms of audio"
+        )
+    result = model.infer([wav])[0]
+    if granularity == "frame":
+        frames, _ = model.infer_frames(wav)
+        embedding = np.asarray(frames, dtype=np.float32)
+    else:
+        embedding = np.asarray(result.embedding, dtype=np.float32).reshape(1, -1)
+    now = now or dt.datetime.now(dt.UTC)
+    return Analysis(
+        audio_name=audio_name,
+        duration_s=len(wav) / TARGET_SAMPLE_RATE,
+        emotion=result.emotion,
+        confidence=result.confidence,
+        scores={label: float(s) for label, s in zip(EMOTION_LABELS, result.scores)},
+        embedding=embedding,
+        granularity=granularity,
+        model_id=model.model_id,
+        random_weights=bool(model.is_random),
+        timestamp=now.isoformat(timespec="seconds"),
+    )
+
+
+def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, with_embedding: bool = True) -> Path:
+    """Write result.json, embedding.npy (unless ``with_embedding`` is False) and processed_audio.wav
+    (unless ``wav`` is None)."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if wav is not None:
+        with atomic_write(folder / PROCESSED_WAV) as f:
+            sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    if with_embedding:
+        with atomic_write(folder / EMBEDDING_NPY) as f:
+            np.save(f, analysis.embedding)
+    text = json.dumps(analysis.result(with_embedding), indent=2, ensure_ascii=False) + "\n"
+    with atomic_write(folder / RESULT_JSON) as f:
+        f.write(text.encode("utf-8"))
+    return folder
+
+
+def run_folder(out_root: Path, now: dt.datetime) -> Path:
+    """A new ``outputs_YYYYMMDD_HHMMSS`` folder under ``out_root`` (suffixed ``_2``, ... if taken)."""
+    base = f"outputs_{now.strftime('%Y%m%d_%H%M%S')}"
+    out_root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = out_root / (base if n == 1 else f"{base}_{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise AnalyzeError(f"{out_root}: too many output folders named {base}_*; remove some")
+
+
+def analyze_files(
+    model,
+    paths: list[Path],
+    out_root: Path,
+    granularity: str = "utterance",
+    with_embedding: bool = True,
+    now: dt.datetime | None = None,
+) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """Analyse ``paths`` into one new run folder. Returns (run folder, [(file, its folder)], [(file, error)]).
+
+    One file writes straight into the run folder; several get one subfolder each, named after the
+    file (``call_1``, ``call_1_2`` for a second file of the same name).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    run = run_folder(Path(out_root), now.astimezone())
+    done: list[tuple[Path, Path]] = []
+    failed: list[tuple[Path, str]] = []
+    used: set[str] = set()
+    for path in paths:
+        path = Path(path)
+        folder = run if len(paths) == 1 else run / _unique(_safe_name(path.stem), used)
+        try:
+            wav = load_mono_16k(path)
+            analysis = analyze_waveform(model, wav, path.name, granularity, now)
+        except (OSError, ValueError) as exc:  # AudioDecodeError and AnalyzeError are ValueErrors
+            failed.append((path, str(exc)))
+            continue
+        done.append((path, write_analysis(analysis, wav, folder, with_embedding)))
+    if not done:
+        run.rmdir()
+    return run, done, failed
+
+
+def _safe_name(stem: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "audio"
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{name}_{n}"
+    used.add(candidate)
+    return candidate

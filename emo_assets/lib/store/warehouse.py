@@ -1,0 +1,228 @@
+"""The DuckDB warehouse: views over the lake, day-replaced tables, one writer at a time.
+
+DuckDB allows one read-write process per database file, and a read-only connection held by
+another process blocks every writer for as long as it stays open. So the pipeline and analysts
+use two files:
+
+* ``warehouse.duckdb`` is the pipeline's. Its writers take ``warehouse.duckdb.writer.lock``
+  (an exclusive ``flock``: pipeline writers queue on it instead of polling DuckDB), open DuckDB,
+  run one short transaction and close. A process outside the pipeline that holds the file
+  anyway is waited for with backoff; after ``WRITE_WAIT_S`` the step fails with a message naming
+  the file and the remedy. Lake files are already written by then, so a re-run only redoes that step.
+* ``warehouse_read.duckdb`` is the analysts' (:func:`read_copy_path`): a copy published after every
+  successful write (temp file, then ``os.replace``). Opening it, even for hours, never blocks the
+  pipeline: a new copy replaces the name, and an open connection keeps reading the copy it opened.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emo_assets.lib import schemas
+from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
+from emo_assets.lib.files.flock import exclusive_flock
+from emo_assets.lib.store import lake
+
+LAKE_TABLES: dict[str, pa.Schema | None] = {
+    "audio_files": schemas.AUDIO_FILES,
+    "resampled_audio": schemas.RESAMPLED_AUDIO,
+    "emotion_scores": schemas.EMOTION_SCORES,
+    "emotion_segments": schemas.EMOTION_SEGMENTS,
+    "emotion_embeddings": None,  # width depends on the model; see emotion_embeddings_schema
+    "emotion_frames": None,  # opt-in; width depends on the model
+    "quarantine": schemas.QUARANTINE,
+}
+
+
+# How long a pipeline writer waits for other writers and for a process holding the file.
+WRITE_WAIT_S = 120.0
+
+
+class WarehouseLockedError(RuntimeError):
+    pass
+
+
+def read_copy_path(path: Path) -> Path:
+    """The analysts' copy of the warehouse: ``warehouse.duckdb`` -> ``warehouse_read.duckdb``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_read{path.suffix}")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text
+
+
+def _locked_message(path: Path, waited_s: float, detail: str) -> str:
+    return (
+        f"{path} is held by another process; waited {waited_s:.0f} s ({detail}). The pipeline's lake "
+        f"files are written; only this warehouse step failed. Close the other connection (a DuckDB CLI "
+        f"or notebook on {path.name}) and re-run the day. Analysts: open {read_copy_path(path)} "
+        "instead, it is refreshed after every pipeline write and never blocks it."
+    )
+
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLockedError(_locked_message(path, timeout_s, str(exc).splitlines()[0])) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@contextmanager
+def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    lock = path.with_name(f"{path.name}.writer.lock")
+
+    def refused() -> WarehouseLockedError:
+        return WarehouseLockedError(_locked_message(path, timeout_s, f"another pipeline writer holds {lock.name}"))
+
+    with exclusive_flock(lock, timeout_s, 0.05, refused):
+        yield
+
+
+def publish_read_copy(path: Path) -> Path:
+    """Copy the (closed, checkpointed) warehouse to :func:`read_copy_path` atomically."""
+    path = Path(path)
+    target = read_copy_path(path)
+    remove_stale_temps(target.parent, target.name)  # left by a killed writer; we hold the lock
+    with atomic_path(target) as tmp:
+        shutil.copyfile(path, tmp)
+    return target
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse. A writer holds the writer lock, and publishes the read copy on success."""
+    path = Path(path)
+    timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
+    if read_only:
+        con = _open(path, True, timeout_s)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(path, timeout_s):
+        con = _open(path, False, timeout_s)
+        try:
+            yield con
+        finally:
+            con.close()  # checkpoints: the file alone holds every committed change
+        publish_read_copy(path)
+
+
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.float64(): "DOUBLE",
+    pa.float32(): "FLOAT",
+    pa.bool_(): "BOOLEAN",
+    pa.date32(): "DATE",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_fixed_size_list(arrow_type):
+        return f"{_duckdb_type(arrow_type.value_type)}[{arrow_type.list_size}]"
+    return _DUCKDB_TYPES[arrow_type]
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    columns = ", ".join(f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+    return f"SELECT {columns} WHERE false"
+
+
+def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_dim: int | None = None) -> None:
+    """(Re)create one view per lake table, reading every day's Parquet file.
+
+    A table with no day yet gets an empty view with the right columns, so analysts' SQL binds.
+    """
+    for table, schema in LAKE_TABLES.items():
+        days = lake.partition_days(lake_root, table)
+        if days:
+            glob = lake.table_glob(lake_root, table).replace("'", "''")
+            body = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
+            newest = pq.read_schema(lake.partition_file(lake_root, table, days[-1]))
+            if "embedding" in newest.names:
+                # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
+                width = newest.field("embedding").type.list_size
+                body = body.replace("SELECT *", f"SELECT * REPLACE (CAST(embedding AS FLOAT[{width}]) AS embedding)")
+        elif schema is not None:
+            body = _empty_select(schema)
+        elif table == "emotion_embeddings" and embed_dim is not None:
+            body = _empty_select(schemas.emotion_embeddings_schema(embed_dim))
+        else:
+            continue
+        con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+
+
+EMBEDDING_INDEX = "embedding_index"
+
+
+def embedding_width(con: duckdb.DuckDBPyConnection, table: str = "emotion_embeddings") -> int | None:
+    """D of the ``embedding FLOAT[D]`` column of ``table``, or None if there is no such table."""
+    row = con.execute(
+        "SELECT data_type FROM information_schema.columns "
+        "WHERE table_name = ? AND column_name = 'embedding' AND table_schema = current_schema()",
+        [table],
+    ).fetchall()  # fetch to the end: DuckDB refuses the next statement while a result is open
+    if not row:
+        return None
+    row = row[0]
+    match = re.fullmatch(r"FLOAT\[(\d+)\]", row[0])
+    if match is None:
+        raise ValueError(
+            f"{table}.embedding is {row[0]}, not FLOAT[D]; refresh the warehouse views "
+            "(warehouse.refresh_lake_views) so embeddings are read as fixed-size arrays"
+        )
+    return int(match.group(1))
+
+
+def replace_index_day(con: duckdb.DuckDBPyConnection, day: str, embeddings: pa.Table) -> None:
+    """Replace one day of the similarity index: the day's embeddings copied into DuckDB's storage.
+
+    The index holds one embedding width; embeddings of another width (a model change) start it
+    anew, since vectors of two models are never compared.
+    """
+    width = embeddings.schema.field("embedding").type.list_size
+    current = embedding_width(con, EMBEDDING_INDEX)
+    if current is not None and current != width:
+        con.execute(f'DROP TABLE "{EMBEDDING_INDEX}"')
+    replace_day(con, EMBEDDING_INDEX, day, embeddings)
+
+
+def replace_day(con: duckdb.DuckDBPyConnection, table: str, day: str, rows: pa.Table) -> None:
+    """Replace one day of a warehouse table with ``rows`` in one transaction."""
+    con.register("incoming_rows", rows)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming_rows LIMIT 0')
+            con.execute(f'DELETE FROM "{table}" WHERE "date" = CAST(? AS DATE)', [day])
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming_rows')
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("incoming_rows")

@@ -1,0 +1,173 @@
+"""Test-only helpers: small real days, runs, tables read back canonically, and the reference
+implementations the tests compare the package against. Imported as ``tests.helpers``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+
+from emo_assets.assets import all_assets
+from emo_assets.checks import all_checks
+from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.store import warehouse
+from emo_assets.resources import EmotionModelResource, StorageResource
+
+DAY = "2026-11-20"
+OTHER_DAY = "2026-11-21"
+REPO = Path(__file__).resolve().parents[1]
+EMO = str(REPO / ".venv" / "bin" / "emo")
+
+# Natural key of every table: no two rows may share one.
+KEYS = {
+    "audio_files": "source_path",
+    "resampled_audio": "audio_id, date",
+    "emotion_scores": "audio_id, date, model_id",
+    "emotion_embeddings": "audio_id, date, model_id",
+    "quarantine": "source_path, stage",
+    "emotion_clusters": "audio_id, date",
+    "satisfaction_predictions": "audio_id, date",
+    "daily_emotion_summary": "date",
+}
+
+
+def write_small_day(day_dir: Path, n: int = 3, seed: int = 0, seconds: float = 1.5) -> list[Path]:
+    """``n`` short speech-like WAVs plus one file that must be quarantined."""
+    paths = []
+    for i in range(n):
+        samples = synth_speech(seconds, 16000, np.random.default_rng([seed, i]))
+        paths.append(write_encoded(day_dir / f"call_{i:02d}.wav", samples, 16000, "wav_pcm_16"))
+    (day_dir / "notes.wav").write_text("not audio at all")
+    return paths
+
+
+def resources(data_dir: Path, model_dir: Path) -> dict:
+    return {
+        "storage": StorageResource(data_dir=str(data_dir)),
+        "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
+    }
+
+
+def materialize(data_dir: Path, model_dir: Path, day: str = DAY, assets=None, **kwargs):
+    return dg.materialize(
+        [*(assets or all_assets()), *all_checks],
+        partition_key=day,
+        resources=resources(data_dir, model_dir),
+        raise_on_error=kwargs.pop("raise_on_error", False),
+        **kwargs,
+    )
+
+
+def failed_steps(result) -> list[str]:
+    return sorted(e.step_key for e in result.all_events if e.is_step_failure)
+
+
+def step_failure_messages(result) -> dict[str, str]:
+    """step key -> the failure's message and the messages of its causes, joined."""
+
+    def chain(error) -> str:
+        parts = []
+        while error is not None:
+            parts.append(error.message)
+            error = error.cause
+        return "\n".join(parts)
+
+    return {e.step_key: chain(e.event_specific_data.error) for e in result.all_events if e.is_step_failure}
+
+
+def warehouse_tables(data_dir: Path, read_copy: bool = True) -> dict[str, list[tuple]]:
+    """Every table and view of the warehouse, rows sorted: what an analyst's queries would see."""
+    path = Path(data_dir) / "warehouse.duckdb"
+    path = warehouse.read_copy_path(path) if read_copy else path
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+        return {name: con.execute(f'SELECT * FROM "{name}" ORDER BY ALL').fetchall() for name in names}
+    finally:
+        con.close()
+
+
+def lake_tables(data_dir: Path) -> dict[str, object]:
+    """Every lake Parquet file (path relative to the lake) -> its Arrow table."""
+    lake = Path(data_dir) / "lake"
+    return {str(p.relative_to(lake)): pq.read_table(p) for p in sorted(lake.rglob("*.parquet"))}
+
+
+def portable(tables: dict[str, list[tuple]], data_dir: Path) -> dict[str, list[tuple]]:
+    """Tables comparable across data directories: the directory in paths and ``ingested_at``
+    (the wall-clock time a file was first seen) are masked; everything else must match exactly."""
+
+    def cell(value):
+        if isinstance(value, str):
+            return value.replace(str(data_dir), "<data>")
+        if isinstance(value, dt.datetime):
+            return "<time>"
+        return value
+
+    return {name: [tuple(cell(v) for v in row) for row in rows] for name, rows in tables.items()}
+
+
+def digest(tables: dict[str, list[tuple]]) -> str:
+    return hashlib.sha256(repr(sorted(tables.items())).encode()).hexdigest()
+
+
+def assert_no_duplicates(data_dir: Path) -> None:
+    con = duckdb.connect(str(warehouse.read_copy_path(Path(data_dir) / "warehouse.duckdb")), read_only=True)
+    try:
+        for table, key in KEYS.items():
+            total, distinct = con.execute(f'SELECT count(*), count(DISTINCT ({key})) FROM "{table}"').fetchone()
+            assert total == distinct, f"{table}: {total} rows, {distinct} distinct ({key})"
+    finally:
+        con.close()
+
+
+def leftover_temp_files(data_dir: Path) -> list[str]:
+    return sorted(str(p) for p in Path(data_dir).rglob("*.tmp"))
+
+
+def emo_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMO_", "DAGSTER_HOME"))}
+    env.update(extra)
+    return env
+
+
+def emo_run(data_dir: Path, model_dir: Path, day: str = DAY, **popen) -> subprocess.Popen:
+    """`emo run` in a child process (its own Dagster instance under the data directory)."""
+    return subprocess.Popen(
+        [EMO, "run", "--date", day, "--data-dir", str(data_dir), "--model", str(model_dir), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=emo_env(),
+        **popen,
+    )
+
+
+def python_child(code: str, *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=emo_env(),
+        **popen,
+    )
+
+
+def numpy_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force cosine top-k: (row indices, similarities), best first. The reference for tests."""
+    x = np.asarray(matrix, dtype=np.float32)
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    sims = (x @ q) / (np.linalg.norm(x, axis=1) * np.linalg.norm(q) + 1e-30)
+    k = min(k, sims.size)
+    top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return top, sims[top]

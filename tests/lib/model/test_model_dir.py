@@ -1,0 +1,131 @@
+"""Random-weight test model directories: files, determinism and the sizes' architectures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from emo_assets.lib.model.emotion_model import min_samples
+from emo_assets.lib.model.model_dir import (
+    DECODER_PREFIX,
+    EMOTION_TOKENS,
+    TEST_MODEL_SIZES,
+    make_test_model,
+    model_config,
+)
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+
+
+def _meta_module(size: str):
+    """The funasr network of `size`, built without memory (shapes only)."""
+    from funasr.models.emotion2vec.model import Emotion2vec
+
+    with torch.device("meta"):
+        return Emotion2vec(model_conf=model_config(size)["model_conf"], vocab_size=len(EMOTION_TOKENS))
+
+
+def test_writes_the_files_a_hub_download_has(tiny_model_dir: Path) -> None:
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert names == {
+        "config.yaml",
+        "model.pt",
+        "tokens.txt",
+        "configuration.json",
+        "emo_model.json",
+    }
+
+    tokens = (tiny_model_dir / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert tokens == [
+        "生气/angry", "厌恶/disgusted", "恐惧/fearful", "开心/happy", "中立/neutral",
+        "其他/other", "难过/sad", "吃惊/surprised", "<unk>",
+    ]  # fmt: skip
+
+    configuration = json.loads((tiny_model_dir / "configuration.json").read_text())
+    assert configuration["file_path_metas"] == {
+        "init_param": "model.pt",
+        "config": "config.yaml",
+        "tokenizer_conf": {"token_list": "tokens.txt"},
+    }
+    marker = json.loads((tiny_model_dir / "emo_model.json").read_text())
+    assert marker == {
+        "model_id": "random-tiny-seed0",
+        "random_weights": True,
+        "size": "tiny",
+        "seed": 0,
+    }
+
+
+def test_config_yaml_round_trips_with_real_floats(tiny_model_dir: Path) -> None:
+    text = (tiny_model_dir / "config.yaml").read_text(encoding="utf-8")
+    config = yaml.safe_load(text)
+    assert config == model_config("tiny")
+    assert "norm_eps: 0.00001" in text
+    assert config["model_conf"]["norm_eps"] == pytest.approx(1e-5)
+    assert config["tokenizer"] == "CharTokenizer"
+    assert config["tokenizer_conf"] == {"unk_symbol": "<unk>", "split_with_space": True}
+
+
+def test_same_seed_same_weights_other_seed_differs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    first = _weights(tiny_model_dir)
+    again = _weights(make_test_model(tmp_path / "again", size="tiny", seed=0))
+    other = _weights(make_test_model(tmp_path / "other", size="tiny", seed=1))
+
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["proj.weight"], other["proj.weight"])
+    assert not torch.equal(first["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])
+
+
+def test_building_does_not_touch_the_global_rng(tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_test_model(tmp_path / "m", size="tiny", seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_decoder_weights_are_left_out_like_published_checkpoints(tiny_model_dir: Path) -> None:
+    weights = _weights(tiny_model_dir)
+    assert not any(k.startswith(DECODER_PREFIX) for k in weights)
+    assert weights["proj.weight"].shape == (9, 32)
+
+
+def test_large_is_the_real_large_architecture() -> None:
+    conf = model_config("large")["model_conf"]
+    audio = conf["modalities"]["audio"]
+    assert (conf["depth"], conf["embed_dim"], conf["num_heads"]) == (24, 1024, 16)
+    assert (audio["num_alibi_heads"], audio["model_depth"]) == (16, 24)
+
+    module = _meta_module("large")
+    assert len(module.blocks) == 24
+    assert module.blocks[0].attn.num_heads == 16
+    assert module.blocks[0].attn.qkv.weight.shape == (3 * 1024, 1024)
+    assert module.modality_encoders["AUDIO"].alibi_scale.shape == (1, 1, 16, 1, 1)
+    assert module.proj.weight.shape == (9, 1024)
+    encoder_params = sum(p.numel() for name, p in module.named_parameters() if not name.startswith(DECODER_PREFIX))
+    assert 290e6 < encoder_params < 340e6  # emotion2vec+ large is published as ~300M parameters
+
+
+def test_base_is_the_template() -> None:
+    conf = model_config("base")["model_conf"]
+    assert (conf["depth"], conf["embed_dim"], conf["num_heads"]) == (8, 768, 12)
+    assert conf["modalities"]["audio"]["prenet_depth"] == 4
+
+
+@pytest.mark.parametrize("size", TEST_MODEL_SIZES)
+def test_every_size_keeps_the_real_frame_rate_and_minimum_input(size: str) -> None:
+    layers = _meta_module(size).modality_encoders["AUDIO"].feature_enc_layers
+    assert [(k, s) for _, k, s in layers] == [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
+    assert min_samples(layers) == 400
+
+
+def test_unknown_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tiny"):
+        make_test_model(tmp_path / "m", size="huge")
