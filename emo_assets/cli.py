@@ -184,12 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from emo_assets.definitions import SettingError
     from emo_assets.lib.model.emotion_model import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 
     try:
         return args.handler(args)
-    except (ModelLoadError, InvalidDayError) as exc:
+    except (ModelLoadError, InvalidDayError, SettingError) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2
 

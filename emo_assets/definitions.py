@@ -1,60 +1,172 @@
-"""The one place the Definitions are built. Environment variables are wired here."""
+"""The one place the Definitions are built, and where the EMO_* environment variables are wired.
+
+Every setting is a field of a resource (``storage`` or ``emotion_model``) with its default there,
+and an environment variable in :data:`SETTINGS`. A setting is resolved when a run starts (and when
+a schedule or sensor ticks), in the process that runs it, never when the code location loads:
+the value given for this run (the launchpad's resource config, or a flag of `emo run`) wins, then
+the environment variable, then the field's default. So the UI, the daemon and `emo` read the same
+environment at the same moment.
+
+Dagster's ``EnvVar`` config source cannot do this alone: it has no default for an unset variable
+(dagster-io/dagster#16232) and it fills only ``str`` and ``int`` fields, while every setting here
+has a default and three are ``bool`` or ``float``. The code location's resources are therefore
+resolvers run at launch (:func:`launch_resources`), reading each variable with
+``dg.EnvVar(name).get_value()``; the launchpad shows every setting as an optional field naming
+its variable.
+
+One exception is read when the code location loads: ``EMO_SQL_DIR``, because each SQL file there
+is an asset and Dagster draws the graph at load. Reload the code location after changing it, as
+after adding a ``.sql`` file.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.jobs import daily_emotion_job, models_job
-from emo_assets.resources import DEFAULT_MODEL, PROJECT_ROOT, EmotionModelResource, StorageResource
+from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, StorageResource
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
 from emo_assets.sensors import raw_files_sensor
 
-ENV_SETTINGS = {
-    # env var: (resource, field, default)
-    "EMO_DATA_DIR": ("storage", "data_dir", str(PROJECT_ROOT / "data")),
-    "EMO_MODEL": ("emotion_model", "model", DEFAULT_MODEL),
-    "EMO_MODEL_HUB": ("emotion_model", "hub", "ms"),
-    "EMO_DEVICE": ("emotion_model", "device", "auto"),
-    "EMO_PRECISION": ("emotion_model", "precision", "fp32"),
+
+class SettingError(ValueError):
+    """An EMO_* variable holds a value its setting cannot take; the message names both."""
+
+
+def _text(env: str, text: str) -> str:
+    return text
+
+
+def _flag(env: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{env}={text!r} is not a switch; use 1 (on) or 0 (off)")
+
+
+def _seconds(env: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise SettingError(f"{env}={text!r} is not a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resource field and the environment variable that sets it."""
+
+    env: str
+    resource: str
+    field: str
+    parse: Callable[[str, str], object] = _text
+    at_load: bool = False  # read when the code location loads (the graph depends on it)
+
+
+SETTINGS = (
+    Setting("EMO_DATA_DIR", "storage", "data_dir"),
+    Setting("EMO_SQL_DIR", "storage", "sql_dir", at_load=True),
+    Setting("EMO_MODEL", "emotion_model", "model"),
+    Setting("EMO_MODEL_HUB", "emotion_model", "hub"),
+    Setting("EMO_DEVICE", "emotion_model", "device"),
+    Setting("EMO_HALF", "emotion_model", "half", _flag),
+    Setting("EMO_PRECISION", "emotion_model", "precision"),
+    Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
+    Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
+)
+
+RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
+    "storage": StorageResource,
+    "emotion_model": EmotionModelResource,
 }
 
-
-def _flag(name: str) -> bool:
-    return dg.EnvVar(name).get_value("0").strip().lower() in ("1", "true", "yes")
+_CONFIG_TYPES = {_text: str, _flag: bool, _seconds: float}
 
 
-def resources_from_env(**overrides) -> dict:
-    """Resources from the EMO_* environment variables (or their defaults), then ``overrides``."""
-    fields: dict[str, dict] = {"storage": {}, "emotion_model": {}}
-    for name, (resource, field, default) in ENV_SETTINGS.items():
-        fields[resource][field] = dg.EnvVar(name).get_value(default)
-    fields["emotion_model"]["half"] = _flag("EMO_HALF")
-    fields["emotion_model"]["frame_granularity"] = _flag("EMO_FRAMES")
-    fields["emotion_model"]["window_s"] = float(dg.EnvVar("EMO_WINDOW_S").get_value("30"))
-    for key, value in overrides.items():
-        resource = "storage" if key == "data_dir" else "emotion_model"
-        if value is not None:
-            fields[resource][key] = value
-    return {
-        "storage": StorageResource(**fields["storage"]),
-        "emotion_model": EmotionModelResource(**fields["emotion_model"]),
+def _default(setting: Setting) -> object:
+    return RESOURCES[setting.resource].model_fields[setting.field].default
+
+
+def resolve_settings(resource: str, given: Mapping[str, object]) -> dict[str, object]:
+    """Field values of ``resource`` for a run starting now: ``given`` (where not None), else the
+    environment variable, else nothing (the field's default applies)."""
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        if setting.resource != resource:
+            continue
+        if given.get(setting.field) is not None:
+            values[setting.field] = given[setting.field]
+            continue
+        text = dg.EnvVar(setting.env).get_value()
+        if text is not None:
+            values[setting.field] = setting.parse(setting.env, text)
+    return values
+
+
+def resources_from_env(**overrides) -> dict[str, dg.ConfigurableResource]:
+    """The resources of a run started now (the `emo` commands): each override (a command's flag,
+    None when not given) goes to the resource that has that field, then EMO_*, then defaults."""
+    fields = {s.field for s in SETTINGS}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown setting(s) {unknown}; settings are {sorted(fields)}")
+    return {name: cls(**resolve_settings(name, overrides)) for name, cls in RESOURCES.items()}
+
+
+def _launch_resource(name: str, cls: type[dg.ConfigurableResource]) -> dg.ResourceDefinition:
+    """``cls`` built when a run starts, from the run's config, the environment and the defaults."""
+    schema = {
+        s.field: dg.Field(
+            dg.Noneable(_CONFIG_TYPES[s.parse]),
+            default_value=None,
+            is_required=False,
+            description=f"for this run only; empty: ${s.env} when set, else {_default(s)!r}",
+        )
+        for s in SETTINGS
+        if s.resource == name and not s.at_load
     }
 
+    @dg.resource(config_schema=schema, description=(cls.__doc__ or "").strip().splitlines()[0])
+    def _resolve(context: dg.InitResourceContext) -> dg.ConfigurableResource:
+        return cls(**resolve_settings(name, context.resource_config))
 
-def build_definitions(resources: dict) -> dg.Definitions:
+    return _resolve
+
+
+def launch_resources() -> dict[str, dg.ResourceDefinition]:
+    """The code location's resources: settings resolved at launch (nothing is read now)."""
+    return {name: _launch_resource(name, cls) for name, cls in RESOURCES.items()}
+
+
+def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = None) -> dg.Definitions:
+    """The Definitions with ``resources``; SQL models from ``sql_dir`` (default: the folder of a
+    concrete storage resource, else the packaged one)."""
+    if sql_dir is None:
+        storage = resources.get("storage")
+        sql_dir = storage.sql_models_dir if isinstance(storage, StorageResource) else PACKAGED_SQL_DIR
     return dg.Definitions(
-        assets=list(all_assets()),
+        assets=list(all_assets(Path(sql_dir))),
         asset_checks=all_checks,
         jobs=[daily_emotion_job, models_job],
         schedules=[daily_emotion_schedule, models_schedule],
         sensors=[raw_files_sensor],
-        resources=resources,
+        resources=dict(resources),
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by `dagster dev -w workspace.yaml`: the environment is read when the code location loads."""
-    return build_definitions(resources_from_env())
+    """Loaded by `dagster dev -w workspace.yaml`: settings are resolved at launch, except the
+    SQL folder (EMO_SQL_DIR), whose files are assets of the graph."""
+    sql_dir = dg.EnvVar("EMO_SQL_DIR").get_value(str(PACKAGED_SQL_DIR))
+    return build_definitions(launch_resources(), sql_dir=Path(sql_dir))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dagster as dg
 
 from emo_assets.assets import all_asset_keys
+from emo_assets.assets.analytics import emotion_cluster_model, satisfaction_model
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
 
-MODEL_ASSETS = {
-    "emotion_cluster_model": "emotion_cluster_model.pkl",
-    "satisfaction_model": "satisfaction_model.pkl",
-}
+# The assets fitted on every day; each keeps its model in storage.fitted_model_path(<asset>).
+FITTED_MODELS = (emotion_cluster_model.key, satisfaction_model.key)
 
 daily_emotion_job = dg.define_asset_job(
     "daily_emotion_job",
@@ -23,17 +22,17 @@ daily_emotion_job = dg.define_asset_job(
 
 models_job = dg.define_asset_job(
     "models_job",
-    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
+    selection=dg.AssetSelection.assets(*FITTED_MODELS),
     description="Refit the cluster and satisfaction models on every day of embeddings.",
 )
 
 
 def day_selection(storage: StorageResource, refit_models: bool = False) -> list[dg.AssetKey] | None:
     """Asset keys a day's run materializes: everything but the models that already exist."""
-    existing = {name for name, file in MODEL_ASSETS.items() if (storage.models_dir / file).exists()}
+    existing = {key for key in FITTED_MODELS if storage.fitted_model_path(key.path[-1]).exists()}
     if refit_models or not existing:
         return None
-    return [k for k in all_asset_keys() if k.path[-1] not in existing]
+    return [k for k in all_asset_keys(storage.sql_models_dir) if k not in existing]
 
 
 def day_run_request(storage: StorageResource, day: str, run_key: str) -> dg.RunRequest:

@@ -7,12 +7,17 @@ environment variables (EMO_DATA_DIR, EMO_MODEL, EMO_MODEL_HUB, EMO_DEVICE, ...).
 from __future__ import annotations
 
 import functools
+import importlib.resources
 from pathlib import Path
 
 import dagster as dg
 
+from emo_assets.lib.store.paths import fitted_model_path
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "iic/emotion2vec_plus_large"
+# The analysts' SQL models shipped with the package (package data: an installed wheel has them).
+PACKAGED_SQL_DIR = Path(str(importlib.resources.files("emo_assets").joinpath("dbt_like_sql")))
 
 
 def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -22,9 +27,11 @@ def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 
 class StorageResource(dg.ConfigurableResource):
-    """The data directory: landing zone, lake, resampled audio, fitted models, reports."""
+    """Where things live: the data directory (landing zone, lake, resampled audio, fitted models,
+    reports, locks, warehouse) and the folder of the analysts' SQL models."""
 
     data_dir: str = str(PROJECT_ROOT / "data")
+    sql_dir: str = str(PACKAGED_SQL_DIR)
 
     @property
     def root(self) -> Path:
@@ -60,7 +67,17 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def locks_dir(self) -> Path:
+        """One lock and lease per day (a second run of a running day is refused)."""
         return self.root / "locks"
+
+    @property
+    def sql_models_dir(self) -> Path:
+        """The analysts' SQL models: one ``<name>.sql`` per table (default: the packaged ones)."""
+        return Path(self.sql_dir).expanduser().resolve()
+
+    def fitted_model_path(self, asset: str) -> Path:
+        """The file a fitted-model asset (``emotion_cluster_model``, ...) is stored in."""
+        return fitted_model_path(self.models_dir, asset)
 
 
 class EmotionModelResource(dg.ConfigurableResource):

@@ -145,10 +145,10 @@ def test_lineage_includes_sql_models():
     parents = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
     }
-    assert parents["resampled_audio"] == {"raw_audio"}
+    assert parents["resampled_audio"] == {"audio_files"}
     assert parents["emotion_scores"] == {"resampled_audio"}
     assert parents["emotion_clusters"] == {"emotion_cluster_model", "emotion_embeddings"}
-    assert {"emotion_scores", "raw_audio"} <= parents["daily_emotion_summary"]
+    assert {"emotion_scores", "audio_files"} <= parents["daily_emotion_summary"]
     assert "emotion_clusters" in parents["cluster_profiles"]
 
 
@@ -158,7 +158,7 @@ def test_rerun_reuses_scores_and_is_identical(pipeline_day, tiny_model_dir):
     result = materialize(data_dir, tiny_model_dir)
     after = pq.read_table(lake.partition_file(data_dir / "lake", "emotion_scores", DAY))
     assert after.equals(before)
-    meta = result.asset_materializations_for_node("emotion_inference")[0].metadata
+    meta = result.asset_materializations_for_node("emotion_tables")[0].metadata
     assert meta["inferred"].value == 0
     assert meta["reused_from_previous_run"].value == len(SAMPLE_DAY) + 1
 

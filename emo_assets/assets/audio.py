@@ -1,4 +1,7 @@
-"""Raw recordings of a day -> ``audio_files``; -> 16 kHz mono FLAC and ``resampled_audio``."""
+"""Raw recordings of a day -> ``audio_files``; -> 16 kHz mono FLAC and ``resampled_audio``.
+
+Each asset writes its own lake table and the quarantine rows of its stage (the files it refused);
+the ``quarantine`` asset gathers them."""
 
 import datetime as dt
 
@@ -8,14 +11,16 @@ import pyarrow.compute as pc
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import day_lock, lake
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource, run_is_active
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
-def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Every file under ``data/raw/<day>/``: lake table ``audio_files`` (id = sha256 of the bytes)."""
+def audio_files(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Every file under ``data/raw/<day>/`` that could be read (id = sha256 of the bytes); the
+    first step of a day's run, so it also claims the day for the run."""
     day = context.partition_key
     try:  # the first step of a day's run: no other run may be working on the same day
         day_lock.claim_day(
@@ -30,7 +35,7 @@ def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
     previous = lake.read_partition(storage.lake_dir, "audio_files", day)
     out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous)
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
-    lake.write_rejects(storage.lake_dir, "raw_audio", day, out.rejects)
+    lake.write_rejects(storage.lake_dir, Stage.AUDIO_FILES, day, out.rejects)
     hours = pc.sum(out.rows.column("duration_s")).as_py() or 0.0
     context.log.info(f"{day}: {out.rows.num_rows} audio files, {out.rejects.num_rows} refused")
     return dg.MaterializeResult(
@@ -40,17 +45,17 @@ def raw_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg
     )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="audio", deps=[raw_audio], kinds={"parquet"})
+@dg.asset(partitions_def=daily_partitions, group_name="audio", deps=[audio_files], kinds={"parquet"})
 def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
     day = context.partition_key
-    audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
-    if audio_files is None:
-        raise dg.Failure(f"no audio_files for {day}: materialize raw_audio for this day first")
+    landed = lake.read_partition(storage.lake_dir, "audio_files", day)
+    if landed is None:
+        raise dg.Failure(f"no audio_files for {day}: materialize audio_files for this day first")
     previous = lake.read_partition(storage.lake_dir, "resampled_audio", day)
-    out = resample_day(audio_files, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous)
+    out = resample_day(landed, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous)
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
-    lake.write_rejects(storage.lake_dir, "resampled_audio", day, out.rejects)
+    lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)
     silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
     context.log.info(f"{day}: {out.rows.num_rows} recordings resampled, {out.rejects.num_rows} quarantined")
     return dg.MaterializeResult(

@@ -1,21 +1,25 @@
 """16 kHz recordings -> one emotion2vec+ pass -> ``emotion_embeddings``, ``emotion_scores`` and
 ``emotion_segments`` (and, opt-in, ``emotion_frames``); every file any stage could not process
--> ``quarantine``."""
+-> ``quarantine``; the warehouse's side: ``embedding_index`` and ``lake_views``."""
 
 from collections import Counter
 
 import dagster as dg
 import pyarrow as pa
 
-from emo_assets.assets.audio import raw_audio, resampled_audio
+from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
 from emo_assets.lib.results import plots
+from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
+
+# The tables one pass of the model makes, each its own asset (selectable alone).
+EMOTION_TABLES = ("emotion_embeddings", "emotion_scores", "emotion_segments", "emotion_frames")
 
 
 def emotion_distribution(scores: pa.Table) -> dict[str, int]:
@@ -23,34 +27,46 @@ def emotion_distribution(scores: pa.Table) -> dict[str, int]:
     return {label: counts.get(label, 0) for label in schemas.EMOTION_LABELS}
 
 
+def _spec(table: str) -> dg.AssetSpec:
+    entry = schemas.TABLES[table]
+    return dg.AssetSpec(
+        table,
+        deps=[resampled_audio],
+        kinds={"parquet"},
+        group_name="emotion",
+        description=entry.description[0].upper() + entry.description[1:] + ".",
+        skippable=entry.opt_in,
+    )
+
+
+def _day_input(storage: StorageResource, table: str, day: str, asset: str) -> pa.Table:
+    rows = lake.read_partition(storage.lake_dir, table, day)
+    if rows is None:
+        raise dg.Failure(f"no {table} for {day}: materialize {asset} for this day first")
+    return rows
+
+
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec("emotion_embeddings", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
-        dg.AssetSpec("emotion_scores", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
-        dg.AssetSpec("emotion_segments", deps=[resampled_audio], kinds={"parquet"}, group_name="emotion"),
-        dg.AssetSpec(
-            "emotion_frames",
-            deps=[resampled_audio],
-            kinds={"parquet"},
-            group_name="emotion",
-            skippable=True,
-            description="Per-frame (50 Hz) embeddings and scores; written only with frame_granularity on.",
-        ),
-    ],
+    name="emotion_tables",
+    specs=[_spec(t) for t in EMOTION_TABLES],
     partitions_def=daily_partitions,
+    can_subset=True,
 )
-def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource):
-    """One emotion2vec+ pass over the day's recordings: embeddings and 9-class scores."""
+def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource):
+    """One emotion2vec+ pass over the day's recordings; writes the selected emotion tables.
+
+    Selecting one table (say ``emotion_scores``) writes that table only. Recordings scored by the
+    same model in an earlier run of the day are reused, not run through the model again.
+    """
     day = context.partition_key
+    selected = {key.path[-1] for key in context.selected_asset_keys}
     model = emotion_model.load()
     if model.is_random:
         context.log.warning(
             f"model {model.model_id} has RANDOM weights: its emotions are meaningless (set EMO_MODEL for real ones)"
         )
-    resampled = lake.read_partition(storage.lake_dir, "resampled_audio", day)
-    audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
-    if resampled is None or audio_files is None:
-        raise dg.Failure(f"no resampled_audio for {day}: materialize resampled_audio for this day first")
+    resampled = _day_input(storage, "resampled_audio", day, "resampled_audio")
+    landed = _day_input(storage, "audio_files", day, "audio_files")
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 25 == 0:
@@ -58,7 +74,7 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
 
     out = score_day(
         resampled,
-        audio_files,
+        landed,
         model,
         day,
         previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
@@ -67,19 +83,6 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
         progress=progress,
         window_s=emotion_model.window_s,
     )
-    emb_path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
-    scores_path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
-    segments_path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
-    frames = None
-    if emotion_model.frame_granularity:
-        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
-        frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
-    lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
-    with warehouse.connect(storage.warehouse_path) as con:
-        warehouse.replace_index_day(con, day, out.embeddings)
-        warehouse.refresh_lake_views(con, storage.lake_dir, embed_dim=model.embed_dim)
-        similarity.create_similarity_macros(con)
-
     common = {
         "model_id": dg.MetadataValue.text(model.model_id),
         "random_weights": dg.MetadataValue.bool(model.is_random),
@@ -87,54 +90,60 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
         "reused_from_previous_run": out.reused,
         "quarantined": out.rejects.num_rows,
     }
-    yield dg.MaterializeResult(
-        asset_key="emotion_embeddings",
-        metadata={**table_metadata(out.embeddings, emb_path), "embed_dim": model.embed_dim, **common},
-    )
-    distribution = emotion_distribution(out.scores)
-    chart = plots.distribution_png(distribution, f"Emotions on {day} ({out.scores.num_rows} recordings)")
-    chart_path = plots.write_png(storage.reports_dir / day / "emotion_distribution.png", chart)
-    yield dg.MaterializeResult(
-        asset_key="emotion_scores",
-        metadata={
-            **table_metadata(out.scores, scores_path),
-            "emotion_distribution": dg.MetadataValue.json(distribution),
-            "distribution_chart": dg.MetadataValue.md(plots.markdown_image(chart, "emotion distribution")),
-            "distribution_chart_path": dg.MetadataValue.path(str(chart_path)),
-            **common,
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="emotion_segments",
-        metadata={
-            **table_metadata(out.segments, segments_path),
-            "window_s": dg.MetadataValue.float(emotion_model.window_s),
-            **common,
-        },
-    )
-    if frames is not None:
+    if "emotion_embeddings" in selected:
+        path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
         yield dg.MaterializeResult(
-            asset_key="emotion_frames", metadata={**table_metadata(frames, frames_path), **common}
+            asset_key="emotion_embeddings",
+            metadata={**table_metadata(out.embeddings, path), "embed_dim": model.embed_dim, **common},
         )
+    if "emotion_scores" in selected:
+        path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
+        lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
+        yield dg.MaterializeResult(
+            asset_key="emotion_scores",
+            metadata={**table_metadata(out.scores, path), **_distribution_metadata(storage, day, out.scores), **common},
+        )
+    if "emotion_segments" in selected:
+        path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
+        yield dg.MaterializeResult(
+            asset_key="emotion_segments",
+            metadata={
+                **table_metadata(out.segments, path),
+                "window_s": dg.MetadataValue.float(emotion_model.window_s),
+                **common,
+            },
+        )
+    if "emotion_frames" in selected and emotion_model.frame_granularity:
+        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
+        path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
+        yield dg.MaterializeResult(asset_key="emotion_frames", metadata={**table_metadata(frames, path), **common})
+
+
+def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table) -> dict:
+    """The day's emotion distribution, as numbers and as a chart (also written to data/reports/)."""
+    distribution = emotion_distribution(scores)
+    chart = plots.distribution_png(distribution, f"Emotions on {day} ({scores.num_rows} recordings)")
+    chart_path = plots.write_png(storage.reports_dir / day / "emotion_distribution.png", chart)
+    return {
+        "emotion_distribution": dg.MetadataValue.json(distribution),
+        "distribution_chart": dg.MetadataValue.md(plots.markdown_image(chart, "emotion distribution")),
+        "distribution_chart_path": dg.MetadataValue.path(str(chart_path)),
+    }
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[raw_audio, resampled_audio, dg.AssetKey("emotion_scores")],
+    deps=[audio_files, resampled_audio, dg.AssetKey("emotion_scores")],
     group_name="emotion",
     kinds={"parquet"},
 )
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file of the day that a stage could not process, with the stage and the reason."""
     day = context.partition_key
-    parts = [
-        lake.read_rejects(storage.lake_dir, stage, day) for stage in ("raw_audio", "resampled_audio", EMOTION_STAGE)
-    ]
+    parts = [lake.read_rejects(storage.lake_dir, stage, day) for stage in Stage]
     rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])
     rows = rows.sort_by([("source_path", "ascending"), ("stage", "ascending")])
     path = lake.write_partition(storage.lake_dir, "quarantine", day, rows)
-    with warehouse.connect(storage.warehouse_path) as con:
-        warehouse.refresh_lake_views(con, storage.lake_dir)
     if rows.num_rows:
         context.log.warning(f"{day}: {rows.num_rows} file(s) quarantined")
     return dg.MaterializeResult(
@@ -144,3 +153,40 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
             by_stage=dg.MetadataValue.json(dict(Counter(rows.column("stage").to_pylist()))),
         )
     )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[dg.AssetKey("emotion_embeddings")],
+    group_name="warehouse",
+    kinds={"duckdb"},
+    description=schemas.TABLES["embedding_index"].description[0].upper()
+    + schemas.TABLES["embedding_index"].description[1:]
+    + ", and the similar_audio / similar_embedding macros over it.",
+)
+def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    day = context.partition_key
+    embeddings = _day_input(storage, "emotion_embeddings", day, "emotion_embeddings")
+    with warehouse.connect(storage.warehouse_path) as con:
+        warehouse.replace_index_day(con, day, embeddings)
+        similarity.create_similarity_macros(con)
+    return dg.MaterializeResult(metadata={"row_count": embeddings.num_rows})
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[schemas.TABLES[t].asset for t in schemas.LAKE_TABLES if not schemas.TABLES[t].opt_in],
+    group_name="warehouse",
+    kinds={"duckdb"},
+)
+def lake_views(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """One DuckDB view per lake table over all its days, so analysts and SQL models query the lake.
+
+    A table with no day yet gets an empty view with its columns, so SQL that reads it binds.
+    """
+    with warehouse.connect(storage.warehouse_path) as con:
+        warehouse.refresh_lake_views(con, storage.lake_dir)
+        views = [
+            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()
+        ]
+    return dg.MaterializeResult(metadata={"views": dg.MetadataValue.json(views)})

@@ -1,43 +1,37 @@
-"""Analysts' SQL: each ``dbt_like_sql/<name>.sql`` is the asset ``<name>``, a DuckDB table.
+"""Analysts' SQL: each ``<sql_dir>/<name>.sql`` is the asset ``<name>``, a DuckDB table.
 
-Upstream assets are the tables the query reads, parsed with sqlglot: a lake view maps to the
-asset that writes it, another SQL model to its own asset. A table nobody makes adds no
-dependency and fails only that model, at run time, with DuckDB's message.
+Upstream assets are the tables the query reads, parsed with sqlglot: a table of the registry
+(``schemas.TABLES``) maps to the asset that writes it, plus ``lake_views`` when it is a lake
+table; another SQL model maps to its own asset. A table nobody makes adds no dependency and
+fails only that model, at run time, with DuckDB's message.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
+from emo_assets.lib import schemas
 from emo_assets.lib.store import warehouse
 from emo_assets.lib.store.sql_models import SqlModel, SqlModelError, discover_sql_models, materialize_sql_model
-from emo_assets.resources import PROJECT_ROOT, StorageResource
+from emo_assets.resources import StorageResource
 
-SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+# The asset that (re)creates the DuckDB views over the lake tables (assets/emotion.py).
+LAKE_VIEWS = "lake_views"
 
-# Table an analyst reads -> the asset that makes it.
-TABLE_ASSETS = {
-    "audio_files": "raw_audio",
-    "resampled_audio": "resampled_audio",
-    "emotion_scores": "emotion_scores",
-    "emotion_embeddings": "emotion_embeddings",
-    "emotion_segments": "emotion_segments",
-    "emotion_frames": "emotion_frames",
-    "quarantine": "quarantine",
-    "emotion_clusters": "emotion_clusters",
-    "satisfaction_predictions": "satisfaction_predictions",
-}
+
+def _upstream_assets(model: SqlModel, sql_model_names: set[str]) -> list[str]:
+    tables = [schemas.TABLES[t] for t in model.upstream_tables if t in schemas.TABLES]
+    deps = {t.asset for t in tables}
+    if any(t.home == "lake" for t in tables):
+        deps.add(LAKE_VIEWS)
+    deps |= {t for t in model.upstream_tables if t in sql_model_names and t != model.name}
+    return sorted(deps)
 
 
 def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDefinition:
-    deps = sorted(
-        {TABLE_ASSETS[t] for t in model.upstream_tables if t in TABLE_ASSETS}
-        | {t for t in model.upstream_tables if t in sql_model_names and t != model.name}
-    )
-
     @dg.asset(
         name=model.name,
-        deps=deps,
+        deps=_upstream_assets(model, sql_model_names),
         group_name="sql_models",
         kinds={"duckdb", "sql"},
         description=f"`{model.path.name}`: CREATE OR REPLACE TABLE {model.name} AS <query>\n\n```sql\n{model.sql.strip()}\n```",
@@ -56,7 +50,8 @@ def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDef
     return _asset
 
 
-def build_sql_model_assets(sql_dir: Path = SQL_DIR) -> list[dg.AssetsDefinition]:
+def build_sql_model_assets(sql_dir: Path) -> list[dg.AssetsDefinition]:
+    """One asset per ``*.sql`` file of ``sql_dir`` (the storage resource's ``sql_models_dir``)."""
     models = discover_sql_models(sql_dir)
     names = {m.name for m in models}
     return [_sql_model_asset(m, names) for m in models]

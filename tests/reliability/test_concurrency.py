@@ -73,10 +73,10 @@ def test_three_days_at_once_and_same_day_runs_refused(
         assert f"day {OTHER_DAY} is being processed by emo run --date {OTHER_DAY}" in capsys.readouterr().err
         assert cli.run_day(DAY, data_dir=str(tmp_path), model=str(tiny_model_dir), device="cpu") == 3
         assert f"day {DAY} is being processed by run " in capsys.readouterr().err
-        # The same from Dagster: raw_audio refuses, nothing downstream runs.
+        # The same from Dagster: audio_files refuses, nothing downstream runs.
         refused = rel.materialize(tmp_path, tiny_model_dir, day=OTHER_DAY, instance=instance)
-        assert rel.failed_steps(refused) == ["raw_audio"]
-        assert "is being processed by emo run" in rel.step_failure_messages(refused)["raw_audio"]
+        assert rel.failed_steps(refused) == ["audio_files"]
+        assert "is being processed by emo run" in rel.step_failure_messages(refused)["audio_files"]
         outcomes = [(child.wait(timeout=400), child) for child in children]
     finally:
         for child in children:
@@ -157,8 +157,8 @@ def test_analyst_holding_the_pipeline_file_fails_only_warehouse_steps_clearly(
         analyst.kill()
         analyst.communicate()
     failures = rel.step_failure_messages(result)
-    assert "emotion_inference" in failures
-    message = failures["emotion_inference"]
+    assert "embedding_index" in failures
+    message = failures["embedding_index"]
     assert "warehouse.duckdb is held by another process" in message and "warehouse_read.duckdb" in message
     # The lake stages before it completed; their files are there and whole.
     for table in ("audio_files", "resampled_audio", "emotion_scores", "emotion_embeddings"):
@@ -167,4 +167,4 @@ def test_analyst_holding_the_pipeline_file_fails_only_warehouse_steps_clearly(
     monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 120.0)
     result = rel.materialize(tmp_path, tiny_model_dir, day=OTHER_DAY)
     assert result.success
-    assert result.asset_materializations_for_node("emotion_inference")[0].metadata["inferred"].value == 0
+    assert result.asset_materializations_for_node("emotion_tables")[0].metadata["inferred"].value == 0

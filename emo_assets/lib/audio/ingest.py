@@ -10,7 +10,7 @@ import pyarrow as pa
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import AudioDecodeError, probe_audio
 from emo_assets.lib.audio.raw_scan import scan_day, sha256_file
-from emo_assets.lib.schemas import StageOutput, reject_rows
+from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
 
 
 def ingest_day(raw_root: Path, day: str, ingested_at: dt.datetime, previous: pa.Table | None = None) -> StageOutput:
@@ -63,5 +63,5 @@ def ingest_day(raw_root: Path, day: str, ingested_at: dt.datetime, previous: pa.
     rows.sort(key=lambda r: r["source_path"])
     return StageOutput(
         rows=pa.Table.from_pylist(rows, schema=schemas.AUDIO_FILES),
-        rejects=reject_rows(day, "raw_audio", rejects),
+        rejects=reject_rows(day, Stage.AUDIO_FILES, rejects),
     )

@@ -12,7 +12,7 @@ import pyarrow as pa
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.files.atomic import remove_stale_temps
-from emo_assets.lib.schemas import StageOutput, reject_rows
+from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
 
 
 def available_cores() -> int:
@@ -83,5 +83,5 @@ def resample_day(
     rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
     return StageOutput(
         rows=pa.Table.from_pylist(rows, schema=schemas.RESAMPLED_AUDIO),
-        rejects=reject_rows(day, "resampled_audio", rejects),
+        rejects=reject_rows(day, Stage.RESAMPLED_AUDIO, rejects),
     )

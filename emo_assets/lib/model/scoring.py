@@ -26,7 +26,7 @@ from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
 from emo_assets.lib.model.windows import plan_windows, weighted_mean
 from emo_assets.lib.schemas import reject_rows
 
-EMOTION_STAGE = "emotion_scores"
+EMOTION_STAGE = schemas.Stage.EMOTION_SCORES
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.results import plots
 from emo_assets.lib.schemas import EMOTION_LABELS
 from emo_assets.lib.store import lake
+from emo_assets.lib.store.paths import fitted_model_path
 
 MAX_TIMELINES = 12
 
@@ -66,7 +67,7 @@ def write_day_report(lake_dir: Path, models_dir: Path, reports_dir: Path, day: s
 def _clusters_section(lake_dir, models_dir, day, out_dir, report):
     from emo_assets.lib.analytics.clustering import assign_clusters, load_cluster_model
 
-    path = models_dir / "emotion_cluster_model.pkl"
+    path = fitted_model_path(models_dir, "emotion_cluster_model")
     embeddings = lake.read_partition(lake_dir, "emotion_embeddings", day)
     if not path.exists() or embeddings is None:
         note = "no cluster model yet: materialize emotion_cluster_model (emo run --refit-models)"

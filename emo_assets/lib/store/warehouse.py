@@ -32,15 +32,8 @@ from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
 from emo_assets.lib.files.flock import exclusive_flock
 from emo_assets.lib.store import lake
 
-LAKE_TABLES: dict[str, pa.Schema | None] = {
-    "audio_files": schemas.AUDIO_FILES,
-    "resampled_audio": schemas.RESAMPLED_AUDIO,
-    "emotion_scores": schemas.EMOTION_SCORES,
-    "emotion_segments": schemas.EMOTION_SEGMENTS,
-    "emotion_embeddings": None,  # width depends on the model; see emotion_embeddings_schema
-    "emotion_frames": None,  # opt-in; width depends on the model
-    "quarantine": schemas.QUARANTINE,
-}
+# The lake tables, each a view in DuckDB: derived from the registry in schemas.py.
+LAKE_TABLES: tuple[str, ...] = schemas.LAKE_TABLES
 
 
 # How long a pipeline writer waits for other writers and for a process holding the file.
@@ -157,7 +150,7 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
 
     A table with no day yet gets an empty view with the right columns, so analysts' SQL binds.
     """
-    for table, schema in LAKE_TABLES.items():
+    for table in LAKE_TABLES:
         days = lake.partition_days(lake_root, table)
         if days:
             glob = lake.table_glob(lake_root, table).replace("'", "''")
@@ -167,16 +160,15 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
                 # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
                 width = newest.field("embedding").type.list_size
                 body = body.replace("SELECT *", f"SELECT * REPLACE (CAST(embedding AS FLOAT[{width}]) AS embedding)")
-        elif schema is not None:
-            body = _empty_select(schema)
-        elif table == "emotion_embeddings" and embed_dim is not None:
-            body = _empty_select(schemas.emotion_embeddings_schema(embed_dim))
         else:
-            continue
+            schema = schemas.TABLES[table].arrow_schema(embed_dim)
+            if schema is None or schemas.TABLES[table].opt_in:
+                continue  # an embedding table before the width is known, or a table nobody switched on
+            body = _empty_select(schema)
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
 
 
-EMBEDDING_INDEX = "embedding_index"
+EMBEDDING_INDEX = schemas.TABLES["embedding_index"].name
 
 
 def embedding_width(con: duckdb.DuckDBPyConnection, table: str = "emotion_embeddings") -> int | None:
