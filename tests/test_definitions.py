@@ -1,0 +1,87 @@
+"""Settings are resolved when a run starts, not when the code location loads; a run's own
+config (the launchpad) and `emo` flags override the environment, each on its own resource."""
+
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from emo_assets import definitions
+from emo_assets.definitions import SettingError, defs, launch_resources, resources_from_env
+from emo_assets.lib.store import lake
+from emo_assets.resources import EmotionModelResource, StorageResource
+from tests.helpers import DAY, write_small_day
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for setting in definitions.SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    return monkeypatch
+
+
+def test_environment_is_read_at_launch_not_at_load(tmp_path, clean_env):
+    at_load, at_launch, launchpad = tmp_path / "at_load", tmp_path / "at_launch", tmp_path / "launchpad"
+    for data_dir in (at_load, at_launch, launchpad):
+        write_small_day(data_dir / "raw" / DAY, n=1)
+    clean_env.setenv("EMO_DATA_DIR", str(at_load))
+    job = defs().resolve_job_def("daily_emotion_job")  # the code location loads
+    clean_env.setenv("EMO_DATA_DIR", str(at_launch))  # then the environment changes
+    result = job.execute_in_process(partition_key=DAY, asset_selection=[dg.AssetKey("audio_files")])
+    assert result.success
+    assert lake.partition_days(at_launch / "lake", "audio_files") == [DAY]
+    assert not (at_load / "lake").exists()
+    # a value given for the run (the launchpad's resource config) wins over the environment
+    result = job.execute_in_process(
+        partition_key=DAY,
+        asset_selection=[dg.AssetKey("audio_files")],
+        run_config={"resources": {"storage": {"config": {"data_dir": str(launchpad)}}}},
+    )
+    assert result.success
+    assert lake.partition_days(launchpad / "lake", "audio_files") == [DAY]
+
+
+def test_launch_resources_resolve_every_setting_from_the_environment(tmp_path, clean_env):
+    clean_env.setenv("EMO_DATA_DIR", str(tmp_path))
+    clean_env.setenv("EMO_MODEL_HUB", "hf")
+    clean_env.setenv("EMO_HALF", "1")
+    clean_env.setenv("EMO_WINDOW_S", "12.5")
+    clean_env.setenv("EMO_FRAMES", "true")
+    with dg.build_resources(launch_resources()) as built:
+        storage, model = built.storage, built.emotion_model
+    assert isinstance(storage, StorageResource) and isinstance(model, EmotionModelResource)
+    assert storage.root == tmp_path.resolve()
+    assert (model.hub, model.half, model.window_s, model.frame_granularity) == ("hf", True, 12.5, True)
+    assert model.model == EmotionModelResource().model  # unset: the field's default
+
+
+def test_each_override_goes_to_the_resource_that_has_it(tmp_path, clean_env):
+    clean_env.setenv("EMO_DEVICE", "cuda")
+    clean_env.setenv("EMO_SQL_DIR", str(tmp_path / "env_sql"))
+    res = resources_from_env(data_dir=str(tmp_path), sql_dir=str(tmp_path / "sql"), hub="hf", device=None)
+    assert res["storage"].sql_models_dir == tmp_path / "sql"
+    assert res["storage"].root == tmp_path.resolve()
+    assert res["emotion_model"].hub == "hf"
+    assert res["emotion_model"].device == "cuda"  # flag not given: the environment
+    with pytest.raises(TypeError, match="unknown setting"):
+        resources_from_env(warehouse="x")
+
+
+@pytest.mark.parametrize(("env", "value"), [("EMO_HALF", "maybe"), ("EMO_WINDOW_S", "long"), ("EMO_WINDOW_S", "-3")])
+def test_a_bad_value_names_its_variable(clean_env, env, value):
+    clean_env.setenv(env, value)
+    with pytest.raises(SettingError, match=env):
+        resources_from_env()
+
+
+def test_sensor_ticks_with_the_launch_resources(tmp_path, clean_env):
+    old = time.time() - 3600  # settled: not being copied any more
+    for path in write_small_day(tmp_path / "raw" / DAY, n=1) + [tmp_path / "raw" / DAY / "notes.wav"]:
+        os.utime(path, (old, old))
+    clean_env.setenv("EMO_DATA_DIR", str(tmp_path))
+    loaded = defs()
+    sensor = loaded.get_sensor_def("raw_files_sensor")
+    with dg.build_sensor_context(resources=launch_resources(), definitions=loaded) as context:
+        requests = sensor.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == [DAY]
