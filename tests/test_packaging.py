@@ -1,6 +1,7 @@
 """The analysts' SQL models ship with the package: an installed wheel finds them."""
 
 import importlib.resources
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,8 +24,12 @@ def test_sql_models_are_package_data_and_the_default_folder():
 
 
 def test_an_installed_wheel_finds_its_sql_models(tmp_path):
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
+    shutil.copytree(REPO / "emo_assets", source / "emo_assets", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path, REPO],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path, source],
         check=True,
         capture_output=True,
         cwd=tmp_path,

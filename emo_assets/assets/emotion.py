@@ -13,7 +13,6 @@ from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
 from emo_assets.lib.results import plots
-from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
@@ -140,9 +139,7 @@ def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table)
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file of the day that a stage could not process, with the stage and the reason."""
     day = context.partition_key
-    parts = [lake.read_rejects(storage.lake_dir, stage, day) for stage in Stage]
-    rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])
-    rows = rows.sort_by([("source_path", "ascending"), ("stage", "ascending")])
+    rows = lake.gather_rejects(storage.lake_dir, day)
     path = lake.write_partition(storage.lake_dir, "quarantine", day, rows)
     if rows.num_rows:
         context.log.warning(f"{day}: {rows.num_rows} file(s) quarantined")

@@ -7,7 +7,7 @@ multiprocess executor runs each step in its own process):
   for its whole run; the kernel releases it when the process ends, even on SIGKILL, so a crash
   never leaves a day locked. Re-entrant within a process: the run's own steps take it again freely.
 * ``<day>.lease`` names the run that owns the day (JSON: run_id, holder, pid, started_at). The
-  first step of a run (``raw_audio``) claims it with :func:`claim_day` while holding the lock, and
+  first step of a run (``audio_files``) claims it with :func:`claim_day` while holding the lock, and
   refuses when the lease belongs to another run that is still active (the caller says which runs
   are active, e.g. from the Dagster instance). A finished run's lease is simply taken over; so is
   the lease of a run that held the lock for its whole run (`emo run`) once the lock is free again,

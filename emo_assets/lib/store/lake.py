@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from emo_assets.lib import schemas
 from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
 
 PART_NAME = "part-0.parquet"
@@ -87,3 +88,10 @@ def write_rejects(lake_root: Path, stage: str, day: str, rows: pa.Table) -> Path
 
 def read_rejects(lake_root: Path, stage: str, day: str) -> pa.Table | None:
     return read_partition(lake_root, f"{REJECTS}/{stage}", day)
+
+
+def gather_rejects(lake_root: Path, day: str) -> pa.Table:
+    """The day's ``quarantine`` rows: every stage's rejects, sorted by source_path and stage."""
+    parts = [read_rejects(lake_root, stage, day) for stage in schemas.Stage]
+    rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])
+    return rows.sort_by([("source_path", "ascending"), ("stage", "ascending")])
