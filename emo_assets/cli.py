@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from emo_assets.cli_results import add_result_commands
-from emo_assets.resources import PROJECT_ROOT
+from emo_assets.resources import PROJECT_ROOT, SettingError
 
 RANDOM_MODEL_WARNING = (
     "NOTE: model {model_id} has RANDOM weights. Its emotions are meaningless; it exists so the\n"
@@ -184,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from emo_assets.definitions import SettingError
     from emo_assets.lib.model.emotion_model import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 

@@ -30,13 +30,9 @@ import dagster as dg
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.jobs import daily_emotion_job, models_job
-from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, StorageResource
+from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
 from emo_assets.sensors import raw_files_sensor
-
-
-class SettingError(ValueError):
-    """An EMO_* variable holds a value its setting cannot take; the message names both."""
 
 
 def _text(env: str, text: str) -> str:

@@ -20,6 +20,10 @@ DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 PACKAGED_SQL_DIR = Path(str(importlib.resources.files("emo_assets").joinpath("dbt_like_sql")))
 
 
+class SettingError(ValueError):
+    """An EMO_* variable holds a value its setting cannot take; the message names both."""
+
+
 def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
     """True while the run is queued or in progress in ``instance`` (unknown runs are not)."""
     run = instance.get_run_by_id(run_id)

@@ -47,3 +47,11 @@ def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "emo_assets.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("run", "demo", "make-test-model"):
         assert command in out.stdout
+
+
+def test_run_with_a_bad_setting_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EMO_WINDOW_S", "long")
+    assert main(["run", "--date", "2026-11-20", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emo: error: EMO_WINDOW_S='long'") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
