@@ -172,7 +172,7 @@ def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource)
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[schemas.TABLES[t].asset for t in schemas.LAKE_TABLES if not schemas.TABLES[t].opt_in],
+    deps=[t for t in schemas.LAKE_TABLES if not schemas.TABLES[t].opt_in],
     group_name="warehouse",
     kinds={"duckdb"},
 )

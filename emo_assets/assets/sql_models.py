@@ -1,7 +1,7 @@
 """Analysts' SQL: each ``<sql_dir>/<name>.sql`` is the asset ``<name>``, a DuckDB table.
 
 Upstream assets are the tables the query reads, parsed with sqlglot: a table of the registry
-(``schemas.TABLES``) maps to the asset that writes it, plus ``lake_views`` when it is a lake
+(``schemas.TABLES``) maps to its asset (the same name), plus ``lake_views`` when it is a lake
 table; another SQL model maps to its own asset. A table nobody makes adds no dependency and
 fails only that model, at run time, with DuckDB's message.
 """
@@ -21,7 +21,7 @@ LAKE_VIEWS = "lake_views"
 
 def _upstream_assets(model: SqlModel, sql_model_names: set[str]) -> list[str]:
     tables = [schemas.TABLES[t] for t in model.upstream_tables if t in schemas.TABLES]
-    deps = {t.asset for t in tables}
+    deps = {t.name for t in tables}
     if any(t.home == "lake" for t in tables):
         deps.add(LAKE_VIEWS)
     deps |= {t for t in model.upstream_tables if t in sql_model_names and t != model.name}

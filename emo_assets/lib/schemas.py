@@ -147,10 +147,9 @@ class Table:
     """One table: where it lives, what identifies a row, what it means, its columns.
 
     ``home`` is ``lake`` (Parquet, one file per day, a view in DuckDB) or ``warehouse`` (a DuckDB
-    table, replaced day by day). ``schema_for_width`` builds the schema of a table holding an
-    embedding, whose width is the model's. ``written_by`` names the asset that writes a table
-    which is not an asset of its own (a copy kept for speed); otherwise the asset is the table.
-    ``opt_in`` tables exist only when a setting switches them on.
+    table, replaced day by day). The table's name is also its asset key. ``schema_for_width``
+    builds the schema of a table holding an embedding, whose width is the model's. ``opt_in``
+    tables exist only when a setting switches them on.
     """
 
     name: str
@@ -159,13 +158,7 @@ class Table:
     description: str
     schema: pa.Schema | None = None
     schema_for_width: Callable[[int], pa.Schema] | None = None
-    written_by: str | None = None
     opt_in: bool = False
-
-    @property
-    def asset(self) -> str:
-        """The asset key that materializes this table."""
-        return self.written_by or self.name
 
     def arrow_schema(self, embed_dim: int | None = None) -> pa.Schema | None:
         """The table's schema; for an embedding table, None until the width is known."""
