@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 import duckdb
 
+from emo_assets import cli
 from emo_assets.assets import all_assets
 from emo_assets.definitions import build_definitions
 from emo_assets.lib.analytics.clustering import load_fitted_cluster_model
@@ -143,9 +144,10 @@ def test_parallel_backfill_of_three_days_assigns_one_model_version(tmp_path, tin
         )
 
 
-def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir):
-    """A day run keeps the fitted models even when the model assets are selected; models_job
-    refits on every day's recordings and re-assigns every day in the warehouse to the new version."""
+def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir, monkeypatch):
+    """A day run keeps the fitted models even when the model assets are selected; models_job, and
+    `emo run --refit-models`, refit on every day's recordings and re-assign every day in the
+    warehouse to the new version."""
     first, second = "2026-11-20", "2026-11-21"
     _write_day(tmp_path, first, 4)
     _write_day(tmp_path, second, 4, offset=7)
@@ -171,7 +173,25 @@ def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir):
     tables = _versions(tmp_path)
     assert tables["emotion_clusters"] == [(v2["model_version"].value, 8, 2)]
     assert tables["satisfaction_predictions"] == [(sat["model_version"].value, 8, 2)]
-    # cluster_profiles is rebuilt by the next day run; the fitted file holds the version
-    assert load_fitted_cluster_model(tmp_path / "models" / "emotion_cluster_model.pkl").model_version == (
-        v2["model_version"].value
+    # the fitted file holds the version
+    path = tmp_path / "models" / "emotion_cluster_model.pkl"
+    assert load_fitted_cluster_model(path).model_version == v2["model_version"].value
+
+    # a third day through the command line, with a refit: all three days move to the new version
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    third = "2026-11-22"
+    _write_day(tmp_path, third, 3, offset=40)
+    assert (
+        cli.main(
+            ["run", "--date", third, "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+        )
+        == 0
     )
+    assert load_fitted_cluster_model(path).model_version == v2["model_version"].value  # kept by a day run
+    assert cli.run_day(third, refit_models=True, data_dir=str(tmp_path), model=str(tiny_model_dir), device="cpu") == 0
+    v3 = load_fitted_cluster_model(path)
+    assert v3.model_version != v2["model_version"].value and v3.stats["n_recordings"] == 11
+    tables = _versions(tmp_path)
+    assert tables["emotion_clusters"] == [(v3.model_version, 11, 3)]
+    assert tables["cluster_profiles"] == [(v3.model_version, 11)]  # the day run rebuilt the SQL models
+    assert [(n, days) for _, n, days in tables["satisfaction_predictions"]] == [(11, 3)]
