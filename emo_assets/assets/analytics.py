@@ -15,7 +15,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from emo_assets.lib.analytics import assign, clustering, recordings, satisfaction
-from emo_assets.lib.analytics.fitted import FittedModel, models_lock, save_fitted
+from emo_assets.lib.analytics.fitted import FittedModel
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake
 from emo_assets.partitions import daily_partitions
@@ -39,10 +39,24 @@ def _all_embeddings(storage: StorageResource) -> pa.Table:
     return lake.newest_model_rows(table)
 
 
-def _load_fitted(load, path, asset: str) -> FittedModel:
-    if not path.exists():
-        raise dg.Failure(f"no fitted model at {path}: materialize {asset} first")
-    return load(path)
+def _loader(load, asset: str):
+    def checked(path) -> FittedModel:
+        if not path.exists():
+            raise dg.Failure(f"no fitted model at {path}: materialize {asset} first")
+        return load(path)
+
+    return checked
+
+
+def _fit_satisfaction(storage: StorageResource) -> FittedModel:
+    embeddings = recordings.distinct_recordings(_all_embeddings(storage))
+    labelled = recordings.join_labels(
+        satisfaction.read_labels(storage.labels_dir),
+        embeddings,
+        lake.embedding_matrix(embeddings),
+        recordings.audio_id_by_source(lake.read_table(storage.lake_dir, "audio_files")),
+    )
+    return satisfaction.fit_satisfaction(labelled, model_id=embeddings.column("model_id")[0].as_py())
 
 
 def _model_metadata(fitted: FittedModel, path, refitted: bool, reassigned: dict) -> dict:
@@ -73,19 +87,25 @@ def emotion_cluster_model(
     """KMeans over every day's distinct recordings (k chosen by silhouette) plus a 2-D PCA, versioned.
     Kept once fitted; a refit re-assigns every day of emotion_clusters."""
     path = storage.models_dir / clustering.FILE_NAME
-    with models_lock(storage.models_dir):
-        if path.exists() and not config.refit:
-            fitted = clustering.load_fitted_cluster_model(path)
-            context.log.info(f"cluster model {fitted.model_version} exists: kept (models_job refits)")
-            return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
+    embeddings = None
+
+    def fit() -> FittedModel:
+        nonlocal embeddings
         embeddings = _all_embeddings(storage)
-        fitted = clustering.fit_clusters(embeddings)
-        reassigned = assign.reassign_every_day(
-            storage.warehouse_path,
-            "emotion_clusters",
-            lambda day: assign.cluster_rows_for_day(fitted, storage.lake_dir, day),
-        )
-        save_fitted(fitted, path)
+        return clustering.fit_clusters(embeddings)
+
+    fitted, reassigned = assign.fit_or_keep(
+        path,
+        clustering.load_fitted_cluster_model,
+        fit,
+        config.refit,
+        storage.warehouse_path,
+        "emotion_clusters",
+        lambda f, day: assign.cluster_rows_for_day(f, storage.lake_dir, day),
+    )
+    if reassigned is None:
+        context.log.info(f"cluster model {fitted.model_version} exists: kept (models_job refits)")
+        return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
     if reassigned.dropped_days:
         context.log.warning(f"emotion_clusters of {list(reassigned.dropped_days)} dropped: their embeddings are gone")
     model = fitted.model
@@ -113,12 +133,16 @@ def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource
     """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
     day = context.partition_key
     path = storage.models_dir / clustering.FILE_NAME
-    with models_lock(storage.models_dir):
-        fitted = _load_fitted(clustering.load_fitted_cluster_model, path, "emotion_cluster_model")
-        rows = assign.cluster_rows_for_day(fitted, storage.lake_dir, day)
-        if rows is None:
-            raise dg.Failure(f"no emotion_embeddings for {day}: materialize emotion_embeddings for this day first")
-        assign.write_day(storage.warehouse_path, "emotion_clusters", day, rows)
+    fitted, rows = assign.assign_day(
+        path,
+        _loader(clustering.load_fitted_cluster_model, "emotion_cluster_model"),
+        storage.warehouse_path,
+        "emotion_clusters",
+        day,
+        lambda f, d: assign.cluster_rows_for_day(f, storage.lake_dir, d),
+    )
+    if rows is None:
+        raise dg.Failure(f"no emotion_embeddings for {day}: materialize emotion_embeddings for this day first")
     sizes = Counter(rows.column("cluster_id").to_pylist())
     return dg.MaterializeResult(
         metadata={
@@ -137,36 +161,29 @@ def satisfaction_model(
     """A classifier on the distinct labelled recordings (``data/labels/*.csv``), cross-validated by
     recording; versioned, and versioned too when too few labels leave the rule to predict."""
     path = storage.models_dir / satisfaction.FILE_NAME
-    with models_lock(storage.models_dir):
-        if path.exists() and not config.refit:
-            fitted = satisfaction.load_fitted_satisfaction_model(path)
-            context.log.info(f"satisfaction model {fitted.model_version} exists: kept (models_job refits)")
-            return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
-        embeddings = recordings.distinct_recordings(_all_embeddings(storage))
-        labelled = recordings.join_labels(
-            satisfaction.read_labels(storage.labels_dir),
-            embeddings,
-            lake.embedding_matrix(embeddings),
-            recordings.audio_id_by_source(lake.read_table(storage.lake_dir, "audio_files")),
-        )
-        fitted = satisfaction.fit_satisfaction(labelled, model_id=embeddings.column("model_id")[0].as_py())
-        reassigned = assign.reassign_every_day(
-            storage.warehouse_path,
-            "satisfaction_predictions",
-            lambda day: assign.prediction_rows_for_day(fitted, storage.lake_dir, day)[0],
-        )
-        save_fitted(fitted, path)
+    fitted, reassigned = assign.fit_or_keep(
+        path,
+        satisfaction.load_fitted_satisfaction_model,
+        lambda: _fit_satisfaction(storage),
+        config.refit,
+        storage.warehouse_path,
+        "satisfaction_predictions",
+        lambda f, day: assign.prediction_rows_for_day(f, storage.lake_dir, day)[0],
+    )
+    if reassigned is None:
+        context.log.info(f"satisfaction model {fitted.model_version} exists: kept (models_job refits)")
+        return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
     if fitted.model is None:
         context.log.warning(f"no satisfaction model: {fitted.reason}; predictions use the emotion-valence rule")
-    if labelled.conflicts:
-        context.log.warning(f"{len(labelled.conflicts)} recordings have conflicting labels and were left out")
+    if fitted.stats["n_label_conflicts"]:
+        context.log.warning(f"{fitted.stats['n_label_conflicts']} recordings have conflicting labels: left out")
     metadata = _model_metadata(fitted, path, True, _reassigned_metadata("satisfaction_predictions", reassigned))
     if fitted.model is not None:
         metadata["n_labels"] = fitted.model.n_labels
         metadata["cv_accuracy"] = dg.MetadataValue.float(fitted.model.cv_accuracy)
         metadata["cv_macro_f1"] = dg.MetadataValue.float(fitted.model.cv_macro_f1)
     else:
-        metadata["n_labels"] = labelled.n_recordings
+        metadata["n_labels"] = fitted.stats["n_recordings"]
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -181,14 +198,24 @@ def satisfaction_predictions(context: dg.AssetExecutionContext, storage: Storage
     which); every row has the model_version it was assigned with."""
     day = context.partition_key
     path = storage.models_dir / satisfaction.FILE_NAME
-    with models_lock(storage.models_dir):
-        fitted = _load_fitted(satisfaction.load_fitted_satisfaction_model, path, "satisfaction_model")
-        rows, note = assign.prediction_rows_for_day(fitted, storage.lake_dir, day)
-        if rows is None:
-            raise dg.Failure(
-                f"no emotion_embeddings or emotion_scores for {day}: materialize this day's emotions first"
-            )
-        assign.write_day(storage.warehouse_path, "satisfaction_predictions", day, rows)
+    notes = []
+
+    def rows_for_day(f: FittedModel, d: str):
+        rows, note = assign.prediction_rows_for_day(f, storage.lake_dir, d)
+        notes.append(note)
+        return rows
+
+    fitted, rows = assign.assign_day(
+        path,
+        _loader(satisfaction.load_fitted_satisfaction_model, "satisfaction_model"),
+        storage.warehouse_path,
+        "satisfaction_predictions",
+        day,
+        rows_for_day,
+    )
+    if rows is None:
+        raise dg.Failure(f"no emotion_embeddings or emotion_scores for {day}: materialize this day's emotions first")
+    note = notes[0]
     if note:
         context.log.warning(f"{day}: {note}")
     sources = rows.column("source").to_pylist()

@@ -1,7 +1,8 @@
 """Warehouse tables assigned with a fitted model: one day at a time, or every day at once after a fit.
 
-Both run under ``fitted.models_lock`` (the caller holds it), so a fit never lands between reading a
-model and writing the rows it assigned: a table holds one ``model_version``.
+:func:`fit_or_keep` and :func:`assign_day` run under ``fitted.models_lock``, so a fit never lands
+between reading a model and writing the rows it assigned, and parallel runs fit once: a table holds
+one ``model_version``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib.analytics import clustering, satisfaction
-from emo_assets.lib.analytics.fitted import FittedModel
+from emo_assets.lib.analytics.fitted import FittedModel, models_lock, save_fitted
 from emo_assets.lib.store import lake, warehouse
 
 
@@ -75,3 +76,47 @@ def reassign_every_day(warehouse_path: Path, table: str, rows_for_day: Callable[
         else:
             con.execute(f'DELETE FROM "{table}"')
         return Reassigned(tuple(d for d in days if d not in dropped), dropped, sum(r.num_rows for r in kept))
+
+
+def fit_or_keep(
+    path: Path,
+    load: Callable[[Path], FittedModel],
+    fit: Callable[[], FittedModel],
+    refit: bool,
+    warehouse_path: Path,
+    table: str,
+    rows_for_day: Callable[[FittedModel, str], pa.Table | None],
+) -> tuple[FittedModel, Reassigned | None]:
+    """The fitted model at ``path``: kept if it exists (unless ``refit``), else fitted, every day of
+    ``table`` re-assigned with it, then saved. Returns the model and the re-assignment (None: kept).
+
+    Runs under the models lock (of ``path``'s folder): parallel callers fit once; the others get that
+    version. The re-assignment commits before the file is replaced, so a failed one keeps the old
+    model and the old rows.
+    """
+    with models_lock(path.parent):
+        if path.exists() and not refit:
+            return load(path), None
+        fitted = fit()
+        reassigned = reassign_every_day(warehouse_path, table, lambda day: rows_for_day(fitted, day))
+        save_fitted(fitted, path)
+        return fitted, reassigned
+
+
+def assign_day(
+    path: Path,
+    load: Callable[[Path], FittedModel],
+    warehouse_path: Path,
+    table: str,
+    day: str,
+    rows_for_day: Callable[[FittedModel, str], pa.Table | None],
+) -> tuple[FittedModel, pa.Table | None]:
+    """Assign ``day`` of ``table`` with the fitted model at ``path`` under the models lock, so no fit
+    lands between reading the model and writing its rows. Returns the model and the rows written
+    (None: the day's lake rows are missing, nothing written)."""
+    with models_lock(path.parent):
+        fitted = load(path)
+        rows = rows_for_day(fitted, day)
+        if rows is not None:
+            write_day(warehouse_path, table, day, rows)
+        return fitted, rows

@@ -62,3 +62,45 @@ def test_a_table_from_before_versions_asks_for_a_refit(tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)predates model versions.*--refit-models"):
         write_day(path, "t", "2026-11-28", day_rows("2026-11-28", "v1"))
     reassign_every_day(path, "t", lambda day: day_rows(day, "v2"))  # the refit upgrades it (no days: untouched)
+
+
+def test_parallel_fit_or_keep_fits_once_and_everyone_gets_that_version(tmp_path):
+    """Five runs reach the model at once: one fits (slowly), four wait for the lock and keep it."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emo_assets.lib.analytics.assign import assign_day, fit_or_keep
+    from emo_assets.lib.analytics.fitted import load_fitted, make_fitted
+
+    path = tmp_path / "models" / "m.pkl"
+    warehouse_path = tmp_path / "warehouse.duckdb"
+    fits = []
+    barrier = threading.Barrier(5)
+
+    def fit():
+        fits.append(1)
+        time.sleep(0.3)
+        return make_fitted("m", {"fit": len(fits)}, "fit")
+
+    def rows_for_day(fitted, day):
+        return day_rows(day, fitted.model_version)
+
+    def run(i):
+        barrier.wait()
+        fitted, _ = fit_or_keep(
+            path, lambda p: load_fitted(p, dict, "m"), fit, False, warehouse_path, "t", rows_for_day
+        )
+        day = f"2026-11-{20 + i}"
+        return assign_day(path, lambda p: load_fitted(p, dict, "m"), warehouse_path, "t", day, rows_for_day)[0]
+
+    with ThreadPoolExecutor(5) as pool:
+        versions = {f.model_version for f in pool.map(run, range(5))}
+    assert len(fits) == 1 and len(versions) == 1
+    assert {v for _, v, _ in table(warehouse_path)} == versions and len(table(warehouse_path)) == 5
+
+    refit, reassigned = fit_or_keep(
+        path, lambda p: load_fitted(p, dict, "m"), fit, True, warehouse_path, "t", rows_for_day
+    )
+    assert len(fits) == 2 and reassigned.days == tuple(f"2026-11-{20 + i}" for i in range(5))
+    assert {v for _, v, _ in table(warehouse_path)} == {refit.model_version} != versions
