@@ -46,7 +46,7 @@ def _instance(data_dir: Path):
 def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
     from emo_assets.definitions import build_definitions, resources_from_env
-    from emo_assets.jobs import day_selection
+    from emo_assets.jobs import day_run_config, day_selection
     from emo_assets.lib.store import day_lock
     from emo_assets.partitions import validate_day
     from emo_assets.resources import run_is_active
@@ -73,7 +73,10 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
                 partition_key=day,
                 instance=instance,
                 asset_selection=day_selection(storage, refit_models),
-                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                    **day_run_config(refit_models),
+                },
                 raise_on_error=False,
             )
     except day_lock.DayLockedError as exc:
@@ -161,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hub", choices=["ms", "hf"], help="model hub (default: EMO_MODEL_HUB or ms)")
     run.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
     run.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
-    run.add_argument("--refit-models", action="store_true", help="refit the cluster and satisfaction models")
+    run.add_argument(
+        "--refit-models",
+        action="store_true",
+        help="refit the cluster and satisfaction models and re-assign every day in the warehouse to them",
+    )
     run.set_defaults(
         handler=lambda a: run_day(
             a.date, refit_models=a.refit_models, model=a.model, hub=a.hub, device=a.device, data_dir=a.data_dir

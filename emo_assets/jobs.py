@@ -12,18 +12,24 @@ from emo_assets.resources import StorageResource
 # The assets fitted on every day; each keeps its model in storage.fitted_model_path(<asset>).
 FITTED_MODELS = (emotion_cluster_model.key, satisfaction_model.key)
 
+# Run config that makes the model assets fit anew (their ModelFitConfig); without it they keep the
+# fitted model that exists.
+REFIT_RUN_CONFIG = {"ops": {key.to_python_identifier(): {"config": {"refit": True}} for key in FITTED_MODELS}}
+
 daily_emotion_job = dg.define_asset_job(
     "daily_emotion_job",
     selection=dg.AssetSelection.all(),
     partitions_def=daily_partitions,
-    description="One day from raw audio to the SQL models. The models fitted on every day are "
-    "included only while they do not exist yet; models_job refits them.",
+    description="One day from raw audio to the SQL models. The models are fitted only while they do "
+    "not exist yet (one fit at a time; parallel days use the version that exists); models_job refits.",
 )
 
 models_job = dg.define_asset_job(
     "models_job",
     selection=dg.AssetSelection.assets(*FITTED_MODELS),
-    description="Refit the cluster and satisfaction models on every day of embeddings.",
+    config=REFIT_RUN_CONFIG,
+    description="Refit the cluster and satisfaction models on every day's distinct recordings and "
+    "re-assign every day in the warehouse to the new model versions.",
 )
 
 
@@ -33,6 +39,11 @@ def day_selection(storage: StorageResource, refit_models: bool = False) -> list[
     if refit_models or not existing:
         return None
     return [k for k in all_asset_keys(storage.sql_models_dir) if k not in existing]
+
+
+def day_run_config(refit_models: bool = False) -> dict:
+    """Run config of a day's run: :data:`REFIT_RUN_CONFIG` when the models are to be refitted."""
+    return REFIT_RUN_CONFIG if refit_models else {}
 
 
 def day_run_request(storage: StorageResource, day: str, run_key: str) -> dg.RunRequest:

@@ -1,34 +1,35 @@
 """Embeddings -> cluster model and daily cluster assignments; labels -> satisfaction model and
-daily predictions. The models are fitted on every day; a day is assigned with the current model."""
+daily predictions.
+
+A model is fitted once and then kept: materializing a model asset fits only when no fitted file
+exists or when the run asks for a refit (``models_job``, ``emo run --refit-models``, or
+``refit: true`` in the launchpad). A fit and every day's assignment hold the models folder's lock,
+and every fit re-assigns each day already in the warehouse, so a table holds one ``model_version``
+whatever runs in parallel (see lib/analytics/fitted.py).
+"""
 
 from collections import Counter
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+from pydantic import Field
 
-from emo_assets.lib import schemas
-from emo_assets.lib.analytics.clustering import (
-    assign_clusters,
-    fit_cluster_model,
-    load_cluster_model,
-    save_cluster_model,
-)
-from emo_assets.lib.analytics.satisfaction import (
-    fit_satisfaction_model,
-    load_satisfaction_model,
-    predict_satisfaction,
-    read_labels,
-    save_satisfaction_model,
-)
+from emo_assets.lib.analytics import assign, clustering, recordings, satisfaction
+from emo_assets.lib.analytics.fitted import FittedModel
 from emo_assets.lib.results import plots
-from emo_assets.lib.store import lake, warehouse
+from emo_assets.lib.store import lake
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
 
 EMBEDDINGS = dg.AssetKey("emotion_embeddings")
 SCORES = dg.AssetKey("emotion_scores")
+
+
+class ModelFitConfig(dg.Config):
+    refit: bool = Field(
+        default=False,
+        description="Fit anew even if a fitted model exists, and re-assign every day in the warehouse with it.",
+    )
 
 
 def _all_embeddings(storage: StorageResource) -> pa.Table:
@@ -38,38 +39,88 @@ def _all_embeddings(storage: StorageResource) -> pa.Table:
     return lake.newest_model_rows(table)
 
 
-def _day_embeddings(storage: StorageResource, day: str) -> pa.Table:
-    table = lake.read_partition(storage.lake_dir, "emotion_embeddings", day)
-    if table is None:
-        raise dg.Failure(f"no emotion_embeddings for {day}: materialize emotion_embeddings for this day first")
-    return table
+def _loader(load, asset: str):
+    def checked(path) -> FittedModel:
+        if not path.exists():
+            raise dg.Failure(f"no fitted model at {path}: materialize {asset} first")
+        return load(path)
+
+    return checked
+
+
+def _fit_satisfaction(storage: StorageResource) -> FittedModel:
+    embeddings = recordings.distinct_recordings(_all_embeddings(storage))
+    labelled = recordings.join_labels(
+        satisfaction.read_labels(storage.labels_dir),
+        embeddings,
+        lake.embedding_matrix(embeddings),
+        recordings.audio_id_by_source(lake.read_table(storage.lake_dir, "audio_files")),
+    )
+    return satisfaction.fit_satisfaction(labelled, model_id=embeddings.column("model_id")[0].as_py())
+
+
+def _model_metadata(fitted: FittedModel, path, refitted: bool, reassigned: dict) -> dict:
+    stats = {k: v for k, v in fitted.stats.items() if v is not None}
+    return {
+        "model_version": fitted.model_version,
+        "fitted_at": fitted.fitted_at,
+        "refitted": refitted,
+        "reason": dg.MetadataValue.text(fitted.reason),
+        **{k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in stats.items()},
+        **reassigned,
+        "path": dg.MetadataValue.path(str(path)),
+    }
+
+
+def _reassigned_metadata(table: str, result: assign.Reassigned) -> dict:
+    return {
+        f"{table}_days_reassigned": len(result.days),
+        f"{table}_rows_reassigned": result.row_count,
+        f"{table}_days_dropped": dg.MetadataValue.json(list(result.dropped_days)),
+    }
 
 
 @dg.asset(deps=[EMBEDDINGS], group_name="analytics", kinds={"scikitlearn"})
-def emotion_cluster_model(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """KMeans over every day's embeddings (k chosen by silhouette) plus a 2-D PCA."""
-    embeddings = _all_embeddings(storage)
-    model_id = embeddings.column("model_id")[0].as_py()
-    matrix = lake.embedding_matrix(embeddings)
-    model = fit_cluster_model(matrix, model_id=model_id)
-    path = storage.models_dir / "emotion_cluster_model.pkl"
-    save_cluster_model(model, path)
-    cluster_id, xy, _ = assign_clusters(model, matrix)
-    png = plots.cluster_scatter_png(xy, cluster_id, f"{model.n_fit} embeddings of {model_id}, k={model.k}")
-    png_path = plots.write_png(storage.reports_dir / "emotion_cluster_model_pca.png", png)
-    context.log.info(f"fitted k={model.k} on {model.n_fit} embeddings of {model_id}")
-    return dg.MaterializeResult(
-        metadata={
-            "k": model.k,
-            "silhouette": dg.MetadataValue.float(model.silhouette if model.silhouette is not None else float("nan")),
-            "silhouette_by_k": dg.MetadataValue.json({str(k): s for k, s in model.silhouette_by_k}),
-            "n_fit": model.n_fit,
-            "model_id": model_id,
-            "path": dg.MetadataValue.path(str(path)),
-            "pca_scatter": dg.MetadataValue.md(plots.markdown_image(png, "PCA of the embeddings by cluster")),
-            "pca_scatter_path": dg.MetadataValue.path(str(png_path)),
-        }
+def emotion_cluster_model(
+    context: dg.AssetExecutionContext, config: ModelFitConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """KMeans over every day's distinct recordings (k chosen by silhouette) plus a 2-D PCA, versioned.
+    Kept once fitted; a refit re-assigns every day of emotion_clusters."""
+    path = storage.fitted_model_path(clustering.ASSET)
+    embeddings = None
+
+    def fit() -> FittedModel:
+        nonlocal embeddings
+        embeddings = _all_embeddings(storage)
+        return clustering.fit_clusters(embeddings)
+
+    fitted, reassigned = assign.fit_or_keep(
+        path,
+        clustering.load_fitted_cluster_model,
+        fit,
+        config.refit,
+        storage.warehouse_path,
+        "emotion_clusters",
+        lambda f, day: assign.cluster_rows_for_day(f, storage.lake_dir, day),
     )
+    if reassigned is None:
+        context.log.info(f"cluster model {fitted.model_version} exists: kept (models_job refits)")
+        return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
+    if reassigned.dropped_days:
+        context.log.warning(f"emotion_clusters of {list(reassigned.dropped_days)} dropped: their embeddings are gone")
+    model = fitted.model
+    distinct = recordings.distinct_recordings(embeddings)
+    cluster_id, xy, _ = clustering.assign_clusters(model, lake.embedding_matrix(distinct))
+    title = f"{model.n_fit} recordings of {model.model_id}, k={model.k}, version {fitted.model_version}"
+    png = plots.cluster_scatter_png(xy, cluster_id, title)
+    png_path = plots.write_png(storage.reports_dir / "emotion_cluster_model_pca.png", png)
+    context.log.info(f"fitted {fitted.model_version}: {fitted.reason}")
+    metadata = _model_metadata(fitted, path, True, _reassigned_metadata("emotion_clusters", reassigned))
+    metadata["silhouette"] = dg.MetadataValue.float(model.silhouette if model.silhouette is not None else float("nan"))
+    metadata["n_fit"] = model.n_fit
+    metadata["pca_scatter"] = dg.MetadataValue.md(plots.markdown_image(png, "PCA of the embeddings by cluster"))
+    metadata["pca_scatter_path"] = dg.MetadataValue.path(str(png_path))
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -79,86 +130,61 @@ def emotion_cluster_model(context: dg.AssetExecutionContext, storage: StorageRes
     kinds={"duckdb"},
 )
 def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """The day's recordings assigned to the current cluster model (DuckDB table)."""
+    """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
     day = context.partition_key
-    path = storage.models_dir / "emotion_cluster_model.pkl"
-    if not path.exists():
-        raise dg.Failure(f"no cluster model at {path}: materialize emotion_cluster_model first")
-    model = load_cluster_model(path)
-    embeddings = _day_embeddings(storage, day)
-    embeddings = embeddings.filter(pc.equal(embeddings.column("model_id"), model.model_id))
-    cluster_id, xy, distance = assign_clusters(model, lake.embedding_matrix(embeddings))
-    rows = pa.table(
-        {
-            "audio_id": embeddings.column("audio_id"),
-            "date": embeddings.column("date"),
-            "cluster_id": pa.array(cluster_id, pa.int32()),
-            "pca_x": pa.array(xy[:, 0], pa.float32()),
-            "pca_y": pa.array(xy[:, 1], pa.float32()),
-            "distance": pa.array(distance, pa.float32()),
-        }
+    path = storage.fitted_model_path(clustering.ASSET)
+    fitted, rows = assign.assign_day(
+        path,
+        _loader(clustering.load_fitted_cluster_model, "emotion_cluster_model"),
+        storage.warehouse_path,
+        "emotion_clusters",
+        day,
+        lambda f, d: assign.cluster_rows_for_day(f, storage.lake_dir, d),
     )
-    with warehouse.connect(storage.warehouse_path) as con:
-        warehouse.replace_day(con, "emotion_clusters", day, rows)
+    if rows is None:
+        raise dg.Failure(f"no emotion_embeddings for {day}: materialize emotion_embeddings for this day first")
+    sizes = Counter(rows.column("cluster_id").to_pylist())
     return dg.MaterializeResult(
         metadata={
             "row_count": rows.num_rows,
-            "cluster_sizes": dg.MetadataValue.json(
-                {str(k): v for k, v in sorted(Counter(cluster_id.tolist()).items())}
-            ),
-            "cluster_model_k": model.k,
+            "cluster_sizes": dg.MetadataValue.json({str(k): v for k, v in sorted(sizes.items())}),
+            "cluster_model_k": fitted.model.k,
+            "model_version": fitted.model_version,
         }
     )
-
-
-def _labelled_rows(storage: StorageResource, embeddings: pa.Table) -> tuple[np.ndarray, list[str]]:
-    labels = read_labels(storage.labels_dir)
-    audio_files = lake.read_table(storage.lake_dir, "audio_files")
-    by_source = {}
-    if audio_files is not None:
-        by_source = dict(zip(audio_files.column("source_path").to_pylist(), audio_files.column("audio_id").to_pylist()))
-    index = {audio_id: i for i, audio_id in enumerate(embeddings.column("audio_id").to_pylist())}
-    matrix = lake.embedding_matrix(embeddings)
-    rows, y = [], []
-    for label in labels:
-        audio_id = label.audio_id or by_source.get(label.source_path or "")
-        if audio_id in index:
-            rows.append(index[audio_id])
-            y.append(label.label)
-    return matrix[rows], y
 
 
 @dg.asset(deps=[EMBEDDINGS], group_name="analytics", kinds={"scikitlearn"})
-def satisfaction_model(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """A classifier on embeddings and the labels in ``data/labels/*.csv``, cross-validated."""
-    embeddings = _all_embeddings(storage)
-    model_id = embeddings.column("model_id")[0].as_py()
-    # The same recording may have landed on several days: one row per recording.
-    embeddings = embeddings.sort_by([("audio_id", "ascending"), ("date", "ascending")])
-    keep = np.unique(np.asarray(embeddings.column("audio_id").to_pylist()), return_index=True)[1]
-    embeddings = embeddings.take(pa.array(keep))
-    X, y = _labelled_rows(storage, embeddings)
-    model, reason = fit_satisfaction_model(X, y, seed=0, model_id=model_id)
-    path = storage.models_dir / "satisfaction_model.pkl"
-    if model is None:
-        path.unlink(missing_ok=True)
-        context.log.warning(f"no satisfaction model: {reason}; predictions use the emotion-valence rule")
-        return dg.MaterializeResult(
-            metadata={"fitted": False, "reason": reason, "n_labels": len(y), "model_id": model_id}
-        )
-    save_satisfaction_model(model, path)
-    return dg.MaterializeResult(
-        metadata={
-            "fitted": True,
-            "n_labels": model.n_labels,
-            "classes": dg.MetadataValue.json(dict(model.class_counts)),
-            "cv_accuracy": dg.MetadataValue.float(model.cv_accuracy),
-            "cv_macro_f1": dg.MetadataValue.float(model.cv_macro_f1),
-            "cv_splits": model.cv_splits,
-            "model_id": model_id,
-            "path": dg.MetadataValue.path(str(path)),
-        }
+def satisfaction_model(
+    context: dg.AssetExecutionContext, config: ModelFitConfig, storage: StorageResource
+) -> dg.MaterializeResult:
+    """A classifier on the distinct labelled recordings (``data/labels/*.csv``), cross-validated by
+    recording; versioned, and versioned too when too few labels leave the rule to predict."""
+    path = storage.fitted_model_path(satisfaction.ASSET)
+    fitted, reassigned = assign.fit_or_keep(
+        path,
+        satisfaction.load_fitted_satisfaction_model,
+        lambda: _fit_satisfaction(storage),
+        config.refit,
+        storage.warehouse_path,
+        "satisfaction_predictions",
+        lambda f, day: assign.prediction_rows_for_day(f, storage.lake_dir, day)[0],
     )
+    if reassigned is None:
+        context.log.info(f"satisfaction model {fitted.model_version} exists: kept (models_job refits)")
+        return dg.MaterializeResult(metadata=_model_metadata(fitted, path, False, {}))
+    if fitted.model is None:
+        context.log.warning(f"no satisfaction model: {fitted.reason}; predictions use the emotion-valence rule")
+    if fitted.stats["n_label_conflicts"]:
+        context.log.warning(f"{fitted.stats['n_label_conflicts']} recordings have conflicting labels: left out")
+    metadata = _model_metadata(fitted, path, True, _reassigned_metadata("satisfaction_predictions", reassigned))
+    if fitted.model is not None:
+        metadata["n_labels"] = fitted.model.n_labels
+        metadata["cv_accuracy"] = dg.MetadataValue.float(fitted.model.cv_accuracy)
+        metadata["cv_macro_f1"] = dg.MetadataValue.float(fitted.model.cv_macro_f1)
+    else:
+        metadata["n_labels"] = fitted.stats["n_recordings"]
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -168,36 +194,36 @@ def satisfaction_model(context: dg.AssetExecutionContext, storage: StorageResour
     kinds={"duckdb"},
 )
 def satisfaction_predictions(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Satisfaction per recording of the day: the model's prediction, or the rule's (``source`` says which)."""
+    """Satisfaction per recording of the day: the model's prediction, or the rule's (``source`` says
+    which); every row has the model_version it was assigned with."""
     day = context.partition_key
-    path = storage.models_dir / "satisfaction_model.pkl"
-    model = load_satisfaction_model(path) if path.exists() else None
-    embeddings = _day_embeddings(storage, day)
-    scores = lake.read_partition(storage.lake_dir, "emotion_scores", day)
-    if model is not None and model.model_id not in (None, *embeddings.column("model_id").unique().to_pylist()):
-        context.log.warning(f"satisfaction model was fitted on {model.model_id}; using the rule for {day}")
-        model = None
-    if scores is None or scores.column("audio_id").to_pylist() != embeddings.column("audio_id").to_pylist():
-        raise dg.Failure(f"emotion_scores and emotion_embeddings of {day} differ: re-materialize them together")
-    score_matrix = np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS]).reshape(-1, 9)
-    label, probability, source = predict_satisfaction(
-        model, lake.embedding_matrix(embeddings), score_matrix, schemas.EMOTION_LABELS
+    path = storage.fitted_model_path(satisfaction.ASSET)
+    notes = []
+
+    def rows_for_day(f: FittedModel, d: str):
+        rows, note = assign.prediction_rows_for_day(f, storage.lake_dir, d)
+        notes.append(note)
+        return rows
+
+    fitted, rows = assign.assign_day(
+        path,
+        _loader(satisfaction.load_fitted_satisfaction_model, "satisfaction_model"),
+        storage.warehouse_path,
+        "satisfaction_predictions",
+        day,
+        rows_for_day,
     )
-    rows = pa.table(
-        {
-            "audio_id": scores.column("audio_id"),
-            "date": scores.column("date"),
-            "label": pa.array(label, pa.string()),
-            "probability": pa.array(probability, pa.float32()),
-            "source": pa.array(source, pa.string()),
-        }
-    )
-    with warehouse.connect(storage.warehouse_path) as con:
-        warehouse.replace_day(con, "satisfaction_predictions", day, rows)
+    if rows is None:
+        raise dg.Failure(f"no emotion_embeddings or emotion_scores for {day}: materialize this day's emotions first")
+    note = notes[0]
+    if note:
+        context.log.warning(f"{day}: {note}")
+    sources = rows.column("source").to_pylist()
     return dg.MaterializeResult(
         metadata={
             "row_count": rows.num_rows,
-            "source": dg.MetadataValue.text(source[0] if source else "none"),
-            "labels": dg.MetadataValue.json(dict(Counter(label))),
+            "source": dg.MetadataValue.text(sources[0] if sources else "none"),
+            "labels": dg.MetadataValue.json(dict(Counter(rows.column("label").to_pylist()))),
+            "model_version": fitted.model_version,
         }
     )

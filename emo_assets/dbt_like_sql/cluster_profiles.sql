@@ -1,9 +1,12 @@
--- One row per embedding cluster: its size, mean emotion scores, dominant emotion (the class with
--- the highest mean score; ties go to the first class in canonical order), how tight it is
--- (mean distance to the centroid) and the days it spans.
+-- One row per embedding cluster of each cluster-model version: its size, mean emotion scores,
+-- dominant emotion (the class with the highest mean score; ties go to the first class in canonical
+-- order), how tight it is (mean distance to the centroid) and the days it spans.
+-- Cluster ids of two model versions are unrelated, so they are never pooled: `model_version`
+-- is part of the key (a refit re-assigns every day, so normally there is one version).
 -- Recordings without emotion scores still count in `recordings`; they do not move the means.
 with clustered as (
     select
+        c.model_version,
         c.cluster_id,
         c.date,
         c.distance,
@@ -24,6 +27,7 @@ with clustered as (
 
 profiles as (
     select
+        model_version,
         cluster_id,
         count(*) as recordings,
         avg(angry) as mean_angry,
@@ -39,10 +43,11 @@ profiles as (
         min(date) as first_date,
         max(date) as last_date
     from clustered
-    group by cluster_id
+    group by model_version, cluster_id
 )
 
 select
+    model_version,
     cluster_id,
     recordings,
     case greatest(
@@ -72,4 +77,4 @@ select
     first_date,
     last_date
 from profiles
-order by cluster_id
+order by model_version, cluster_id

@@ -100,6 +100,7 @@ EMOTION_CLUSTERS = pa.schema(
         ("pca_x", pa.float32()),
         ("pca_y", pa.float32()),
         ("distance", pa.float32()),
+        ("model_version", pa.string()),
     ]
 )
 
@@ -110,6 +111,7 @@ SATISFACTION_PREDICTIONS = pa.schema(
         ("label", pa.string()),
         ("probability", pa.float32()),
         ("source", pa.string()),
+        ("model_version", pa.string()),
     ]
 )
 

@@ -100,6 +100,9 @@ def test_three_days_at_once_and_same_day_runs_refused(
     day_scores = [row for row in tables["emotion_scores"] if str(row[1]) == DAY]
     assert day_scores == ref_tables["emotion_scores"]
     assert {str(row[1]) for row in tables["emotion_clusters"]} == {DAY, OTHER_DAY, THIRD_DAY}
+    # The three runs (one per process step) fitted each model once: one model_version per table.
+    for table in ("emotion_clusters", "satisfaction_predictions"):
+        assert len({row[-1] for row in tables[table]}) == 1, table
 
 
 def _analyst(path: Path):

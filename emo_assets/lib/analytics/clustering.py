@@ -15,6 +15,10 @@ Small inputs:
   (``k == 1``) and ``silhouette is None``;
 - no k in ``k_range`` that the data allows (2 <= k < N and k <= distinct points): also ``k == 1``.
 
+:func:`fit_clusters` fits on distinct recordings (one row per ``audio_id``: the same bytes landed on
+three days are one point, not three) and returns a versioned record (``fitted.FittedModel``);
+:func:`cluster_rows` assigns a day with it, every row carrying the ``model_version``.
+
 Models are pickled; only load files this project wrote.
 """
 
@@ -26,11 +30,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emo_assets.lib.analytics.fitted import read_pickle, write_pickle_atomic
+from emo_assets.lib import schemas
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from emo_assets.lib.analytics.fitted import FittedModel, load_fitted, make_fitted, save_fitted
+from emo_assets.lib.analytics.recordings import distinct_recordings
+from emo_assets.lib.store import lake
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used: importing the assets stays fast
     from sklearn.cluster import KMeans
 
+ASSET = "emotion_cluster_model"
 KMEANS_N_INIT = 10
 # The silhouette is O(N^2); above this many rows it is computed on a seeded sample.
 SILHOUETTE_MAX_ROWS = 5000
@@ -170,11 +181,71 @@ def assign_clusters(model: ClusterModel, embeddings: np.ndarray) -> tuple[np.nda
     return cluster_id, pca_xy, distance
 
 
-def save_cluster_model(model: ClusterModel, path: Path) -> None:
-    """Write ``model`` to ``path`` atomically."""
-    write_pickle_atomic(model, path)
+def _reason(model: ClusterModel) -> str:
+    return f"k={model.k} on {model.n_fit} distinct recordings of {model.model_id}"
+
+
+def fit_clusters(embeddings: pa.Table, seed: int = 0) -> FittedModel:
+    """Fit on the distinct recordings of ``embeddings`` (lake rows of one embedding model).
+
+    ``stats`` reports the embedding rows read and the distinct recordings fitted.
+    """
+    if embeddings.num_rows == 0:
+        raise ValueError("fit_clusters: no embeddings; materialize emotion_embeddings for a day with audio first")
+    model_ids = embeddings.column("model_id").unique().to_pylist()
+    if len(model_ids) != 1:
+        raise ValueError(f"fit_clusters: embeddings of several models {sorted(model_ids)}; fit one model's rows")
+    recordings = distinct_recordings(embeddings)
+    model = fit_cluster_model(lake.embedding_matrix(recordings), model_id=model_ids[0], seed=seed)
+    reason = _reason(model)
+    stats = {
+        "k": model.k,
+        "silhouette": model.silhouette,
+        "silhouette_by_k": {str(k): s for k, s in model.silhouette_by_k},
+        "n_recordings": model.n_fit,
+        "n_embedding_rows": embeddings.num_rows,
+        "model_id": model.model_id,
+    }
+    return make_fitted(ASSET, model, reason, stats)
+
+
+def cluster_rows(fitted: FittedModel, embeddings: pa.Table) -> pa.Table:
+    """One day's ``emotion_clusters`` rows, each carrying ``fitted.model_version``.
+
+    Only rows of the embedding model the clusters were fitted on are assigned.
+    """
+    model: ClusterModel = fitted.model
+    embeddings = embeddings.filter(pc.equal(embeddings.column("model_id"), model.model_id))
+    cluster_id, xy, distance = assign_clusters(model, lake.embedding_matrix(embeddings))
+    return pa.table(
+        {
+            "audio_id": embeddings.column("audio_id"),
+            "date": embeddings.column("date"),
+            "cluster_id": pa.array(cluster_id, pa.int32()),
+            "pca_x": pa.array(xy[:, 0], pa.float32()),
+            "pca_y": pa.array(xy[:, 1], pa.float32()),
+            "distance": pa.array(distance, pa.float32()),
+            "model_version": pa.array([fitted.model_version] * embeddings.num_rows, pa.string()),
+        },
+        schema=schemas.EMOTION_CLUSTERS,
+    )
+
+
+def save_cluster_model(model: ClusterModel, path: Path, stats: dict | None = None) -> FittedModel:
+    """Write ``model`` to ``path`` atomically, versioned; returns the record written."""
+    fitted = make_fitted(ASSET, model, _reason(model), stats)
+    save_fitted(fitted, path)
+    return fitted
+
+
+def load_fitted_cluster_model(path: Path) -> FittedModel:
+    """Read the versioned record written by :func:`save_cluster_model` or ``fitted.save_fitted``."""
+    fitted = load_fitted(path, ClusterModel, ASSET)
+    if fitted.model is None:
+        raise TypeError(f"{path} holds no cluster model; refit: emo run --date DAY --refit-models")
+    return fitted
 
 
 def load_cluster_model(path: Path) -> ClusterModel:
-    """Read a model written by :func:`save_cluster_model`."""
-    return read_pickle(path, ClusterModel, "emotion_cluster_model")
+    """Read the model written by :func:`save_cluster_model`."""
+    return load_fitted_cluster_model(path).model

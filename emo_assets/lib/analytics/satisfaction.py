@@ -2,10 +2,12 @@
 enough recordings, a rule over the emotion scores until then.
 
 Labels come from ``data/labels/*.csv``: a ``label`` column plus ``audio_id`` or ``source_path``.
-With at least ``MIN_LABELS`` labelled rows, two or more classes and ``MIN_LABELS_PER_CLASS`` rows in
-every class, :func:`fit_satisfaction_model` trains StandardScaler + LogisticRegression on the
-embeddings and reports stratified cross-validation scores; otherwise it returns no model and the
-reason, and :func:`predict_satisfaction` falls back to the rule (see :func:`satisfaction_rule`).
+With at least ``MIN_LABELS`` labelled distinct recordings, two or more classes and
+``MIN_LABELS_PER_CLASS`` recordings in every class, :func:`fit_satisfaction_model` trains
+StandardScaler + LogisticRegression on the embeddings and reports cross-validation scores, with
+folds stratified by class and grouped by recording (a recording is never in a training and a test
+fold at once); otherwise it returns no model and the reason, and :func:`predict_satisfaction` falls
+back to the rule (see :func:`satisfaction_rule`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
-from emo_assets.lib.analytics.fitted import read_pickle, write_pickle_atomic
+from emo_assets.lib import schemas
+from emo_assets.lib.analytics.fitted import FittedModel, load_fitted, make_fitted, save_fitted
+from emo_assets.lib.store import lake
 
 if TYPE_CHECKING:  # scikit-learn is imported where it is used: importing the assets stays fast
     from sklearn.pipeline import Pipeline
 
+    from emo_assets.lib.analytics.recordings import LabelledRecordings
+
+ASSET = "satisfaction_model"
+
+# Counted in distinct recordings, not label rows.
 MIN_LABELS = 20
 # Stratified cross-validation needs every class in at least two folds.
 MIN_LABELS_PER_CLASS = 2
@@ -91,7 +101,10 @@ def read_labels(labels_dir: Path) -> list[Label]:
 
 @dataclass(frozen=True)
 class SatisfactionModel:
-    """A fitted classifier plus how well it cross-validated."""
+    """A fitted classifier plus how well it cross-validated.
+
+    ``n_labels`` and ``class_counts`` count distinct recordings (groups); ``n_rows`` the rows fitted.
+    """
 
     pipeline: Pipeline
     classes: tuple[str, ...]
@@ -102,6 +115,7 @@ class SatisfactionModel:
     cv_macro_f1: float
     embed_dim: int
     model_id: str | None = None
+    n_rows: int = 0
 
 
 def fit_satisfaction_model(
@@ -109,13 +123,18 @@ def fit_satisfaction_model(
     y: Sequence[str],
     seed: int = 0,
     model_id: str | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[SatisfactionModel | None, str]:
     """Fit StandardScaler + LogisticRegression on embeddings ``X`` [N, D] and labels ``y``.
 
-    Returns ``(model, reason)``; ``model`` is None when there are fewer than ``MIN_LABELS`` rows,
-    fewer than 2 classes or a class with fewer than ``MIN_LABELS_PER_CLASS`` rows, and ``reason``
-    says which. Cross-validation is stratified and shuffled with ``seed``, with
-    ``n_splits = min(5, smallest class count)``; the returned pipeline is then fitted on all rows.
+    ``groups`` names the recording of every row (its ``audio_id``); without it every row is its
+    own recording. Labels are counted in recordings: ``model`` is None when there are fewer than
+    ``MIN_LABELS`` recordings, fewer than 2 classes or a class with fewer than
+    ``MIN_LABELS_PER_CLASS`` recordings, and ``reason`` says which. A recording with two labels is
+    an error (resolve it first, see ``recordings.join_labels``). Cross-validation uses
+    scikit-learn's ``StratifiedGroupKFold`` shuffled with ``seed``, with
+    ``n_splits = min(5, smallest class count)``, so no recording is in a training and a test fold
+    at once; the returned pipeline is then fitted on all rows.
     """
     X = np.asarray(X)
     y = [str(v) for v in y]
@@ -124,39 +143,82 @@ def fit_satisfaction_model(
             f"fit_satisfaction_model: X has shape {X.shape} but there are {len(y)} labels; "
             "pass one embedding row per label"
         )
-    counts = Counter(y)
-    if len(y) < MIN_LABELS:
-        return None, f"only {len(y)} labelled recordings; need at least {MIN_LABELS}"
+    groups = [str(i) for i in range(len(y))] if groups is None else [str(g) for g in groups]
+    if len(groups) != len(y):
+        raise ValueError(f"fit_satisfaction_model: {len(groups)} groups for {len(y)} labels; pass one per row")
+    label_of: dict[str, str] = {}
+    for group, label in zip(groups, y):
+        if label_of.setdefault(group, label) != label:
+            raise ValueError(
+                f"fit_satisfaction_model: recording {group} is labelled both {label_of[group]!r} and "
+                f"{label!r}; resolve the conflict in the labels CSVs"
+            )
+    counts = Counter(label_of.values())
+    n = len(label_of)
+    if n < MIN_LABELS:
+        return None, f"only {n} labelled recordings; need at least {MIN_LABELS}"
     if len(counts) < 2:
-        return None, f"all {len(y)} labels are {next(iter(counts))!r}; need at least 2 classes"
-    rare = sorted(c for c, n in counts.items() if n < MIN_LABELS_PER_CLASS)
+        return None, f"all {n} labelled recordings are {next(iter(counts))!r}; need at least 2 classes"
+    rare = sorted(c for c, k in counts.items() if k < MIN_LABELS_PER_CLASS)
     if rare:
         return None, (
-            f"classes {rare} have fewer than {MIN_LABELS_PER_CLASS} labels; label more recordings of those classes"
+            f"classes {rare} have fewer than {MIN_LABELS_PER_CLASS} labelled recordings; "
+            "label more recordings of those classes"
         )
 
     n_splits = max(2, min(MAX_CV_SPLITS, min(counts.values())))
-    from sklearn.model_selection import StratifiedKFold, cross_validate
+    from sklearn.model_selection import StratifiedGroupKFold, cross_validate
 
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    scores = cross_validate(_pipeline(seed), X, y, cv=cv, scoring=("accuracy", "f1_macro"), n_jobs=1)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    scores = cross_validate(_pipeline(seed), X, y, groups=groups, cv=cv, scoring=("accuracy", "f1_macro"), n_jobs=1)
     pipeline = _pipeline(seed).fit(X, y)
     model = SatisfactionModel(
         pipeline=pipeline,
         classes=tuple(str(c) for c in pipeline.classes_),
-        n_labels=len(y),
+        n_labels=n,
         class_counts=tuple(sorted(counts.items())),
         cv_splits=n_splits,
         cv_accuracy=float(np.mean(scores["test_accuracy"])),
         cv_macro_f1=float(np.mean(scores["test_f1_macro"])),
         embed_dim=X.shape[1],
         model_id=model_id,
+        n_rows=len(y),
     )
     reason = (
-        f"fitted on {len(y)} labels in {len(counts)} classes; {n_splits}-fold cv accuracy "
-        f"{model.cv_accuracy:.3f}, macro-F1 {model.cv_macro_f1:.3f}"
+        f"fitted on {n} labelled recordings in {len(counts)} classes; {n_splits}-fold grouped cv "
+        f"accuracy {model.cv_accuracy:.3f}, macro-F1 {model.cv_macro_f1:.3f}"
     )
     return model, reason
+
+
+def fit_satisfaction(labelled: LabelledRecordings, model_id: str, seed: int = 0) -> FittedModel:
+    """Fit on labels joined to distinct recordings; the versioned outcome, model or not.
+
+    ``stats`` reports the recordings fitted, the label rows read and unmatched, and every label
+    conflict (one recording, two labels), which is left out of the fit.
+    """
+    model, reason = fit_satisfaction_model(
+        labelled.matrix, labelled.labels, seed=seed, model_id=model_id, groups=labelled.audio_ids
+    )
+    stats = {
+        "fitted": model is not None,
+        "n_recordings": labelled.n_recordings,
+        "n_label_rows": labelled.n_label_rows,
+        "n_unmatched_label_rows": labelled.n_unmatched_rows,
+        "n_label_conflicts": len(labelled.conflicts),
+        "label_conflicts": [
+            {"audio_id": c.audio_id, "labels": list(c.labels), "rows": list(c.rows)} for c in labelled.conflicts
+        ],
+        "model_id": model_id,
+    }
+    if model is not None:
+        stats |= {
+            "classes": dict(model.class_counts),
+            "cv_accuracy": model.cv_accuracy,
+            "cv_macro_f1": model.cv_macro_f1,
+            "cv_splits": model.cv_splits,
+        }
+    return make_fitted(ASSET, model, reason, stats)
 
 
 def _pipeline(seed: int) -> Pipeline:
@@ -238,11 +300,53 @@ def predict_satisfaction(
     return labels, probability, [MODEL_SOURCE] * len(labels)
 
 
-def save_satisfaction_model(model: SatisfactionModel, path: Path) -> None:
-    """Write ``model`` to ``path`` atomically."""
-    write_pickle_atomic(model, path)
+def prediction_rows(fitted: FittedModel, embeddings: pa.Table, scores: pa.Table) -> tuple[pa.Table, str | None]:
+    """One day's ``satisfaction_predictions`` rows, each carrying ``fitted.model_version``.
+
+    ``embeddings`` and ``scores`` are the day's lake rows, recording for recording. A model fitted
+    on another embedding model's vectors is not used: the rule predicts, and the returned note says
+    why (None otherwise).
+    """
+    if scores.column("audio_id").to_pylist() != embeddings.column("audio_id").to_pylist():
+        raise ValueError("emotion_scores and emotion_embeddings of the day differ: re-materialize them together")
+    model, note = fitted.model, None
+    if model is not None and model.model_id not in (None, *embeddings.column("model_id").unique().to_pylist()):
+        note = f"satisfaction model {fitted.model_version} was fitted on {model.model_id}; the rule predicts"
+        model = None
+    score_matrix = np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS]).reshape(
+        -1, len(schemas.EMOTION_LABELS)
+    )
+    label, probability, source = predict_satisfaction(
+        model, lake.embedding_matrix(embeddings), score_matrix, schemas.EMOTION_LABELS
+    )
+    rows = pa.table(
+        {
+            "audio_id": scores.column("audio_id"),
+            "date": scores.column("date"),
+            "label": pa.array(label, pa.string()),
+            "probability": pa.array(probability, pa.float32()),
+            "source": pa.array(source, pa.string()),
+            "model_version": pa.array([fitted.model_version] * scores.num_rows, pa.string()),
+        },
+        schema=schemas.SATISFACTION_PREDICTIONS,
+    )
+    return rows, note
 
 
-def load_satisfaction_model(path: Path) -> SatisfactionModel:
-    """Read a model written by :func:`save_satisfaction_model`."""
-    return read_pickle(path, SatisfactionModel, "satisfaction_model")
+def save_satisfaction_model(
+    model: SatisfactionModel | None, path: Path, reason: str = "", stats: dict | None = None
+) -> FittedModel:
+    """Write ``model`` (None: the rule predicts) to ``path`` atomically, versioned; returns the record."""
+    fitted = make_fitted(ASSET, model, reason, stats)
+    save_fitted(fitted, path)
+    return fitted
+
+
+def load_fitted_satisfaction_model(path: Path) -> FittedModel:
+    """Read the versioned record written by :func:`save_satisfaction_model` or :func:`fit_satisfaction`."""
+    return load_fitted(path, SatisfactionModel, ASSET)
+
+
+def load_satisfaction_model(path: Path) -> SatisfactionModel | None:
+    """Read the model written by :func:`save_satisfaction_model` (None: no model, the rule predicts)."""
+    return load_fitted_satisfaction_model(path).model

@@ -218,3 +218,39 @@ def replace_day(con: duckdb.DuckDBPyConnection, table: str, day: str, rows: pa.T
             raise
     finally:
         con.unregister("incoming_rows")
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """Column names of ``table`` in the current schema, in order; [] when there is no such table."""
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def table_days(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The days ``table`` holds rows of, sorted; [] when there is no such table."""
+    if not table_columns(con, table):
+        return []
+    rows = con.execute(f'SELECT DISTINCT CAST("date" AS VARCHAR) FROM "{table}" ORDER BY 1').fetchall()
+    return [day for (day,) in rows]
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Replace every row (and the columns) of ``table`` with ``rows`` in one transaction.
+
+    Readers see the old table or the new one, never a mix.
+    """
+    con.register("incoming_rows", rows)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows')
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("incoming_rows")

@@ -180,3 +180,51 @@ def test_assignment_matches_scikit_learn_predict_and_transform():
         xy, PCA(n_components=2, svd_solver="full", random_state=0).fit(xn).transform(xn), atol=1e-5
     )
     np.testing.assert_allclose(distance, np.linalg.norm(xn - km.cluster_centers_[ids], axis=1), atol=1e-5)
+
+
+def _embedding_rows(x: np.ndarray, ids: list[str], days: list, model_id: str = "tiny"):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "audio_id": ids,
+            "date": pa.array(days, pa.date32()),
+            "model_id": [model_id] * len(ids),
+            "embedding": pa.array(x.tolist(), pa.list_(pa.float32(), x.shape[1])),
+        }
+    )
+
+
+def test_fit_clusters_counts_each_recording_once():
+    """The same recordings landed on three days: one point each, as if they had landed once."""
+    import datetime as dt
+
+    from emo_assets.lib.analytics.clustering import fit_clusters
+
+    x, _ = blobs(3)
+    ids = [f"r{i:02d}" for i in range(len(x))]
+    days = [dt.date(2026, 11, 28 + d) for d in range(3)]
+    once = fit_clusters(_embedding_rows(x, ids, [days[0]] * len(x)))
+    thrice = fit_clusters(_embedding_rows(np.tile(x, (3, 1)), ids * 3, [d for d in days for _ in ids]))
+    assert thrice.model.n_fit == len(x) and thrice.stats["n_recordings"] == len(x)
+    assert thrice.stats["n_embedding_rows"] == 3 * len(x)
+    assert thrice.model.silhouette == once.model.silhouette and thrice.model.k == once.model.k
+    assert thrice.model_version == once.model_version  # the same fit, the same version
+
+
+def test_cluster_rows_carry_the_model_version_and_skip_other_models():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from emo_assets.lib.analytics.clustering import cluster_rows, fit_clusters
+
+    x, _ = blobs(3)
+    ids = [f"r{i:02d}" for i in range(len(x))]
+    day = dt.date(2026, 11, 28)
+    fitted = fit_clusters(_embedding_rows(x, ids, [day] * len(x)))
+    other = _embedding_rows(x[:2], ["o1", "o2"], [day, day], model_id="base")
+    rows = cluster_rows(fitted, pa.concat_tables([_embedding_rows(x, ids, [day] * len(x)), other]))
+    assert rows.column("audio_id").to_pylist() == ids
+    assert rows.column("model_version").to_pylist() == [fitted.model_version] * len(x)
+    np.testing.assert_array_equal(rows.column("cluster_id").to_numpy(), assign_clusters(fitted.model, x)[0])

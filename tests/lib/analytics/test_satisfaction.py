@@ -214,3 +214,128 @@ def test_labelled_row_without_any_id_names_file_and_line(tmp_path):
     (tmp_path / "labels.csv").write_text("audio_id,source_path,label\nabc,,satisfied\n,,satisfied\n")
     with pytest.raises(ValueError, match=r"labels.csv:3"):
         read_labels(tmp_path)
+
+
+# --- duplicates: counted once, never on both sides of a fold ---------------------------------
+
+
+def noise(n_recordings: int, copies: int, dim: int = 64, seed: int = 0):
+    """Labels with no signal in the embeddings; every recording repeated ``copies`` times (the same
+    bytes landed on several days give the very same embedding)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_recordings, dim))
+    y = ["satisfied" if i % 2 else "dissatisfied" for i in range(n_recordings)]
+    ids = [f"rec{i:03d}" for i in range(n_recordings)]
+    return np.repeat(x, copies, axis=0), [v for v in y for _ in range(copies)], [a for a in ids for _ in range(copies)]
+
+
+def test_duplicated_recordings_do_not_inflate_the_cv_score():
+    x, y, groups = noise(40, copies=3)
+    model, reason = fit_satisfaction_model(x, y, seed=0, groups=groups)
+    assert model is not None, reason
+    assert model.n_labels == 40 and model.n_rows == 120
+    assert model.class_counts == (("dissatisfied", 20), ("satisfied", 20))
+    # no signal: grouped CV scores chance, not the 1.0 of a copy seen in training
+    assert model.cv_accuracy < 0.75 and model.cv_macro_f1 < 0.75
+    assert "grouped cv" in reason
+
+    # the same data with every copy its own "recording" (the old, ungrouped CV) scores memory
+    leaky, _ = fit_satisfaction_model(x, y, seed=0)
+    assert leaky.cv_accuracy > 0.95
+
+
+def test_folds_never_split_a_recording(monkeypatch):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    x, y, groups = noise(30, copies=3)
+    seen = []
+    split = StratifiedGroupKFold.split
+
+    def recording_split(self, X, y=None, groups=None):
+        for train, test in split(self, X, y, groups):
+            seen.append((train, test))
+            yield train, test
+
+    monkeypatch.setattr(StratifiedGroupKFold, "split", recording_split)
+    fit_satisfaction_model(x, y, groups=groups)
+    assert len(seen) == 5
+    g = np.asarray(groups)
+    for train, test in seen:
+        assert not set(g[train]) & set(g[test])
+
+
+def test_minimum_counts_distinct_recordings_not_rows():
+    """22 label rows pointing to 8 recordings is 8 labels: not enough for a model."""
+    x, y, groups = noise(8, copies=3)
+    x, y, groups = x[:22], y[:22], groups[:22]
+    model, reason = fit_satisfaction_model(x, y, groups=groups)
+    assert model is None and "only 8 labelled recordings" in reason
+
+
+def test_a_recording_with_two_labels_is_an_error():
+    x, y, groups = noise(30, copies=2)
+    y[1] = "satisfied" if y[0] == "dissatisfied" else "dissatisfied"
+    with pytest.raises(ValueError, match="rec000 is labelled both"):
+        fit_satisfaction_model(x, y, groups=groups)
+
+
+def test_fit_satisfaction_versions_the_outcome_and_reports_duplicates_and_conflicts():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from emo_assets.lib.analytics.recordings import distinct_recordings, join_labels
+    from emo_assets.lib.analytics.satisfaction import fit_satisfaction
+
+    x, y, ids = noise(24, copies=1, dim=DIM)
+    recordings = distinct_recordings(pa.table({"audio_id": ids, "date": pa.array([dt.date(2026, 11, 28)] * 24)}))
+    labels = [Label(v, a, None, "l.csv", i) for i, (v, a) in enumerate(zip(y * 3, ids * 3))]
+    labels.append(Label("satisfied" if y[0] == "dissatisfied" else "dissatisfied", ids[0], None, "l.csv", 99))
+    joined = join_labels(labels, recordings, x, {})
+    fitted = fit_satisfaction(joined, model_id="tiny")
+    assert fitted.model is not None and fitted.model.n_labels == 23  # rec000 has two labels: left out
+    assert fitted.stats["n_recordings"] == 23 and fitted.stats["n_label_rows"] == 73
+    assert fitted.stats["n_label_conflicts"] == 1
+    assert fitted.stats["label_conflicts"][0]["audio_id"] == "rec000"
+    assert fitted.model_version == fit_satisfaction(joined, model_id="tiny").model_version
+
+    few = fit_satisfaction(join_labels(labels[:5], recordings, x, {}), model_id="tiny")
+    assert few.model is None and few.stats["fitted"] is False and "only 5" in few.reason
+
+
+def test_prediction_rows_carry_the_version_and_use_the_rule_without_a_model():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from emo_assets.lib import schemas
+    from emo_assets.lib.analytics.fitted import make_fitted
+    from emo_assets.lib.analytics.satisfaction import prediction_rows
+
+    day = dt.date(2026, 11, 28)
+    embeddings = pa.table(
+        {
+            "audio_id": ["a", "b"],
+            "date": pa.array([day, day]),
+            "model_id": ["tiny", "tiny"],
+            "embedding": pa.array([[0.0] * DIM, [1.0] * DIM], pa.list_(pa.float32(), DIM)),
+        }
+    )
+    scores = pa.table(
+        {"audio_id": ["a", "b"], "date": pa.array([day, day])}
+        | {e: pa.array([p, 1 - p], pa.float32()) for e, p in zip(schemas.EMOTION_LABELS, [0.0] * 3 + [1.0] + [0.0] * 5)}
+    )
+    rule = make_fitted("satisfaction_model", None, "only 0 labelled recordings")
+    rows, note = prediction_rows(rule, embeddings, scores)
+    assert note is None
+    assert rows.column("model_version").to_pylist() == [rule.model_version] * 2
+    assert rows.column("source").to_pylist() == ["rule:emotion_valence"] * 2
+
+    x, y = separable(15)
+    model, _ = fit_satisfaction_model(x, y, model_id="base")  # another embedding model's vectors
+    fitted = make_fitted("satisfaction_model", model, "fit")
+    rows, note = prediction_rows(fitted, embeddings, scores)
+    assert "fitted on base" in note and set(rows.column("source").to_pylist()) == {"rule:emotion_valence"}
+    assert set(rows.column("model_version").to_pylist()) == {fitted.model_version}
+    with pytest.raises(ValueError, match="differ"):
+        prediction_rows(rule, embeddings, scores.slice(0, 1))

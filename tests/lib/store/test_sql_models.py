@@ -245,10 +245,10 @@ def warehouse(con):
     )
     con.execute(
         "create table emotion_clusters(audio_id VARCHAR, date DATE, cluster_id INTEGER, "
-        "pca_x FLOAT, pca_y FLOAT, distance FLOAT)"
+        "pca_x FLOAT, pca_y FLOAT, distance FLOAT, model_version VARCHAR)"
     )
     con.executemany(
-        "insert into emotion_clusters values (?, ?, ?, 0, 0, ?)",
+        "insert into emotion_clusters values (?, ?, ?, 0, 0, ?, 'v1')",
         [
             ("a", D1, 0, 0.1),
             ("c", D1, 0, 0.3),
