@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from emo_assets.lib import schemas
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from emo_assets.lib import schemas
 from emo_assets.lib.analytics.fitted import FittedModel, load_fitted, make_fitted, save_fitted
 from emo_assets.lib.analytics.recordings import distinct_recordings
 from emo_assets.lib.store import lake
