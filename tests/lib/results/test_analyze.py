@@ -159,7 +159,7 @@ def uploads(tmp_path_factory) -> list[Path]:
     return [
         write_encoded(
             folder / f"{codec}_{rate}{ext}",
-            (1.3 if codec == "wav_float" else 0.9) * synth_speech(2.5, rate, np.random.default_rng(i), channels=ch),
+            (2.0 if codec == "wav_float" else 0.9) * synth_speech(2.5, rate, np.random.default_rng(i), channels=ch),
             rate,
             codec,
         )
