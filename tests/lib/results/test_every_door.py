@@ -194,3 +194,23 @@ def test_emo_web_upload_gives_the_warehouse_vector_and_finds_itself(warehouse_da
             np.testing.assert_array_equal(heard, load_mono_16k(path), err_msg=name)
             first = shown["similar"][0]
             assert first["audio_id"] == ids[name] and abs(first["similarity"] - 1.0) <= 1e-6, (name, first)
+
+
+def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tiny_model_dir, monkeypatch):
+    from emo_assets.lib.analytics import similarity
+
+    data_dir, files, ids, vectors = warehouse_day
+    monkeypatch.setenv("EMO_WINDOW_S", str(WINDOW_S))
+    queried = []
+    real = similarity.similar_to_vector
+    monkeypatch.setattr(
+        similarity,
+        "similar_to_vector",
+        lambda con, vector, *a, **kw: queried.append(vector) or real(con, vector, *a, **kw),
+    )
+    path = files["stereo_44k.flac"]
+    args = ["similar", str(path), "--json", "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]
+    assert main([*args, "--device", "cpu", "--precision", "int8"]) == 0
+    int8 = EmotionModelResource(model=str(tiny_model_dir), device="cpu", precision="int8", window_s=WINDOW_S).load()
+    np.testing.assert_array_equal(queried[-1], int8.infer([load_mono_16k(path)])[0].embedding)
+    assert not np.array_equal(queried[-1], vectors[ids["stereo_44k.flac"]])  # the warehouse was run in fp32
