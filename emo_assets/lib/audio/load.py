@@ -66,7 +66,8 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Average the channels and resample to 16 kHz with soxr. Returns a new float32 1-D array.
 
     ``samples`` is ``(channels, n)`` as :func:`decode_audio` returns it, or 1-D mono. The input is
-    never modified.
+    never modified. These are float samples before storing: what the model hears is
+    :func:`load_mono_16k` (the same resample, streamed, then rounded to 16 bits).
     """
     import soxr
 
