@@ -18,6 +18,7 @@ def _resources(args: argparse.Namespace) -> dict:
     return resources_from_env(
         model=getattr(args, "model", None),
         device=getattr(args, "device", None),
+        precision=getattr(args, "precision", None),
         data_dir=getattr(args, "data_dir", None),
     )
 
@@ -41,10 +42,16 @@ def analyze_cmd(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         return _fail(f"no such file: {', '.join(missing)}")
-    model = _resources(args)["emotion_model"].load()
+    emotion_model = _resources(args)["emotion_model"]
+    model = emotion_model.load()
     _random_note(model)
     run, done, failed = analyze_files(
-        model, [Path(f) for f in args.files], Path(args.out), args.granularity, not args.no_embedding
+        model,
+        [Path(f) for f in args.files],
+        Path(args.out),
+        args.granularity,
+        not args.no_embedding,
+        precision=emotion_model.precision,
     )
     for path, folder in done:
         result = json.loads((folder / RESULT_JSON).read_text(encoding="utf-8"))
@@ -79,7 +86,7 @@ def similar_cmd(args: argparse.Namespace) -> int:
                 )
             except (AudioDecodeError, ValueError) as exc:
                 return _fail(f"{target}: {exc}")
-            what = f"file {target} (embedded with {model.model_id})"
+            what = f"file {target} (embedded with {model.model_id}, {resources['emotion_model'].precision})"
         else:
             known = con.execute("SELECT count(*) FROM emotion_embeddings WHERE audio_id = ?", [args.target]).fetchone()[
                 0
@@ -151,6 +158,10 @@ def _common(p: argparse.ArgumentParser, model: bool = False) -> None:
     if model:
         p.add_argument("--model", help="hub id or local model directory (default: EMO_MODEL)")
         p.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
+        p.add_argument(
+            "--precision",
+            help="fp32, or int8 on CPU (default: EMO_PRECISION or fp32); use the pipeline's for its vectors",
+        )
 
 
 def add_result_commands(sub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,9 @@ see the 9 emotions with their emoji and confidence, download result.json and emb
 see the 5 most similar recordings in the warehouse.
 
 FastAPI with one plain HTML page, served on 127.0.0.1 by default. Needs the ``[web]`` extra.
-Analysis uses the same ``lib/results/analyze.py`` code as ``emo analyze``; neighbours come from the
+Analysis uses the same ``lib/results/analyze.py`` code as ``emo analyze`` (an upload becomes samples
+through ``load_mono_16k``, the function the pipeline's FLAC is made with, so an uploaded file that is in
+the warehouse gets the warehouse's vector and is its own nearest neighbour); neighbours come from the
 ``similar_audio`` / ``similar_embedding`` macros. Each result is written to
 ``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
 """
@@ -109,7 +111,7 @@ def create_app(storage, emotion_model) -> FastAPI:
                 raise HTTPException(400, f"{name}: cannot decode this recording ({exc})") from exc
         model = emotion_model.load()
         try:
-            result = analyze.analyze_waveform(model, wav, name, granularity)
+            result = analyze.analyze_waveform(model, wav, name, granularity, precision=emotion_model.precision)
         except analyze.AnalyzeError as exc:
             raise HTTPException(400, str(exc)) from exc
         run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
@@ -177,7 +179,10 @@ def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
 def serve(storage, emotion_model, host: str = "127.0.0.1", port: int = 7860) -> int:
     import uvicorn
 
-    print(f"emo web: http://{host}:{port}  (data in {storage.root}, model {emotion_model.model})")
+    print(
+        f"emo web: http://{host}:{port}  (data in {storage.root}, model {emotion_model.model}, "
+        f"precision {emotion_model.precision})"
+    )
     uvicorn.run(create_app(storage, emotion_model), host=host, port=port, log_level="warning")
     return 0
 

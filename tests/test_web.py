@@ -204,6 +204,7 @@ def test_upload_shows_emotions_and_downloads_result_json(web_server, chromium, t
             assert result["emotion"] == expected.emotion and result["audio_name"] == "call_2.wav"
             assert result["confidence"] == pytest.approx(expected.confidence, rel=1e-6)
             assert list(result["scores"]) == list(schemas.EMOTION_LABELS)
+            assert result["precision"] == "fp32"
 
             with page.expect_download() as npy_info:
                 page.click("#download-npy")
@@ -252,6 +253,29 @@ def test_undecodable_upload_is_refused_with_a_reason(web_server):
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 400
     assert "notes.wav" in json.loads(refused.value.read())["detail"]
+
+
+def test_emo_web_takes_model_device_and_precision_like_the_pipeline(tmp_path, monkeypatch):
+    import emo_assets.web
+    from emo_assets.cli import main
+
+    served = {}
+
+    def serve(storage, emotion_model, host, port):
+        served.update(emotion_model=emotion_model, port=port)
+        return 0
+
+    monkeypatch.setattr(emo_assets.web, "serve", serve)
+    monkeypatch.setenv("EMO_PRECISION", "fp32")  # the option wins over the environment
+    monkeypatch.setenv("EMO_DEVICE", "auto")
+    args = ["web", "--model", "some/model", "--device", "cpu", "--precision", "int8", "--data-dir", str(tmp_path)]
+    assert main([*args, "--port", "7861"]) == 0
+    model = served["emotion_model"]
+    assert (model.model, model.device, model.precision, served["port"]) == ("some/model", "cpu", "int8", 7861)
+
+    monkeypatch.setenv("EMO_PRECISION", "int8")
+    assert main(["web", "--data-dir", str(tmp_path)]) == 0
+    assert served["emotion_model"].precision == "int8"  # EMO_PRECISION, as for `emo run`
 
 
 def _emoji(emotion: str) -> str:

@@ -1,4 +1,11 @@
-"""From any recording to the model's input: 16 kHz mono float32, plus loudness and atomic FLAC writing.
+"""From any recording to the model's input: 16 kHz mono samples exactly as stored, loudness, atomic writing.
+
+:func:`load_mono_16k` is the one way a file becomes what the model hears, whatever door it enters: the
+pipeline (its 16 kHz FLAC in the lake), ``emo analyze`` (``processed_audio.wav``), ``emo web`` and
+``emo similar FILE``. It decodes, downmixes, resamples (:func:`stream_mono_16k`) and quantises to 16-bit
+PCM (:func:`to_pcm16`), so the samples it returns are bit for bit the ones a 16-bit file holds and every
+reader of that file (soundfile, funasr) gets back. Quantising is idempotent: loading a stored file again
+gives the same samples.
 
 Decoding lives in :mod:`emo_assets.lib.audio.decode`; its public names are re-exported here so callers need
 one import: ``from emo_assets.lib.audio.load import load_mono_16k, AudioDecodeError``.
@@ -31,6 +38,11 @@ __all__ = [
     "write_flac_atomic",
     "stream_mono_16k",
     "write_mono_16k_flac",
+    "write_wav_atomic",
+    "to_pcm16",
+    "as_stored",
+    "PCM16_SCALE",
+    "PCM16_SUBTYPE",
     "FlacSummary",
     "SILENT_BELOW_DBFS",
 ]
@@ -41,7 +53,9 @@ TARGET_SAMPLE_RATE = 16000
 SILENCE_FLOOR_DBFS = -120.0
 # FLAC cannot store float. 16-bit is what speech corpora use, and the resampled 16 kHz audio we write
 # comes from 16-bit or lossy sources anyway; quantisation noise (~-98 dBFS) is far below any speech.
-FLAC_SUBTYPE = "PCM_16"
+PCM16_SUBTYPE = FLAC_SUBTYPE = "PCM_16"
+# A 16-bit sample k means k / 32768 to every reader (libsndfile, soundfile, torchaudio, funasr).
+PCM16_SCALE = 32768
 # A recording whose RMS level is below this is flagged ``is_silent`` (still processed).
 SILENT_BELOW_DBFS = -60.0
 # soxr "HQ": 20-bit precision, passband to 91% of Nyquist. VHQ costs more and buys nothing for a model.
@@ -52,7 +66,8 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Average the channels and resample to 16 kHz with soxr. Returns a new float32 1-D array.
 
     ``samples`` is ``(channels, n)`` as :func:`decode_audio` returns it, or 1-D mono. The input is
-    never modified.
+    never modified. These are float samples before storing: what the model hears is
+    :func:`load_mono_16k` (the same resample, streamed, then rounded to 16 bits).
     """
     import soxr
 
@@ -68,28 +83,51 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(resampled, dtype=np.float32)
 
 
-def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
-    """Decode any supported file to 16 kHz mono float32.
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples -> the int16 values a 16-bit file stores: ``x * 32768`` rounded half to even,
+    clipped to [-32768, 32767]. This is libsndfile's own rule when it writes float to a 16-bit FLAC
+    (tested), so the lake's FLACs written before this function existed hold the same numbers. Returns a
+    new array.
 
-    Raises AudioDecodeError for undecodable bytes, an empty stream or NaN/Inf samples (checked by
-    :func:`decode_audio`, before resampling) and for a clip too short to survive resampling.
+    NaN/Inf is refused with ValueError: there is no 16-bit value for it.
     """
-    samples, sample_rate = decode_audio(path)
-    mono = to_mono_16k(samples, sample_rate)
-    if mono.size == 0:
-        raise AudioDecodeError(
-            f"no audio samples: {samples.shape[1]} sample(s) at {sample_rate} Hz is shorter than one 16 kHz sample",
-            path,
-        )
-    return mono
+    x = np.asarray(samples, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("to_pcm16: NaN/Inf samples have no 16-bit value")
+    scaled = np.rint(x * np.float32(PCM16_SCALE))
+    return np.clip(scaled, -PCM16_SCALE, PCM16_SCALE - 1).astype(np.int16)
+
+
+def as_stored(samples: np.ndarray) -> np.ndarray:
+    """Float samples exactly as a 16-bit file gives them back: ``to_pcm16(samples) / 32768``, float32.
+
+    Idempotent: ``as_stored(as_stored(x))`` equals ``as_stored(x)``.
+    """
+    return to_pcm16(samples).astype(np.float32) / np.float32(PCM16_SCALE)
+
+
+def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
+    """Any supported file -> its 16 kHz mono float32 samples exactly as a 16-bit file stores them.
+
+    The samples the model hears through every door: the pipeline writes them to the lake's FLAC
+    (:func:`stream_mono_16k` into :func:`write_mono_16k_flac`) and reads them back unchanged; ``emo
+    analyze``, ``emo web`` and ``emo similar FILE`` call this function, and ``processed_audio.wav``
+    holds them. It is :func:`stream_mono_16k` joined, so it is the pipeline's computation, block for block.
+
+    Raises AudioDecodeError for undecodable bytes, an empty stream, NaN/Inf samples and a clip too
+    short to survive resampling.
+    """
+    blocks = list(stream_mono_16k(path))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """:func:`load_mono_16k` block by block: 1-D float32 16 kHz blocks, memory bounded for any length.
+    """:func:`load_mono_16k` block by block: 1-D float32 16 kHz blocks as stored (:func:`as_stored`),
+    memory bounded for any length.
 
-    Decoding (:mod:`emo_assets.lib.audio.decode_stream`), downmix and soxr's streaming resampler run per
-    block. AudioDecodeError may come at any block, the last one included (truncation is only known
-    at the end): treat the output as provisional until the iterator is exhausted.
+    Decoding (:mod:`emo_assets.lib.audio.decode_stream`), downmix, soxr's streaming resampler and the
+    16-bit quantisation run per block. AudioDecodeError may come at any block, the last one included
+    (truncation is only known at the end): treat the output as provisional until the iterator is exhausted.
     """
     import soxr
 
@@ -107,12 +145,12 @@ def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
         out = mono if resampler is None else resampler.resample_chunk(mono)
         produced += out.size
         if out.size:
-            yield np.ascontiguousarray(out, dtype=np.float32)
+            yield as_stored(out)
     if resampler is not None:
         tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
         produced += tail.size
         if tail.size:
-            yield np.ascontiguousarray(tail, dtype=np.float32)
+            yield as_stored(tail)
     if produced == 0:
         raise AudioDecodeError(
             f"no audio samples: {stream.frames} sample(s) at {stream.sample_rate} Hz is shorter than one 16 kHz sample",
@@ -136,8 +174,10 @@ class FlacSummary:
 def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -> FlacSummary:
     """Write 16 kHz mono blocks as 16-bit FLAC atomically (temp file, then rename), in constant memory.
 
-    If ``blocks`` raises (e.g. AudioDecodeError at the end of a truncated file), nothing is left at
-    ``path`` or beside it and the error propagates.
+    Each block is quantised with :func:`to_pcm16` and written as integers, so the file holds exactly
+    :func:`as_stored` of the blocks (blocks from :func:`stream_mono_16k` are stored as they are); the
+    loudness is measured on those stored samples. If ``blocks`` raises (e.g. AudioDecodeError at the end
+    of a truncated file), nothing is left at ``path`` or beside it and the error propagates.
     """
     import soundfile as sf
 
@@ -150,9 +190,11 @@ def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -
                 x = np.asarray(block, dtype=np.float32)
                 if not np.isfinite(x).all():
                     raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
-                count += x.size
-                sum_squares += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
-                out.write(np.clip(x, -1.0, 1.0))
+                pcm = to_pcm16(x)
+                stored = pcm.astype(np.float64) / PCM16_SCALE
+                count += pcm.size
+                sum_squares += float(np.dot(stored, stored))
+                out.write(pcm)
     level = SILENCE_FLOOR_DBFS
     if count and sum_squares > 0.0:
         level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))
@@ -182,18 +224,29 @@ def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate:
     """Write mono float samples as 16-bit FLAC, atomically: temp file in the same directory, then
     ``os.replace``. Readers never see a half-written file; a re-run simply replaces it.
 
-    Samples are clipped to [-1, 1]; NaN/Inf is refused with ValueError. Returns the final path.
+    The file holds :func:`as_stored` of the samples (clipped to [-1, 1), quantised with :func:`to_pcm16`);
+    NaN/Inf is refused with ValueError. Returns the final path.
     """
+    return _write_pcm16_atomic(path, samples, sample_rate, "FLAC")
+
+
+def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
+    """:func:`write_flac_atomic` as 16-bit PCM WAV (``processed_audio.wav``): the file holds exactly
+    :func:`as_stored` of the samples."""
+    return _write_pcm16_atomic(path, samples, sample_rate, "WAV")
+
+
+def _write_pcm16_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, file_format: str) -> Path:
     import soundfile as sf
 
     path = Path(path)
     x = np.asarray(samples)
+    name = f"write_{file_format.lower()}_atomic"
     if x.ndim != 1:
-        raise ValueError(f"write_flac_atomic writes mono: expected a 1-D array, got shape {x.shape}")
+        raise ValueError(f"{name} writes mono: expected a 1-D array, got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError(f"write_flac_atomic: refusing to write NaN/Inf samples to {path}")
-    x = np.clip(x, -1.0, 1.0).astype(np.float32)
+        raise ValueError(f"{name}: refusing to write NaN/Inf samples to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
-        sf.write(f, x, sample_rate, format="FLAC", subtype=FLAC_SUBTYPE)
+        sf.write(f, to_pcm16(x), sample_rate, format=file_format, subtype=PCM16_SUBTYPE)
     return path

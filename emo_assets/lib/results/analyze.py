@@ -5,9 +5,12 @@ People who used the WebUI image of emotion2vec+ expect a folder per run,
 
     result.json          emotion, confidence, the 9 scores by name, granularity, model_id, ...
     embedding.npy        float32, (1, D) for granularity "utterance", (frames, D) for "frame"
-    processed_audio.wav  the 16 kHz mono audio the model heard (16-bit PCM)
+    processed_audio.wav  the 16 kHz mono audio the model heard, bit for bit (16-bit PCM)
 
-With several files, the folder holds one subfolder per file. Scores come from the same
+With several files, the folder holds one subfolder per file. A file becomes samples through
+:func:`emo_assets.lib.audio.load.load_mono_16k`, the function the pipeline's FLAC is made with, and the
+model hears them exactly as ``processed_audio.wav`` stores them; so ``embedding.npy`` is the lake's
+embedding of the same file, and funasr on ``processed_audio.wav`` reproduces it. Scores come from the same
 ``EmotionModel.infer`` call the pipeline's ``emotion_scores`` uses (``lib/model/scoring.py``); the frame
 embedding is ``EmotionModel.infer_frames`` (50 frames per second). No dagster here.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.audio.load import TARGET_SAMPLE_RATE, load_mono_16k
+from emo_assets.lib.audio.load import TARGET_SAMPLE_RATE, as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.schemas import EMOTION_LABELS
 
@@ -62,6 +65,7 @@ class Analysis:
     model_id: str
     random_weights: bool | None  # None: not known (a result read back from the lake)
     timestamp: str  # ISO 8601, UTC
+    precision: str | None = None  # fp32 or int8, as set for the model; None: not known (read from the lake)
 
     def result(self, with_embedding: bool = True) -> dict:
         """The content of result.json."""
@@ -75,6 +79,7 @@ class Analysis:
             "granularity": self.granularity,
             "model_id": self.model_id,
             "random_weights": self.random_weights,
+            "precision": self.precision,
             "timestamp": self.timestamp,
             "sample_rate_hz": TARGET_SAMPLE_RATE,
         }
@@ -87,9 +92,20 @@ class Analysis:
 
 
 def analyze_waveform(
-    model, wav: np.ndarray, audio_name: str, granularity: str = "utterance", now: dt.datetime | None = None
+    model,
+    wav: np.ndarray,
+    audio_name: str,
+    granularity: str = "utterance",
+    now: dt.datetime | None = None,
+    precision: str | None = None,
 ) -> Analysis:
-    """Score one 16 kHz mono waveform with ``model`` (an EmotionModel)."""
+    """Score one 16 kHz mono waveform with ``model`` (an EmotionModel), as a 16-bit file stores it.
+
+    ``wav`` is quantised with :func:`~emo_assets.lib.audio.load.as_stored` first (a no-op on samples from
+    ``load_mono_16k``), so the model hears what :func:`write_analysis` writes to processed_audio.wav.
+    ``precision`` is the model's setting, recorded in result.json.
+    """
+    wav = as_stored(wav)
     if granularity not in GRANULARITIES:
         raise AnalyzeError(f"granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if len(wav) < model.min_samples:
@@ -115,18 +131,16 @@ def analyze_waveform(
         model_id=model.model_id,
         random_weights=bool(model.is_random),
         timestamp=now.isoformat(timespec="seconds"),
+        precision=precision,
     )
 
 
 def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, with_embedding: bool = True) -> Path:
     """Write result.json, embedding.npy (unless ``with_embedding`` is False) and processed_audio.wav
-    (unless ``wav`` is None)."""
-    import soundfile as sf
-
+    (unless ``wav`` is None): 16-bit PCM holding exactly the samples :func:`analyze_waveform` scored."""
     folder.mkdir(parents=True, exist_ok=True)
     if wav is not None:
-        with atomic_write(folder / PROCESSED_WAV) as f:
-            sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        write_wav_atomic(folder / PROCESSED_WAV, wav)
     if with_embedding:
         with atomic_write(folder / EMBEDDING_NPY) as f:
             np.save(f, analysis.embedding)
@@ -157,6 +171,7 @@ def analyze_files(
     granularity: str = "utterance",
     with_embedding: bool = True,
     now: dt.datetime | None = None,
+    precision: str | None = None,
 ) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """Analyse ``paths`` into one new run folder. Returns (run folder, [(file, its folder)], [(file, error)]).
 
@@ -173,7 +188,7 @@ def analyze_files(
         folder = run if len(paths) == 1 else run / _unique(_safe_name(path.stem), used)
         try:
             wav = load_mono_16k(path)
-            analysis = analyze_waveform(model, wav, path.name, granularity, now)
+            analysis = analyze_waveform(model, wav, path.name, granularity, now, precision)
         except (OSError, ValueError) as exc:  # AudioDecodeError and AnalyzeError are ValueErrors
             failed.append((path, str(exc)))
             continue

@@ -365,3 +365,77 @@ def test_write_flac_atomic_keeps_the_old_file_when_the_rename_fails(
 
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ["clip.flac"]
+
+
+# --- the samples as stored: one function, every door -------------------------------------------------
+
+
+def test_to_pcm16_is_libsndfiles_own_rule_for_16_bit_flac(tmp_path: Path) -> None:
+    """FLACs the lake holds from before ``to_pcm16`` were written by libsndfile from float: same numbers."""
+    rng = np.random.default_rng(1)
+    k = rng.integers(-40000, 40000, 50000)
+    x = np.concatenate(
+        [
+            (k + 0.5) / 32768,  # exact halves: rounded to even
+            (k + rng.uniform(-1, 1, k.size)) / 32768,
+            rng.uniform(-3, 3, 5000),  # clipped
+            [1.0, -1.0, 0.99999, -0.99999, 1.00001, -1.00001, 0.0, -0.0, 0.5 / 32768, 1.5 / 32768],
+        ]
+    ).astype(np.float32)
+    path = tmp_path / "libsndfile.flac"
+    sf.write(path, x, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    by_libsndfile, _ = sf.read(path, dtype="int16")
+
+    np.testing.assert_array_equal(audio.to_pcm16(x), by_libsndfile)
+    assert audio.to_pcm16(np.array([1.0, -1.0, 5.0, -5.0])).tolist() == [32767, -32768, 32767, -32768]
+    with pytest.raises(ValueError, match="NaN"):
+        audio.to_pcm16(np.array([0.0, np.inf]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-2.0, 2.0, width=32), min_size=1, max_size=200))
+def test_as_stored_is_idempotent_and_on_the_16_bit_grid(values: list[float]) -> None:
+    stored = audio.as_stored(np.array(values, dtype=np.float32))
+
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(audio.as_stored(stored), stored)
+    np.testing.assert_array_equal(stored * 32768, np.round(stored * 32768))
+    assert stored.min() >= -1.0 and stored.max() <= 32767 / 32768
+
+
+@pytest.mark.parametrize(("codec", "sample_rate", "channels"), FORMATS, ids=FORMAT_IDS)
+def test_load_mono_16k_is_bit_for_bit_what_the_lake_flac_and_the_wav_hold(
+    tmp_path: Path, codec: str, sample_rate: int, channels: int
+) -> None:
+    """The pipeline's FLAC (stream -> write_mono_16k_flac) and processed_audio.wav (write_wav_atomic) read
+    back as exactly the samples load_mono_16k gives, and loading either file again changes nothing."""
+    from emo_assets.lib.audio.sample_day import synth_speech
+
+    path = path_for(tmp_path, codec)
+    x = synth_speech(1.3, sample_rate, np.random.default_rng(len(codec) + sample_rate), channels=channels)
+    write_encoded(path, 2.0 * x, sample_rate, codec)  # louder than full scale in places: clipping is stored too
+
+    samples = load_mono_16k(path)
+    flac = audio.write_mono_16k_flac(tmp_path / "lake.flac", audio.stream_mono_16k(path))
+    wav = audio.write_wav_atomic(tmp_path / "processed_audio.wav", samples)
+
+    assert flac.num_samples == len(samples) and flac.rms_dbfs == pytest.approx(rms_dbfs(samples), abs=1e-9)
+    for stored in (flac.path, wav):
+        info = sf.info(str(stored))
+        assert (info.subtype, info.samplerate, info.channels) == ("PCM_16", TARGET_SAMPLE_RATE, 1)
+        read, _ = sf.read(stored, dtype="float32")
+        np.testing.assert_array_equal(read, samples)
+        np.testing.assert_array_equal(load_mono_16k(stored), samples)
+    np.testing.assert_array_equal(np.concatenate(list(audio.stream_mono_16k(path))), samples)
+
+
+def test_load_mono_16k_differs_from_the_float_resample_only_by_16_bit_rounding(tmp_path: Path) -> None:
+    """What the model heard before samples were stored: the float resample. The two differ, by at most half
+    a 16-bit step (the reason one function must decide what the model hears)."""
+    path = write_encoded(tmp_path / "float.wav", 0.3 * np.sin(np.arange(48000) / 7.0), 48000, "wav_float")
+
+    floats = to_mono_16k(*decode_audio(path))
+    stored = load_mono_16k(path)
+
+    assert len(floats) == len(stored)
+    assert 0 < np.abs(floats - stored).max() <= 0.5 / 32768 + 1e-9

@@ -13,6 +13,7 @@ import soundfile as sf
 from emo_assets.cli import main
 from emo_assets.lib.audio.load import load_mono_16k
 from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.model.model_dir import EMOTION_TOKENS
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
 
@@ -84,6 +85,11 @@ def test_utterance_outputs_match_the_model_and_the_webui_snippet(recordings, mod
     audio, sr = sf.read(p / "processed_audio.wav", dtype="float32")
     assert sr == 16000 and audio.ndim == 1 and len(audio) == len(wav)
     np.testing.assert_allclose(audio, np.clip(wav, -1, 1), atol=1 / 32768 + 1e-6)
+    # what the model heard, bit for bit, and the embedding is the one of exactly these samples
+    assert sf.info(str(p / "processed_audio.wav")).subtype == "PCM_16"
+    np.testing.assert_array_equal(audio, wav)
+    np.testing.assert_array_equal(emb[0], expected.embedding)
+    assert r["precision"] == "fp32"
 
 
 def test_frame_granularity_writes_one_row_per_frame(recordings, model, tiny_model_dir, tmp_path):
@@ -127,3 +133,94 @@ def test_run_folders_never_collide(tmp_path):
 def test_too_short_is_refused_with_the_minimum(model):
     with pytest.raises(analyze.AnalyzeError, match="too short"):
         analyze.analyze_waveform(model, np.zeros(100, np.float32), "tiny.wav")
+
+
+@pytest.fixture(scope="module")
+def funasr_model(tiny_model_dir):
+    """funasr's own AutoModel on the same random weights (as tests/lib/model/ builds it)."""
+    import torch
+    from funasr import AutoModel
+
+    before = torch.get_num_threads()
+    auto_model = AutoModel(
+        model=str(tiny_model_dir), device="cpu", disable_update=True, disable_pbar=True, log_level="ERROR"
+    )
+    torch.set_num_threads(before)
+    return auto_model
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory) -> list[Path]:
+    """Formats and rates where the 16-bit rounding matters: resampled, lossy, float, louder than full scale."""
+    from emo_assets.lib.audio.sample_day import synth_speech
+
+    folder = tmp_path_factory.mktemp("uploads")
+    specs = [("flac", 44100, 2, ".flac"), ("mp3", 22050, 1, ".mp3"), ("wav_float", 48000, 1, ".wav")]
+    return [
+        write_encoded(
+            folder / f"{codec}_{rate}{ext}",
+            (2.0 if codec == "wav_float" else 0.9) * synth_speech(2.5, rate, np.random.default_rng(i), channels=ch),
+            rate,
+            codec,
+        )
+        for i, (codec, rate, ch, ext) in enumerate(specs)
+    ]
+
+
+def test_funasr_on_processed_audio_wav_reproduces_embedding_npy(uploads, model, funasr_model, tiny_model_dir, tmp_path):
+    from emo_assets.lib.audio.decode import decode_audio
+    from emo_assets.lib.audio.load import to_mono_16k
+
+    assert _run(*uploads, out=tmp_path, model_dir=tiny_model_dir) == 0
+    run = _only_run(tmp_path)
+    for upload in uploads:
+        folder = run / upload.stem
+        emb = np.load(folder / "embedding.npy")[0]
+        r = json.loads((folder / "result.json").read_text())
+        (theirs,) = funasr_model.generate(
+            str(folder / "processed_audio.wav"), granularity="utterance", extract_embedding=True
+        )
+        assert np.abs(np.asarray(theirs["feats"]) - emb).max() < 1e-4, upload.name
+        funasr_scores = dict(zip(theirs["labels"], theirs["scores"]))
+        ours = [r["scores"][label] for label in EMOTION_LABELS]
+        np.testing.assert_allclose(ours, [funasr_scores[token] for token in EMOTION_TOKENS], atol=1e-5)
+
+        # the test can fail: the float audio (what `emo analyze` used to embed) is not what the WAV holds
+        floats = model.infer([to_mono_16k(*decode_audio(upload))])[0].embedding
+        assert np.abs(np.asarray(theirs["feats"]) - floats).max() > 1e-4, upload.name
+
+
+def test_analyzing_processed_audio_wav_again_gives_the_same_embedding(uploads, tiny_model_dir, tmp_path):
+    assert _run(uploads[0], out=tmp_path / "first", model_dir=tiny_model_dir) == 0
+    first = _only_run(tmp_path / "first")
+    assert _run(first / "processed_audio.wav", out=tmp_path / "again", model_dir=tiny_model_dir) == 0
+    again = _only_run(tmp_path / "again")
+
+    np.testing.assert_array_equal(np.load(again / "embedding.npy"), np.load(first / "embedding.npy"))
+    assert (again / "processed_audio.wav").read_bytes() == (first / "processed_audio.wav").read_bytes()
+
+
+def test_precision_reaches_the_model_and_result_json(uploads, model, tiny_model_dir, tmp_path, monkeypatch):
+    from emo_assets.resources import EmotionModelResource
+
+    monkeypatch.setenv("EMO_PRECISION", "fp32")  # the option wins over the environment
+    code = main(
+        ["analyze", str(uploads[1]), "--out", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+        + ["--precision", "int8"]
+    )
+    assert code == 0
+    p = _only_run(tmp_path)
+    int8 = EmotionModelResource(model=str(tiny_model_dir), device="cpu", precision="int8").load()
+    wav = load_mono_16k(uploads[1])
+    np.testing.assert_array_equal(np.load(p / "embedding.npy")[0], int8.infer([wav])[0].embedding)
+    assert not np.array_equal(np.load(p / "embedding.npy")[0], model.infer([wav])[0].embedding)
+    assert json.loads((p / "result.json").read_text())["precision"] == "int8"
+
+
+def test_a_bad_precision_is_refused_with_the_choices(uploads, tiny_model_dir, tmp_path, capsys):
+    code = main(
+        ["analyze", str(uploads[0]), "--out", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+        + ["--precision", "int4"]
+    )
+    assert code == 2
+    assert "int4" in capsys.readouterr().err and not list(tmp_path.glob("outputs_*"))
