@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from emo_assets.cli_results import add_result_commands
+from emo_assets.cli_sql import add_sql_command
 from emo_assets.resources import PROJECT_ROOT
 
 RANDOM_MODEL_WARNING = (
@@ -169,7 +170,9 @@ def demo(data_dir: str | None) -> int:
         print(f"built a tiny random-weight model in {model_dir}")
     code = run_day(day, data_dir=str(storage.root), model=str(model_dir))
     print(f"\nTables: lake Parquet under {storage.lake_dir}, DuckDB at {storage.warehouse_path}")
-    print(f"Try:  duckdb {read_copy_path(storage.warehouse_path)}\n{DEMO_QUERIES}")
+    print(
+        f"Try:  emo sql --data-dir {storage.root}   (SQL on {read_copy_path(storage.warehouse_path)})\n{DEMO_QUERIES}"
+    )
     print("\nSee the graph and its lineage: make ui  (then open http://127.0.0.1:3000)")
     return code
 
@@ -213,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtm.set_defaults(handler=lambda a: make_test_model_cmd(a.directory, a.size, a.seed))
 
     add_result_commands(sub)
+    add_sql_command(sub)
     return parser
 
 
