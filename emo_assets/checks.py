@@ -60,8 +60,8 @@ def embeddings_match_model(
 
 @dg.asset_check(asset=dg.AssetKey("quarantine"), partitions_def=daily_partitions, blocking=True)
 def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    """Every file under data/raw/<day>/ is either processed (scored) or quarantined, exactly once:
-    landed = processed + quarantined, by source_path."""
+    """Every file under the day's folder `data/raw/YYYY-MM-DD/` is either processed (scored) or
+    quarantined, exactly once: landed = processed + quarantined, by source_path."""
     day = context.partition_key
     account = account_day(
         storage.raw_dir,

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from emo_assets.cli_results import add_result_commands
+from emo_assets.cli_sql import add_sql_command
 from emo_assets.resources import PROJECT_ROOT, SettingError
 
 RANDOM_MODEL_WARNING = (
@@ -82,16 +83,45 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     except day_lock.DayLockedError as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 3
-    print_summary(storage, day, model)
-    failed = [e.step_key for e in result.all_events if e.is_step_failure]
-    failed_checks = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
-    if failed or failed_checks:
-        print(f"FAILED steps: {failed or 'none'}; failed checks: {failed_checks or 'none'}", file=sys.stderr)
+    failures = run_failures(result)
+    print_summary(storage, day, model, failures)
+    if failures:
+        first = failures[0]
+        print(f"emo: error: the run of {day} FAILED at {first[0]}: {first[1]}", file=sys.stderr)
         return 1
     return 0
 
 
-def print_summary(storage, day: str, model) -> None:
+def _reason(error) -> str:
+    """The message a person needs from a step's error: the first error in the chain raised by our
+    code rather than Dagster's wrapper around it, without its module path."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    ours = next((e for e in chain if not e.cls_name.startswith("Dagster")), chain[-1]) if chain else None
+    if ours is None:
+        return "unknown error"
+    text = ours.message.strip()
+    prefix, sep, rest = text.partition(": ")
+    return rest.strip() if sep and prefix.split(".")[-1] == ours.cls_name else text
+
+
+def run_failures(result) -> list[tuple[str, str]]:
+    """(what failed, why) for every failed step and failed check (steps downstream of a failure do not run)."""
+    failures = [
+        (f"step {e.step_key}", _reason(e.step_failure_data.error)) for e in result.all_events if e.is_step_failure
+    ]
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            found = {k: v.value for k, v in check.metadata.items() if v.value not in (0, [], None, "")}
+            failures.append(
+                (f"check {check.check_name} on {check.asset_key.to_user_string()}", f"did not pass: {found}")
+            )
+    return failures
+
+
+def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()) -> None:
     import pyarrow.compute as pc
 
     from emo_assets.lib.store import lake
@@ -105,7 +135,12 @@ def print_summary(storage, day: str, model) -> None:
     )
     hours = (pc.sum(audio_files.column("duration_s")).as_py() or 0.0) / 3600 if audio_files is not None else 0.0
     top = Counter(scores.column("emotion").to_pylist()).most_common(3) if scores is not None else []
-    print(f"\nSummary for {day}")
+    print()
+    for what, why in failures:  # a failed run says so first: what failed and why
+        print(f"FAILED {what}: {why}")
+    print(
+        f"Summary for {day}" + (" (the run FAILED: counts are what was written before it stopped)" if failures else "")
+    )
     print(f"  files landed     {len(account.landed)}")
     print(f"  processed        {len(account.processed)}")
     print(f"  quarantined      {len(account.quarantined)}")
@@ -138,7 +173,9 @@ def demo(data_dir: str | None) -> int:
         print(f"built a tiny random-weight model in {model_dir}")
     code = run_day(day, data_dir=str(storage.root), model=str(model_dir))
     print(f"\nTables: lake Parquet under {storage.lake_dir}, DuckDB at {storage.warehouse_path}")
-    print(f"Try:  duckdb {read_copy_path(storage.warehouse_path)}\n{DEMO_QUERIES}")
+    print(
+        f"Try:  emo sql --data-dir {storage.root}   (SQL on {read_copy_path(storage.warehouse_path)})\n{DEMO_QUERIES}"
+    )
     print("\nSee the graph and its lineage: make ui  (then open http://127.0.0.1:3000)")
     return code
 
@@ -186,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtm.set_defaults(handler=lambda a: make_test_model_cmd(a.directory, a.size, a.seed))
 
     add_result_commands(sub)
+    add_sql_command(sub)
     return parser
 
 

@@ -55,3 +55,45 @@ def test_run_with_a_bad_setting_names_the_variable(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err.startswith("emo: error: EMO_WINDOW_S='long'") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_run_says_failed_first_with_the_step_and_the_reason(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The warehouse held by another process: the first warehouse step fails; the summary says so
+    before any count, names the step and the holder, and the exit code is non-zero."""
+    import re
+
+    from emo_assets.lib.store import warehouse
+    from tests.helpers import DAY, write_small_day
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(warehouse, "WRITE_WAIT_S", 1.0)
+    write_small_day(tmp_path / "raw" / DAY)
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+            str(tmp_path / "warehouse.duckdb"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = main(
+            ["run", "--date", DAY, "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+        )
+    finally:
+        holder.communicate("")
+    out, err = capsys.readouterr()
+    assert code == 1
+    summary = out[out.rindex("\n\nFAILED") + 2 :].splitlines()
+    first = summary[0]
+    assert re.match(r"FAILED step \w+: .*warehouse\.duckdb is held by another process", first), first
+    assert f"PID {holder.pid}" in first and "warehouse_read.duckdb" in first and "read-only mode" not in first
+    header = next(line for line in summary if line.startswith("Summary for"))
+    assert "FAILED" in header
+    assert summary.index(header) > 0  # the failure comes before the counts
+    assert "FAILED at step" in err

@@ -13,7 +13,8 @@ What they do, exactly:
   listed once, with its newest day on or after ``date_from``;
 - ``similar_audio`` leaves the query recording itself out, takes the query's embedding from its
   newest day, and compares only with embeddings of the same ``model_id`` (vectors of two models
-  live in different spaces); an unknown audio_id gives no rows;
+  live in different spaces); an audio_id with no embedding is an error (DuckDB's ``error()``, raised
+  as ``duckdb.InvalidInputException`` naming the id), never an empty answer;
 - ``similar_embedding`` compares with every recording of ``model_id`` (default: any model); the
   vector must have the embeddings' width D, or DuckDB refuses the cast to ``FLOAT[D]``.
 
@@ -49,8 +50,19 @@ _RANKED = """
 _SIMILAR_AUDIO = (
     """
 CREATE OR REPLACE MACRO similar_audio(aid, k, date_from := NULL) AS TABLE
+    -- Exactly one row: the query's embedding, or DuckDB's error() naming the unknown id (which would
+    -- otherwise give zero rows, indistinguishable from "no neighbours").
     WITH query AS (
-        SELECT embedding, model_id FROM {source} WHERE audio_id = aid ORDER BY date DESC LIMIT 1
+        SELECT q.embedding, q.model_id
+        FROM (SELECT 1) AS one
+        LEFT JOIN (
+            SELECT embedding, model_id FROM {source} WHERE audio_id = aid ORDER BY date DESC LIMIT 1
+        ) AS q ON true
+        WHERE CASE WHEN q.model_id IS NULL THEN error(
+            'similar_audio: no recording with audio_id ''' || aid || ''' has an embedding in this warehouse. '
+            || 'An audio_id is the sha256 of the file''s bytes: find one with '
+            || 'SELECT audio_id, source_path FROM audio_files; or search by vector with similar_embedding(...)'
+        ) ELSE true END
     ),
     -- Every candidate is scored first, in a MATERIALIZED CTE the optimizer cannot push a filter into:
     -- `model_id = (subquery)` at the scan becomes a join that copies every FLOAT[D] (2-3x slower).
@@ -81,7 +93,8 @@ CREATE OR REPLACE MACRO similar_embedding(vec, k, model := NULL, date_from := NU
     + _RANKED
 )
 
-# Stands in for emotion_embeddings before any day has embeddings: the macros exist and return nothing.
+# Stands in for emotion_embeddings before any day has embeddings: the macros exist; similar_embedding
+# returns nothing and similar_audio reports that the id has no embedding.
 _NO_EMBEDDINGS = (
     "(SELECT CAST(NULL AS VARCHAR) AS audio_id, CAST(NULL AS DATE) AS date, "
     "CAST(NULL AS VARCHAR) AS model_id, CAST(NULL AS FLOAT[1]) AS embedding WHERE false)"
@@ -102,7 +115,8 @@ def create_similarity_macros(con: duckdb.DuckDBPyConnection, table: str | None =
 
     By default over the embedding index table where it exists (a scan of DuckDB's own storage,
     ~6x faster than decoding the Parquet behind the view), else the ``emotion_embeddings`` view.
-    Without either yet, the macros are created over an empty relation and return no rows.
+    Without either yet, the macros are created over an empty relation (similar_audio then reports
+    every id as unknown).
     """
     if table is None:
         table = EMBEDDING_INDEX if embedding_width(con, EMBEDDING_INDEX) else "emotion_embeddings"

@@ -397,8 +397,11 @@ def build_module(model_dir) -> tuple[Any, list[str]]:
     directory's config.yaml and tokens.txt, but on the meta device, with ``model.pt`` memory-mapped
     and assigned in place: one copy of the weights, where AutoModel holds three while loading
     (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor."""
-    import funasr.models.emotion2vec.model  # noqa: F401 - registers Emotion2vec in funasr's tables
     import torch
+
+    from emo_assets.lib.model.funasr_import import import_funasr
+
+    import_funasr()  # registers Emotion2vec in funasr's tables
     from funasr.register import tables
     from omegaconf import OmegaConf
 

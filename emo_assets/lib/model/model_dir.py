@@ -135,7 +135,10 @@ def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     `out_dir` are replaced (each file is written to a temporary name, then renamed).
     """
     import torch
-    from funasr.models.emotion2vec.model import Emotion2vec
+
+    from emo_assets.lib.model.funasr_import import import_funasr
+
+    Emotion2vec = import_funasr().Emotion2vec
 
     config = model_config(size)
     out_dir = Path(out_dir)
@@ -234,7 +237,9 @@ def _check_local_dir(path: Path) -> None:
 
 def _hub_model_dir(model: str, hub: str) -> Path:
     """Local copy of a hub model: the hub cache if complete, else funasr's download."""
-    from funasr.download.download_model_from_hub import download_model
+    from emo_assets.lib.model.funasr_import import import_funasr
+
+    download_model = import_funasr("funasr.download.download_model_from_hub").download_model
     from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
 
     repo = (name_maps_ms if hub == "ms" else name_maps_hf).get(model, model)

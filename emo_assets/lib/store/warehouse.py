@@ -7,8 +7,11 @@ use two files:
 * ``warehouse.duckdb`` is the pipeline's. Its writers take ``warehouse.duckdb.writer.lock``
   (an exclusive ``flock``: pipeline writers queue on it instead of polling DuckDB), open DuckDB,
   run one short transaction and close. A process outside the pipeline that holds the file
-  anyway is waited for with backoff; after ``WRITE_WAIT_S`` the step fails with a message naming
-  the file and the remedy. Lake files are already written by then, so a re-run only redoes that step.
+  anyway is waited for with backoff, the wait logged (logger ``emo_assets.lib.store.warehouse``)
+  at once and every ``LOG_EVERY_S`` naming the holder's PID and command and what to do; after
+  ``WRITE_WAIT_S`` the step fails with our message naming the file, the holder and the remedy
+  (DuckDB's own hint, "open it read-only", is wrong here: a reader blocks writers too). Lake files
+  are already written by then, so a re-run only redoes that step.
 * ``warehouse_read.duckdb`` is the analysts' (:func:`read_copy_path`): a copy published after every
   successful write (temp file, then ``os.replace``). Opening it, even for hours, never blocks the
   pipeline: a new copy replaces the name, and an open connection keeps reading the copy it opened.
@@ -16,8 +19,11 @@ use two files:
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,8 +42,12 @@ from emo_assets.lib.store import lake
 LAKE_TABLES: tuple[str, ...] = schemas.LAKE_TABLES
 
 
-# How long a pipeline writer waits for other writers and for a process holding the file.
+# How long a pipeline writer waits for other writers and for a process holding the file, and how
+# often the wait is logged (naming the holder).
 WRITE_WAIT_S = 120.0
+LOG_EVERY_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class WarehouseLockedError(RuntimeError):
@@ -55,6 +65,30 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text or "conflicting" in text
 
 
+# DuckDB: 'Could not set lock on file "...": Conflicting lock is held in /usr/bin/python3 (PID 123). However, ...'
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_holder(exc: Exception) -> str:
+    """Who holds the file, from DuckDB's lock error: ``PID 123 (python3 notebook.py)`` when DuckDB
+    names the process (the command line is read from /proc where there is one), else DuckDB's own
+    first sentence. DuckDB's advice to open the file read-only is left out: a read-only connection
+    blocks the pipeline's writers just the same."""
+    text = str(exc)
+    match = _HOLDER.search(text)
+    if match is None:
+        return text.split(". However")[0].strip()
+    pid, program = match.group("pid"), match.group("program")
+    try:
+        command = " ".join(
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+        )
+    except OSError:
+        command = ""
+    command = command or program
+    return f"PID {pid} ({command[:157] + '...' if len(command) > 160 else command})"
+
+
 def _locked_message(path: Path, waited_s: float, detail: str) -> str:
     return (
         f"{path} is held by another process; waited {waited_s:.0f} s ({detail}). The pipeline's lake "
@@ -64,8 +98,18 @@ def _locked_message(path: Path, waited_s: float, detail: str) -> str:
     )
 
 
+def _waiting_message(path: Path, waited_s: float, timeout_s: float, holder: str) -> str:
+    return (
+        f"waiting for {path}: held by {holder}; waited {waited_s:.0f} s of {timeout_s:.0f} s. Close that "
+        f"connection to let the pipeline write (analysts: open {read_copy_path(path).name} instead); "
+        f"after {timeout_s:.0f} s this step fails and the day can be re-run."
+    )
+
+
 def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline = start + timeout_s
+    next_log = start  # the first conflict is logged at once, then every LOG_EVERY_S
     delay = 0.05
     while True:
         try:
@@ -73,9 +117,15 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
         except duckdb.IOException as exc:
             if not _is_lock_error(exc):
                 raise
-            if time.monotonic() >= deadline:
-                raise WarehouseLockedError(_locked_message(path, timeout_s, str(exc).splitlines()[0])) from exc
-            time.sleep(delay)
+            holder = lock_holder(exc)
+            now = time.monotonic()
+            if now >= deadline:
+                # our message replaces DuckDB's, whose read-only hint is wrong advice here
+                raise WarehouseLockedError(_locked_message(path, timeout_s, f"held by {holder}")) from None
+            if now >= next_log:
+                log.warning(_waiting_message(path, now - start, timeout_s, holder))
+                next_log = now + LOG_EVERY_S
+            time.sleep(min(delay, max(deadline - now, 0.0)))
             delay = min(delay * 2, 2.0)
 
 
@@ -86,7 +136,17 @@ def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
     def refused() -> WarehouseLockedError:
         return WarehouseLockedError(_locked_message(path, timeout_s, f"another pipeline writer holds {lock.name}"))
 
-    with exclusive_flock(lock, timeout_s, 0.05, refused):
+    def waiting(waited_s: float) -> None:
+        try:
+            holder = lock.read_text().strip()  # written by the holder below
+        except OSError:
+            holder = ""
+        log.warning(_waiting_message(path, waited_s, timeout_s, f"pipeline writer {holder or '?'} ({lock.name})"))
+
+    with exclusive_flock(lock, timeout_s, 0.05, refused, on_wait=waiting, wait_every_s=LOG_EVERY_S) as fd:
+        # Name the holder in the lock file for those waiting (a flock itself does not say who holds it).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} ({' '.join(' '.join(sys.argv).split())[:160]})".encode(), 0)
         yield
 
 

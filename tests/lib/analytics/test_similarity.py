@@ -63,7 +63,10 @@ def test_nearest_neighbours_of_known_vectors():
 def test_date_from_and_unknown_audio_id():
     con = _con(_embeddings(KNOWN))
     assert [n.audio_id for n in similarity.similar_to_audio(con, "a", 5, date_from="2026-11-02")] == ["b"]
-    assert similarity.similar_to_audio(con, "nope", 5) == []
+    with pytest.raises(duckdb.InvalidInputException, match="no recording with audio_id 'nope' has an embedding"):
+        similarity.similar_to_audio(con, "nope", 5)
+    with pytest.raises(duckdb.InvalidInputException, match="audio_id 'not-an-id'"):  # plain SQL, as in the README
+        con.execute("SELECT * FROM similar_audio('not-an-id', 3)").fetchall()
     rows = con.execute("SELECT audio_id FROM similar_audio('c', 2)").fetchall()  # plain SQL, as analysts call it
     assert rows == [("b",), ("a",)]
 
@@ -96,7 +99,8 @@ def test_macros_exist_before_any_embeddings(tmp_path):
     con = duckdb.connect()
     warehouse.refresh_lake_views(con, tmp_path / "lake")
     similarity.create_similarity_macros(con)
-    assert con.execute("SELECT * FROM similar_audio('x', 5)").fetchall() == []
+    with pytest.raises(duckdb.InvalidInputException, match="audio_id 'x'"):
+        con.execute("SELECT * FROM similar_audio('x', 5)").fetchall()
     assert con.execute("SELECT * FROM similar_embedding([1.0, 2.0], 5)").fetchall() == []
 
 
@@ -175,3 +179,8 @@ def test_emo_similar_by_audio_id_and_by_file(tmp_path, tiny_model_dir, capsys):
     assert got[0]["audio_id"] == "id2" and got[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
 
     assert main(["similar", "no-such-id", "--data-dir", str(tmp_path)]) == 2
+
+
+def test_a_known_recording_alone_in_the_warehouse_has_no_neighbours_and_no_error():
+    con = _con(_embeddings([("a", "2026-11-01", "m", [1.0, 0.0, 0.0])]))
+    assert similarity.similar_to_audio(con, "a", 3) == []
