@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from emo_assets.lib.model.emotion_model import ModelLoadError
+    from emo_assets.lib.model.model_dir import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 
     try:

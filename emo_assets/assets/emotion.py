@@ -11,6 +11,7 @@ from emo_assets.assets.audio import raw_audio, resampled_audio
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
+from emo_assets.lib.audio.load import FlacReader
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
@@ -64,15 +65,15 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
         previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
         previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
         previous_segments=lake.read_partition(storage.lake_dir, "emotion_segments", day),
+        open_audio=FlacReader,
         progress=progress,
-        window_s=emotion_model.window_s,
     )
     emb_path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
     scores_path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
     segments_path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
     frames = None
-    if emotion_model.frame_granularity:
-        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
+    if model.settings.frames:
+        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist(), open_audio=FlacReader)
         frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
     lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
     with warehouse.connect(storage.warehouse_path) as con:
@@ -108,7 +109,7 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
         asset_key="emotion_segments",
         metadata={
             **table_metadata(out.segments, segments_path),
-            "window_s": dg.MetadataValue.float(emotion_model.window_s),
+            "window_s": dg.MetadataValue.float(model.settings.window_s),
             **common,
         },
     )

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+# The one sample rate of the platform: audio/ writes it, model/ reads it.
+SAMPLE_RATE = 16_000
+
 EMOTION_LABELS = (
     "angry",
     "disgusted",

@@ -7,9 +7,9 @@ People who used the WebUI image of emotion2vec+ expect a folder per run,
     embedding.npy        float32, (1, D) for granularity "utterance", (frames, D) for "frame"
     processed_audio.wav  the 16 kHz mono audio the model heard (16-bit PCM)
 
-With several files, the folder holds one subfolder per file. Scores come from the same
-``EmotionModel.infer`` call the pipeline's ``emotion_scores`` uses (``lib/model/scoring.py``); the frame
-embedding is ``EmotionModel.infer_frames`` (50 frames per second). No dagster here.
+With several files, the folder holds one subfolder per file. Scores come from the model the pipeline's
+``emotion_scores`` uses (an ``EmotionScorer``, ``lib/model/scorer.py``), windowed the same way; the frame
+embedding is its ``infer_frames`` (50 frames per second). No dagster here.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.audio.load import TARGET_SAMPLE_RATE, load_mono_16k
+from emo_assets.lib.audio.load import load_mono_16k
 from emo_assets.lib.files.atomic import atomic_write
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.model.windows import too_short
+from emo_assets.lib.schemas import EMOTION_LABELS, SAMPLE_RATE
 
 GRANULARITIES = ("utterance", "frame")
 FRAME_RATE_HZ = 50
@@ -76,7 +77,7 @@ class Analysis:
             "model_id": self.model_id,
             "random_weights": self.random_weights,
             "timestamp": self.timestamp,
-            "sample_rate_hz": TARGET_SAMPLE_RATE,
+            "sample_rate_hz": SAMPLE_RATE,
         }
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
@@ -89,24 +90,21 @@ class Analysis:
 def analyze_waveform(
     model, wav: np.ndarray, audio_name: str, granularity: str = "utterance", now: dt.datetime | None = None
 ) -> Analysis:
-    """Score one 16 kHz mono waveform with ``model`` (an EmotionModel)."""
+    """Score one 16 kHz mono waveform with ``model`` (an EmotionScorer)."""
     if granularity not in GRANULARITIES:
         raise AnalyzeError(f"granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
-    if len(wav) < model.min_samples:
-        raise AnalyzeError(
-            f"{audio_name}: too short ({len(wav) / TARGET_SAMPLE_RATE * 1000:.0f} ms); the model needs at least "
-            f"{model.min_samples / TARGET_SAMPLE_RATE * 1000:.0f} ms of audio"
-        )
+    reason = too_short(len(wav), model.min_samples)
+    if reason is not None:
+        raise AnalyzeError(f"{audio_name}: {reason}")
     result = model.infer([wav])[0]
     if granularity == "frame":
-        frames, _ = model.infer_frames(wav)
-        embedding = np.asarray(frames, dtype=np.float32)
+        embedding = np.asarray(model.infer_frames(wav).embeddings, dtype=np.float32)
     else:
         embedding = np.asarray(result.embedding, dtype=np.float32).reshape(1, -1)
     now = now or dt.datetime.now(dt.UTC)
     return Analysis(
         audio_name=audio_name,
-        duration_s=len(wav) / TARGET_SAMPLE_RATE,
+        duration_s=len(wav) / SAMPLE_RATE,
         emotion=result.emotion,
         confidence=result.confidence,
         scores={label: float(s) for label, s in zip(EMOTION_LABELS, result.scores)},
@@ -126,7 +124,7 @@ def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, wit
     folder.mkdir(parents=True, exist_ok=True)
     if wav is not None:
         with atomic_write(folder / PROCESSED_WAV) as f:
-            sf.write(f, np.clip(wav, -1, 1), TARGET_SAMPLE_RATE, format="WAV", subtype="PCM_16")
+            sf.write(f, np.clip(wav, -1, 1), SAMPLE_RATE, format="WAV", subtype="PCM_16")
     if with_embedding:
         with atomic_write(folder / EMBEDDING_NPY) as f:
             np.save(f, analysis.embedding)

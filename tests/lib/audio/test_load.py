@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from emo_assets.lib.audio import load as audio
 from emo_assets.lib.audio.load import (
     SILENCE_FLOOR_DBFS,
-    TARGET_SAMPLE_RATE,
     AudioDecodeError,
     AudioInfo,
     decode_audio,
@@ -29,6 +28,7 @@ from emo_assets.lib.audio.load import (
     write_flac_atomic,
 )
 from emo_assets.lib.audio.sample_day import CODEC_FORMAT, write_encoded, write_tone
+from emo_assets.lib.schemas import SAMPLE_RATE as TARGET_SAMPLE_RATE
 
 LOSSLESS = {"wav_pcm_16", "wav_pcm_24", "wav_pcm_32", "wav_float", "wav_double", "flac"}
 # (codec, native sample rate, channels): every format we accept, at rates uploads really have.
