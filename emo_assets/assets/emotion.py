@@ -12,7 +12,7 @@ from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
-from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
+from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
@@ -71,10 +71,14 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
     emb_path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
     scores_path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
     segments_path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
-    frames = None
+    frame_rows = None
     if model.settings.frames:
-        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist(), open_audio=FlacReader)
-        frames_path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
+        scored = out.scores.column("audio_id").to_pylist()
+        frames = frame_batches(model, resampled, day, scored, open_audio=FlacReader)
+        frames_schema = schemas.emotion_frames_schema(model.embed_dim)
+        frames_path, frame_rows = lake.write_partition_batches(
+            storage.lake_dir, "emotion_frames", day, frames, frames_schema
+        )
     lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, out.embeddings)
@@ -113,9 +117,14 @@ def emotion_inference(context: dg.AssetExecutionContext, storage: StorageResourc
             **common,
         },
     )
-    if frames is not None:
+    if frame_rows is not None:
         yield dg.MaterializeResult(
-            asset_key="emotion_frames", metadata={**table_metadata(frames, frames_path), **common}
+            asset_key="emotion_frames",
+            metadata={
+                "row_count": dg.MetadataValue.int(frame_rows),
+                "path": dg.MetadataValue.path(str(frames_path)),
+                **common,
+            },
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -106,6 +106,7 @@ class Frames:
         )
 
 
+@runtime_checkable
 class EmotionScorer(Protocol):
     """The emotion model as every caller sees it, loaded or loaded on first use.
 

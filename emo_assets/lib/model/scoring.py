@@ -11,7 +11,7 @@ model again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,10 +197,12 @@ def score_day(
     )
 
 
-def frame_table(
+def frame_batches(
     model: EmotionScorer, resampled: pa.Table, day: str, audio_ids: list[str], *, open_audio: OpenAudio
-) -> pa.Table:
-    """Per-frame embeddings and scores (50 Hz) of ``audio_ids``: the opt-in frame granularity.
+) -> Iterator[pa.RecordBatch]:
+    """Per-frame embeddings and scores (50 Hz) of ``audio_ids``, the opt-in frame granularity, as
+    ``emotion_frames`` record batches of one window each: written as they come, the day's frames never
+    sit in memory together.
 
     A second pass over the audio (funasr's ``granularity="frame"``), read and run a few windows at a
     time; the model stitches a long recording's windows without duplicate frames.
@@ -208,7 +210,6 @@ def frame_table(
     date = dt.date.fromisoformat(day)
     paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
     schema = schemas.emotion_frames_schema(model.embed_dim)
-    batches = []
     for audio_id in audio_ids:
         first = 0
         for chunk in model.frames(open_audio(paths[audio_id])):
@@ -227,6 +228,5 @@ def frame_table(
                     pa.array(chunk.embeddings.astype(np.float32).reshape(-1), pa.float32()), model.embed_dim
                 ),
             }
-            batches.append(pa.record_batch(columns, schema=schema))
+            yield pa.record_batch(columns, schema=schema)
             first += n
-    return pa.Table.from_batches(batches, schema=schema)

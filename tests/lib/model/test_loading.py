@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from emo_assets.lib.model.engine import EmotionModel, inference_dtype
 from emo_assets.lib.model.loading import LazyEmotionModel, describe_model, label_order, load_model
 from emo_assets.lib.model.model_dir import EMOTION_TOKENS, ModelLoadError
-from emo_assets.lib.model.scorer import EmotionResult
+from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, EmotionScorer
 from emo_assets.lib.model.settings import ModelSettings, cpu_threads
 from emo_assets.lib.model.windows import min_samples, num_frames
 from emo_assets.lib.schemas import EMOTION_LABELS
@@ -232,6 +232,16 @@ def test_weights_load_once_and_only_when_inference_runs(tiny_model_dir):
     lazy.infer([wave])
     assert calls == [1]
     assert result.scores.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_lazy_and_the_loaded_model_are_the_same_scorer(tiny_model_dir, tiny_model):
+    lazy = LazyEmotionModel(describe_model(ModelSettings(str(tiny_model_dir), device="cpu")), lambda: tiny_model)
+    assert isinstance(lazy, EmotionScorer) and isinstance(tiny_model, EmotionScorer)
+    assert lazy.settings == tiny_model.settings and lazy.settings.device == "cpu"
+    wave = _clip(20_000, seed=6)
+    [ours] = lazy.score([ArrayReader(wave)])
+    np.testing.assert_array_equal(ours.scores, tiny_model.infer([wave])[0].scores)
+    np.testing.assert_array_equal(lazy.infer_frames(wave).embeddings, tiny_model.infer_frames(wave).embeddings)
 
 
 # ---- inference -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from emo_assets.lib.model.loading import load_model
 from emo_assets.lib.model.scorer import ArrayReader
-from emo_assets.lib.model.scoring import frame_table, score_day
+from emo_assets.lib.model.scoring import frame_batches, score_day
 from emo_assets.lib.model.settings import ModelSettings
 from emo_assets.lib.model.windows import plan_windows
 from emo_assets.lib.schemas import EMOTION_LABELS, SAMPLE_RATE
@@ -83,9 +83,11 @@ def test_a_rerun_reuses_the_earlier_results(model, recordings):
     assert again.scores.equals(first.scores) and again.segments.equals(first.segments)
 
 
-def test_frame_table_stitches_windows_into_one_track(model, recordings):
+def test_frames_come_window_by_window_and_stitch_into_one_track(model, recordings):
     resampled, _, open_audio = _tables(recordings)
-    frames = frame_table(model, resampled, DAY, ["a", "b"], open_audio=open_audio)
+    batches = list(frame_batches(model, resampled, DAY, ["a", "b"], open_audio=open_audio))
+    assert len(batches) == 1 + len(plan_windows(len(recordings["b"]), window_s=2.0, overlap_s=0.5))  # one per window
+    frames = pa.Table.from_batches(batches)
     for audio_id in ("a", "b"):
         rows = frames.filter(pc.equal(frames["audio_id"], audio_id))
         whole = model.infer_frames(recordings[audio_id])
