@@ -8,7 +8,7 @@ and gives the same numbers (parity is tested per clip, for both batch policies):
 * every recording, utterance scores and frames alike, is cut into windows here and only here (rule in
   :mod:`emo_assets.lib.model.windows`), read window by window from its :class:`AudioReader`, so memory
   is bounded and time grows linearly with length; a recording's result is the duration-weighted mean;
-* the next batch's windows are read in a background thread while the current batch runs;
+* windows are read in a background thread a few batches ahead of the forwards;
 * on CPU one single-threaded forward runs per core (windows are independent), which measured faster
   than one forward spread over all cores; on GPUs windows are packed into masked padded batches;
 * ``precision="int8"`` quantises the linear layers and the conv front end dynamically (CPU only);
@@ -23,8 +23,9 @@ import copy
 import ctypes
 import ctypes.util
 import functools
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -249,11 +250,12 @@ class EmotionModel:
     def _run(self, recordings: Sequence[AudioReader], plans: Sequence[WindowPlan], *, keep_frames: bool) -> list:
         """Read and forward every window; per window either pooled ``(embedding, scores)`` or frames.
 
-        With several workers, batches run concurrently on Python threads (torch releases the GIL),
-        each reading its own windows, with ``threads // workers`` intra-op threads; longest batches
-        first. With one, a background thread reads the next batch while this one runs.
+        Batches run on ``workers`` Python threads (torch releases the GIL), longest first, each with
+        ``threads // workers`` intra-op threads. A reader thread keeps ``workers + 1`` batches read
+        ahead of the forwards, so the model never waits on I/O and memory holds a few windows.
         """
         batches = self._batches(plans)
+        results: list = [None] * len(plans)
 
         def read(batch: list[int]) -> list[np.ndarray]:
             return [self._read(recordings, plans[i]) for i in batch]
@@ -262,27 +264,30 @@ class EmotionModel:
             with torch.inference_mode():  # thread-local, so entered in every worker
                 return batch, self._forward(waves, keep_frames)
 
-        results: list = [None] * len(plans)
-        workers = min(self.workers, len(batches))
-        with torch_threads(max(1, self.threads // max(1, workers))):
-            if workers <= 1:
-                done = self._read_ahead(batches, read, work)
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="emo-infer") as pool:
-                    done = list(pool.map(lambda batch: work(batch, read(batch)), batches))
-            for batch, rows in done:
-                for i, row in zip(batch, rows, strict=True):
-                    results[i] = row
-        return results
+        def store(done: Future) -> None:
+            batch, rows = done.result()
+            for i, row in zip(batch, rows, strict=True):
+                results[i] = row
 
-    @staticmethod
-    def _read_ahead(batches, read, work) -> Iterator[tuple[list[int], list]]:
-        with ThreadPoolExecutor(1, thread_name_prefix="emo-read") as reader:
-            pending = reader.submit(read, batches[0]) if batches else None
+        workers = max(1, min(self.workers, len(batches)))
+        ahead = workers + 1
+        with (
+            torch_threads(max(1, self.threads // workers)),
+            ThreadPoolExecutor(1, thread_name_prefix="emo-read") as io,
+            ThreadPoolExecutor(workers, thread_name_prefix="emo-infer") as pool,
+        ):
+            reads = deque(io.submit(read, batch) for batch in batches[:ahead])
+            running: deque[Future] = deque()
             for k, batch in enumerate(batches):
-                waves = pending.result()
-                pending = reader.submit(read, batches[k + 1]) if k + 1 < len(batches) else None
-                yield work(batch, waves)
+                waves = reads.popleft().result()
+                if k + ahead < len(batches):
+                    reads.append(io.submit(read, batches[k + ahead]))
+                running.append(pool.submit(work, batch, waves))
+                if len(running) >= workers:
+                    store(running.popleft())
+            while running:
+                store(running.popleft())
+        return results
 
     def _forward(self, waves: list[np.ndarray], keep_frames: bool) -> list:
         wave = torch.zeros(len(waves), max(len(w) for w in waves))
