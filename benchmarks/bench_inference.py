@@ -1,4 +1,4 @@
-"""Benchmark: funasr AutoModel.generate against our InferenceEngine, in one run, same clips.
+"""Benchmark: funasr AutoModel.generate against our engine (EmotionModel), in one run, same clips.
 
     .venv/bin/python benchmarks/bench_inference.py [--model-dir DIR] [--clips 40] [--long-s 600]
 
@@ -115,21 +115,18 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_size: int = 8) -> dict:
     import torch
 
-    from emo_assets.lib.model.inference import InferenceEngine, torch_threads
+    from emo_assets.lib.model.engine import EmotionModel
+    from emo_assets.lib.model.settings import ModelSettings, torch_threads
 
     auto = load_auto_model(model_dir, threads)
     torch.set_num_threads(threads)  # funasr sets ncpu itself; make it explicit
     module = auto.model
     engines = {
-        "ours_fp32": InferenceEngine(module, device="cpu", num_threads=threads),
-        "ours_masked": InferenceEngine(
-            module,
-            device="cpu",
-            batch_policy="masked",
-            max_batch_samples=8 * 8 * SR,
-            num_threads=threads,
+        "ours_fp32": EmotionModel(module, ModelSettings(device="cpu", threads=threads)),
+        "ours_masked": EmotionModel(
+            module, ModelSettings(device="cpu", batch_policy="masked", max_batch_s=8 * 8, threads=threads)
         ),
-        "ours_int8": InferenceEngine(module, device="cpu", precision="int8", num_threads=threads),
+        "ours_int8": EmotionModel(module, ModelSettings(device="cpu", precision="int8", threads=threads)),
     }
 
     def funasr_all(group):
@@ -146,7 +143,7 @@ def short_clips(model_dir: Path, clips: list[np.ndarray], threads: int, group_si
 
     def engine_all(name):
         def run(group):
-            return [(o.embedding, o.scores) for o in engines[name].embed(group)]
+            return [(o.embedding, o.scores) for o in engines[name].infer(group)]
 
         return run
 
@@ -213,14 +210,16 @@ def long_child(model_dir: Path, seconds: float, precision: str, threads: int, wi
     """Run in a subprocess: the long recording through our engine; peak RSS apart from loading."""
     import gc
 
-    from emo_assets.lib.model.inference import InferenceEngine
+    from emo_assets.lib.model.engine import EmotionModel
+    from emo_assets.lib.model.settings import ModelSettings
 
     wave = make_long(seconds)
     auto = load_auto_model(model_dir, threads)
-    engine = InferenceEngine(auto.model, device="cpu", precision=precision, num_threads=threads, window_s=window_s)
+    settings = ModelSettings(device="cpu", precision=precision, threads=threads, window_s=window_s)
+    engine = EmotionModel(auto.model, settings)
     del auto
     gc.collect()
-    engine.embed([synth_clip(2.0, seed=99)])
+    engine.infer([synth_clip(2.0, seed=99)])
     short = make_clips(16)[::2]  # 8 of the short clips: the same-process reference rate
     short_s = sum(len(c) for c in short) / SR
     after_load = rss_mb()
@@ -232,9 +231,9 @@ def long_child(model_dir: Path, seconds: float, precision: str, threads: int, wi
         return result, time.perf_counter() - start, time.process_time() - cpu_start
 
     # Short clips just before and just after the long recording: the same-process reference.
-    _, before_s, before_cpu = timed(lambda: engine.embed(short[:4]))
-    out, elapsed, cpu = timed(lambda: engine.embed([wave])[0])
-    _, after_s, after_cpu = timed(lambda: engine.embed(short[4:]))
+    _, before_s, before_cpu = timed(lambda: engine.infer(short[:4]))
+    out, elapsed, cpu = timed(lambda: engine.infer([wave])[0])
+    _, after_s, after_cpu = timed(lambda: engine.infer(short[4:]))
     short_elapsed, short_cpu = before_s + after_s, before_cpu + after_cpu
     return {
         "precision": precision,
@@ -277,14 +276,15 @@ def profile_forwards(model_dir: Path) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from emo_assets.lib.model.inference import InferenceEngine
+    from emo_assets.lib.model.engine import EmotionModel
     from emo_assets.lib.model.masked_forward import encode
+    from emo_assets.lib.model.settings import ModelSettings
 
     module = load_auto_model(model_dir, 1).model
     torch.set_num_threads(1)
     wave = torch.from_numpy(synth_clip(8.0, seed=7))
     lengths = torch.tensor([len(wave)])
-    int8 = InferenceEngine(module, device="cpu", precision="int8", num_threads=1)
+    int8 = EmotionModel(module, ModelSettings(device="cpu", precision="int8", threads=1))
 
     def funasr_forward():
         with torch.no_grad():

@@ -56,7 +56,7 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     resources = resources_from_env(**overrides)
     storage, emotion_model = resources["storage"], resources["emotion_model"]
     model = emotion_model.load()  # fail on a bad model setting before any file is touched
-    print(f"emo run {day}: model {model.model_id} on {model.device}, data in {storage.root}", flush=True)
+    print(f"emo run {day}: model {model.model_id} on {model.settings.device}, data in {storage.root}", flush=True)
     defs = build_definitions(resources)
     job = defs.resolve_job_def("daily_emotion_job")
     locks = storage.locks_dir
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from emo_assets.lib.model.emotion_model import ModelLoadError
+    from emo_assets.lib.model.model_dir import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 
     try:

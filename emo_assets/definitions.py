@@ -48,6 +48,16 @@ def _flag(env: str, text: str) -> bool:
     raise SettingError(f"{env}={text!r} is not a switch; use 1 (on) or 0 (off)")
 
 
+def _count(env: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SettingError(f"{env}={text!r} is not a count of threads; use 0 (every core) or a positive number")
+    return value
+
+
 def _seconds(env: str, text: str) -> float:
     try:
         value = float(text)
@@ -77,6 +87,7 @@ SETTINGS = (
     Setting("EMO_DEVICE", "emotion_model", "device"),
     Setting("EMO_HALF", "emotion_model", "half", _flag),
     Setting("EMO_PRECISION", "emotion_model", "precision"),
+    Setting("EMO_THREADS", "emotion_model", "threads", _count),
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
 )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from emo_assets.lib.model.settings import DEFAULT_MODEL
 from emo_assets.lib.store.paths import fitted_model_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 # The analysts' SQL models shipped with the package (package data: an installed wheel has them).
 PACKAGED_SQL_DIR = Path(str(importlib.resources.files("emo_assets").joinpath("dbt_like_sql")))
 
@@ -85,32 +85,45 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class EmotionModelResource(dg.ConfigurableResource):
-    """emotion2vec+ through funasr. ``model`` is a hub id or a local model directory."""
+    """emotion2vec+ through funasr. ``model`` is a hub id or a local model directory; the fields are
+    those of :class:`emo_assets.lib.model.settings.ModelSettings` (``threads=0``: every core this
+    process may use; ``frame_granularity``: also write ``emotion_frames``)."""
 
     model: str = DEFAULT_MODEL
     hub: str = "ms"
     device: str = "auto"
     half: bool = False
     precision: str = "fp32"
+    threads: int = 0
     window_s: float = 30.0
     frame_granularity: bool = False
 
-    def load(self):
-        """The model, described now (every setting checked) and loaded on first use.
+    def settings(self):
+        """The one settings value, checked (ModelSettingError names the bad EMO_* setting)."""
+        from emo_assets.lib.model.settings import ModelSettings
 
-        One copy of the weights per process, shared by every asset and check.
-        """
-        from emo_assets.lib.model.description import LazyEmotionModel, describe_model
-
-        description = describe_model(self.model, self.hub, self.device, self.half, self.precision)
-        return LazyEmotionModel(
-            description,
-            functools.partial(_load_model, self.model, self.hub, self.device, self.half, self.precision, self.window_s),
+        return ModelSettings(
+            model=self.model,
+            hub=self.hub,
+            device=self.device,
+            half=self.half,
+            precision=self.precision,
+            threads=self.threads,
+            window_s=self.window_s,
+            frames=self.frame_granularity,
         )
+
+    def load(self):
+        """The model (an EmotionScorer), described now (every setting resolved and checked) and
+        loaded on first use. One copy of the weights per process, shared by every asset and check."""
+        from emo_assets.lib.model.loading import LazyEmotionModel, describe_model
+
+        description = describe_model(self.settings())
+        return LazyEmotionModel(description, functools.partial(_load_model, description))
 
 
 @functools.lru_cache(maxsize=1)
-def _load_model(model: str, hub: str, device: str, half: bool, precision: str, window_s: float):
-    from emo_assets.lib.model.emotion_model import load_emotion_model
+def _load_model(description):
+    from emo_assets.lib.model.loading import load_model
 
-    return load_emotion_model(model=model, hub=hub, device=device, half=half, precision=precision, window_s=window_s)
+    return load_model(description)

@@ -11,7 +11,8 @@ from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
-from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_table, score_day
+from emo_assets.lib.audio.load import FlacReader
+from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
@@ -79,8 +80,8 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
         previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
         previous_segments=lake.read_partition(storage.lake_dir, "emotion_segments", day),
+        open_audio=FlacReader,
         progress=progress,
-        window_s=emotion_model.window_s,
     )
     common = {
         "model_id": dg.MetadataValue.text(model.model_id),
@@ -108,14 +109,19 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             asset_key="emotion_segments",
             metadata={
                 **table_metadata(out.segments, path),
-                "window_s": dg.MetadataValue.float(emotion_model.window_s),
+                "window_s": dg.MetadataValue.float(model.settings.window_s),
                 **common,
             },
         )
-    if "emotion_frames" in selected and emotion_model.frame_granularity:
-        frames = frame_table(model, resampled, day, out.scores.column("audio_id").to_pylist())
-        path = lake.write_partition(storage.lake_dir, "emotion_frames", day, frames)
-        yield dg.MaterializeResult(asset_key="emotion_frames", metadata={**table_metadata(frames, path), **common})
+    if "emotion_frames" in selected and model.settings.frames:
+        scored = out.scores.column("audio_id").to_pylist()
+        frames = frame_batches(model, resampled, day, scored, open_audio=FlacReader)
+        frames_schema = schemas.emotion_frames_schema(model.embed_dim)
+        path, rows = lake.write_partition_batches(storage.lake_dir, "emotion_frames", day, frames, frames_schema)
+        yield dg.MaterializeResult(
+            asset_key="emotion_frames",
+            metadata={"row_count": dg.MetadataValue.int(rows), "path": dg.MetadataValue.path(str(path)), **common},
+        )
 
 
 def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table) -> dict:

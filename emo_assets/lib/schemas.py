@@ -18,6 +18,9 @@ from typing import Literal
 
 import pyarrow as pa
 
+# The one sample rate of the platform: audio/ writes it, model/ reads it.
+SAMPLE_RATE = 16_000
+
 EMOTION_LABELS = (
     "angry",
     "disgusted",

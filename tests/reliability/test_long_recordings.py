@@ -42,17 +42,19 @@ SCORE_CHILD = (
 import datetime as dt
 from pathlib import Path
 import pyarrow as pa
-from emo_assets.lib.model.emotion_model import load_emotion_model
+from emo_assets.lib.audio.load import FlacReader
+from emo_assets.lib.model.loading import load_model
 from emo_assets.lib.model.scoring import score_day
+from emo_assets.lib.model.settings import ModelSettings
 flac, model_dir = sys.argv[1], sys.argv[2]
-model = load_emotion_model(model_dir, device="cpu")
+model = load_model(ModelSettings(model_dir, device="cpu"))
 import soundfile as sf
 seconds = sf.info(flac).frames / 16000
 resampled = pa.table({"audio_id": ["long"], "path": [flac], "duration_s": [seconds]})
 audio_files = pa.table({"audio_id": ["long"], "source_path": ["2026-11-20/long.wav"]})
 model.infer([__import__("numpy").zeros(16000 * 30, "float32")])  # warm up: one full window
 baseline = rss_mb()
-out = score_day(resampled, audio_files, model, "2026-11-20")
+out = score_day(resampled, audio_files, model, "2026-11-20", open_audio=FlacReader)
 print(json.dumps({"baseline_mb": baseline, "peak_mb": rss_mb(), "scores": out.scores.to_pylist(),
                   "rejects": out.rejects.to_pylist(), "inferred": out.inferred}, default=str))
 """

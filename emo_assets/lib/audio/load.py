@@ -22,9 +22,9 @@ import numpy as np
 
 from emo_assets.lib.audio.decode import AudioDecodeError, AudioInfo, decode_audio, probe_audio
 from emo_assets.lib.files.atomic import atomic_write
+from emo_assets.lib.schemas import SAMPLE_RATE
 
 __all__ = [
-    "TARGET_SAMPLE_RATE",
     "SILENCE_FLOOR_DBFS",
     "FLAC_SUBTYPE",
     "AudioDecodeError",
@@ -44,10 +44,10 @@ __all__ = [
     "PCM16_SCALE",
     "PCM16_SUBTYPE",
     "FlacSummary",
+    "FlacReader",
     "SILENT_BELOW_DBFS",
 ]
 
-TARGET_SAMPLE_RATE = 16000
 # rms_dbfs of digital silence (and of an empty array): a finite floor instead of -inf, so it can be
 # stored, averaged and compared. 16-bit dither noise sits near -101 dBFS, so nothing real goes below.
 SILENCE_FLOOR_DBFS = -120.0
@@ -77,9 +77,9 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     if sample_rate <= 0:
         raise ValueError(f"to_mono_16k needs a positive sample rate, got {sample_rate}")
     mono = samples.astype(np.float32) if samples.ndim == 1 else samples.mean(axis=0, dtype=np.float32)
-    if sample_rate == TARGET_SAMPLE_RATE or mono.size == 0:
+    if sample_rate == SAMPLE_RATE or mono.size == 0:
         return np.array(mono, dtype=np.float32, copy=True)
-    resampled = soxr.resample(mono, sample_rate, TARGET_SAMPLE_RATE, quality=_SOXR_QUALITY)
+    resampled = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality=_SOXR_QUALITY)
     return np.ascontiguousarray(resampled, dtype=np.float32)
 
 
@@ -135,10 +135,8 @@ def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
 
     stream = open_stream(path)
     resampler = None
-    if stream.sample_rate != TARGET_SAMPLE_RATE:
-        resampler = soxr.ResampleStream(
-            stream.sample_rate, TARGET_SAMPLE_RATE, 1, dtype="float32", quality=_SOXR_QUALITY
-        )
+    if stream.sample_rate != SAMPLE_RATE:
+        resampler = soxr.ResampleStream(stream.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality=_SOXR_QUALITY)
     produced = 0
     for block in stream:
         mono = block.mean(axis=0, dtype=np.float32)
@@ -168,7 +166,7 @@ class FlacSummary:
 
     @property
     def duration_s(self) -> float:
-        return self.num_samples / TARGET_SAMPLE_RATE
+        return self.num_samples / SAMPLE_RATE
 
 
 def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -> FlacSummary:
@@ -185,7 +183,7 @@ def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     count, sum_squares = 0, 0.0
     with atomic_write(path) as f:
-        with sf.SoundFile(f, "w", TARGET_SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
+        with sf.SoundFile(f, "w", SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
             for block in blocks:
                 x = np.asarray(block, dtype=np.float32)
                 if not np.isfinite(x).all():
@@ -199,6 +197,48 @@ def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -
     if count and sum_squares > 0.0:
         level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))
     return FlacSummary(path=path, num_samples=count, rms_dbfs=level)
+
+
+class FlacReader:
+    """A 16 kHz mono FLAC written by :func:`write_mono_16k_flac`, read by position: ``num_samples``
+    and ``read(offset, n)`` -> ``n`` float32 samples. Each read opens the file, so one reader may be
+    used from several threads and holds no file open between reads.
+
+    Raises AudioDecodeError when the file is not such a FLAC or holds fewer samples than asked for,
+    OSError when it cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        try:
+            info = sf.info(str(self.path))
+        except sf.LibsndfileError as exc:
+            self._raise_unless_missing(exc)
+        if (info.samplerate, info.channels) != (SAMPLE_RATE, 1):
+            raise AudioDecodeError(
+                f"expected {SAMPLE_RATE} Hz mono, found {info.samplerate} Hz with {info.channels} channel(s)", self.path
+            )
+        self.num_samples = int(info.frames)
+
+    def read(self, offset: int, n: int) -> np.ndarray:
+        import soundfile as sf
+
+        try:
+            with sf.SoundFile(str(self.path)) as flac:
+                flac.seek(offset)
+                samples = flac.read(n, dtype="float32")
+        except sf.LibsndfileError as exc:
+            self._raise_unless_missing(exc)
+        if samples.ndim != 1 or len(samples) != n:
+            raise AudioDecodeError(f"resampled audio changed while read: samples {offset}-{offset + n}", self.path)
+        return samples
+
+    def _raise_unless_missing(self, exc: Exception):
+        with open(self.path, "rb"):  # a missing or forbidden file is an OSError, not bad audio
+            pass
+        raise AudioDecodeError(f"not a readable FLAC: {exc}", self.path) from exc
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
@@ -220,7 +260,7 @@ def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENT_BELOW_DBFS) ->
     return rms_dbfs(samples) < threshold_dbfs
 
 
-def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
+def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write mono float samples as 16-bit FLAC, atomically: temp file in the same directory, then
     ``os.replace``. Readers never see a half-written file; a re-run simply replaces it.
 
@@ -230,7 +270,7 @@ def write_flac_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate:
     return _write_pcm16_atomic(path, samples, sample_rate, "FLAC")
 
 
-def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> Path:
+def write_wav_atomic(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """:func:`write_flac_atomic` as 16-bit PCM WAV (``processed_audio.wav``): the file holds exactly
     :func:`as_stored` of the samples."""
     return _write_pcm16_atomic(path, samples, sample_rate, "WAV")

@@ -8,7 +8,7 @@ keys are masked in attention. Faster than funasr's forward: the conv front end a
 stay channels-last (no transposed copies around every LayerNorm), attention is one fused
 ``scaled_dot_product_attention`` with the ALiBi bias built once per forward.
 
-Used by :mod:`emo_assets.lib.model.inference`; no dagster here.
+Used by :mod:`emo_assets.lib.model.engine`; no dagster here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from emo_assets.lib.model.windows import min_samples
 
 
 def quantize_int8(module: nn.Module, spec) -> nn.Module:
@@ -90,9 +92,7 @@ def _frontend_in_chunks(
     """
     spec = enc.feature_enc_layers
     hop = math.prod(stride for _, _, stride in spec)
-    field = 1
-    for _, kernel, stride in reversed(spec):
-        field = (field - 1) * stride + kernel
+    field = min_samples(spec)  # the receptive field of one frame
     total = (wave.shape[1] - field) // hop + 1
     if total <= chunk_frames:
         return _frontend(enc, wave, conv_gemms)

@@ -1,6 +1,7 @@
 """Cutting long recordings into model windows, and packing windows into batches.
 
-Pure numpy; no torch, no dagster. Used by :mod:`emo_assets.lib.model.inference`.
+Pure numpy; no torch, no dagster. Used by :mod:`emo_assets.lib.model.engine`, the one place that
+windows recordings (utterance scores and frames alike).
 
 Window rule (the README quotes this paragraph)
 ----------------------------------------------
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from emo_assets.lib.schemas import SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,45 @@ class WindowPlan:
         return self.end - self.start
 
 
-def plan_windows(
-    n_samples: int, *, window_s: float, overlap_s: float, sample_rate: int = SAMPLE_RATE
-) -> list[tuple[int, int]]:
+def min_samples(conv_layers: Sequence[tuple[int, int, int]]) -> int:
+    """Fewest input samples for which the conv feature extractor yields one frame.
+
+    ``conv_layers`` is the feature_encoder_spec: (channels, kernel, stride) per layer.
+    """
+    needed = 1
+    for _, kernel, stride in reversed(list(conv_layers)):
+        needed = (needed - 1) * stride + kernel
+    return needed
+
+
+def num_frames(num_samples: int, conv_layers: Sequence[tuple[int, int, int]]) -> int:
+    """Frames the conv feature extractor yields for ``num_samples`` samples (0 if too short)."""
+    length = num_samples
+    for _, kernel, stride in conv_layers:
+        length = (length - kernel) // stride + 1
+        if length <= 0:
+            return 0
+    return length
+
+
+def too_short(num_samples: int, minimum: int) -> str | None:
+    """Why a recording of ``num_samples`` is too short for a model needing ``minimum``, or None."""
+    if num_samples >= minimum:
+        return None
+    return (
+        f"too short: {num_samples} samples ({_ms(num_samples):.1f} ms); the emotion model needs at least "
+        f"{minimum} samples ({_ms(minimum):.1f} ms at {SAMPLE_RATE // 1000} kHz)"
+    )
+
+
+def _ms(num_samples: int) -> float:
+    return 1000 * num_samples / SAMPLE_RATE
+
+
+def plan_windows(n_samples: int, *, window_s: float, overlap_s: float) -> list[tuple[int, int]]:
     """Return ``(start, end)`` sample spans covering ``[0, n_samples)`` by the window rule."""
-    window = int(round(window_s * sample_rate))
-    overlap = int(round(overlap_s * sample_rate))
+    window = int(round(window_s * SAMPLE_RATE))
+    overlap = int(round(overlap_s * SAMPLE_RATE))
     if window <= 0:
         raise ValueError(f"window_s must be positive, got {window_s}")
     if not 0 <= overlap < window // 2:

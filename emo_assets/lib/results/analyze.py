@@ -10,9 +10,9 @@ People who used the WebUI image of emotion2vec+ expect a folder per run,
 With several files, the folder holds one subfolder per file. A file becomes samples through
 :func:`emo_assets.lib.audio.load.load_mono_16k`, the function the pipeline's FLAC is made with, and the
 model hears them exactly as ``processed_audio.wav`` stores them; so ``embedding.npy`` is the lake's
-embedding of the same file, and funasr on ``processed_audio.wav`` reproduces it. Scores come from the same
-``EmotionModel.infer`` call the pipeline's ``emotion_scores`` uses (``lib/model/scoring.py``); the frame
-embedding is ``EmotionModel.infer_frames`` (50 frames per second). No dagster here.
+embedding of the same file, and funasr on ``processed_audio.wav`` reproduces it. Scores come from the model the pipeline's
+``emotion_scores`` uses (an ``EmotionScorer``, ``lib/model/scorer.py``), windowed the same way; the frame
+embedding is its ``infer_frames`` (50 frames per second). No dagster here.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.audio.load import TARGET_SAMPLE_RATE, as_stored, load_mono_16k, write_wav_atomic
+from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.model.windows import too_short
+from emo_assets.lib.schemas import EMOTION_LABELS, SAMPLE_RATE
 
 GRANULARITIES = ("utterance", "frame")
 FRAME_RATE_HZ = 50
@@ -81,7 +82,7 @@ class Analysis:
             "random_weights": self.random_weights,
             "precision": self.precision,
             "timestamp": self.timestamp,
-            "sample_rate_hz": TARGET_SAMPLE_RATE,
+            "sample_rate_hz": SAMPLE_RATE,
         }
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
@@ -99,7 +100,7 @@ def analyze_waveform(
     now: dt.datetime | None = None,
     precision: str | None = None,
 ) -> Analysis:
-    """Score one 16 kHz mono waveform with ``model`` (an EmotionModel), as a 16-bit file stores it.
+    """Score one 16 kHz mono waveform with ``model`` (an EmotionScorer), as a 16-bit file stores it.
 
     ``wav`` is quantised with :func:`~emo_assets.lib.audio.load.as_stored` first (a no-op on samples from
     ``load_mono_16k``), so the model hears what :func:`write_analysis` writes to processed_audio.wav.
@@ -108,21 +109,18 @@ def analyze_waveform(
     wav = as_stored(wav)
     if granularity not in GRANULARITIES:
         raise AnalyzeError(f"granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
-    if len(wav) < model.min_samples:
-        raise AnalyzeError(
-            f"{audio_name}: too short ({len(wav) / TARGET_SAMPLE_RATE * 1000:.0f} ms); the model needs at least "
-            f"{model.min_samples / TARGET_SAMPLE_RATE * 1000:.0f} ms of audio"
-        )
+    reason = too_short(len(wav), model.min_samples)
+    if reason is not None:
+        raise AnalyzeError(f"{audio_name}: {reason}")
     result = model.infer([wav])[0]
     if granularity == "frame":
-        frames, _ = model.infer_frames(wav)
-        embedding = np.asarray(frames, dtype=np.float32)
+        embedding = np.asarray(model.infer_frames(wav).embeddings, dtype=np.float32)
     else:
         embedding = np.asarray(result.embedding, dtype=np.float32).reshape(1, -1)
     now = now or dt.datetime.now(dt.UTC)
     return Analysis(
         audio_name=audio_name,
-        duration_s=len(wav) / TARGET_SAMPLE_RATE,
+        duration_s=len(wav) / SAMPLE_RATE,
         emotion=result.emotion,
         confidence=result.confidence,
         scores={label: float(s) for label, s in zip(EMOTION_LABELS, result.scores)},

@@ -7,6 +7,7 @@ reader sees either the old day or the new day, never half a file.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,22 @@ def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Pa
     with atomic_path(target) as tmp:
         pq.write_table(rows, tmp, compression="zstd")
     return target
+
+
+def write_partition_batches(
+    lake_root: Path, table: str, day: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+) -> tuple[Path, int]:
+    """:func:`write_partition` for rows that come batch by batch: each batch is written as it comes,
+    so the day's rows never sit in memory together. Returns the file written and its row count."""
+    target = partition_file(lake_root, table, day)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target.parent, PART_NAME)
+    rows = 0
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return target, rows
 
 
 def read_partition(lake_root: Path, table: str, day: str) -> pa.Table | None:

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from emo_assets.lib.audio import load as audio
 from emo_assets.lib.audio.load import (
     SILENCE_FLOOR_DBFS,
-    TARGET_SAMPLE_RATE,
     AudioDecodeError,
     AudioInfo,
+    FlacReader,
     decode_audio,
     is_silent,
     load_mono_16k,
@@ -27,8 +27,10 @@ from emo_assets.lib.audio.load import (
     rms_dbfs,
     to_mono_16k,
     write_flac_atomic,
+    write_mono_16k_flac,
 )
 from emo_assets.lib.audio.sample_day import CODEC_FORMAT, write_encoded, write_tone
+from emo_assets.lib.schemas import SAMPLE_RATE as TARGET_SAMPLE_RATE
 
 LOSSLESS = {"wav_pcm_16", "wav_pcm_24", "wav_pcm_32", "wav_float", "wav_double", "flac"}
 # (codec, native sample rate, channels): every format we accept, at rates uploads really have.
@@ -439,3 +441,30 @@ def test_load_mono_16k_differs_from_the_float_resample_only_by_16_bit_rounding(t
 
     assert len(floats) == len(stored)
     assert 0 < np.abs(floats - stored).max() <= 0.5 / 32768 + 1e-9
+
+
+def test_flac_reader_reads_any_window_of_a_resampled_flac(tmp_path: Path) -> None:
+    samples = (np.sin(2 * np.pi * 300 * np.arange(40_000) / TARGET_SAMPLE_RATE) * 0.5).astype(np.float32)
+    path = write_mono_16k_flac(tmp_path / "day" / "a.flac", [samples[:15_000], samples[15_000:]]).path
+    reader = FlacReader(path)
+    assert reader.num_samples == 40_000
+    whole, _ = sf.read(path, dtype="float32")
+    for offset, n in [(0, 40_000), (0, 400), (12_345, 10_000), (39_000, 1_000)]:
+        window = reader.read(offset, n)
+        assert window.dtype == np.float32 and window.shape == (n,)
+        np.testing.assert_array_equal(window, whole[offset : offset + n])
+    with pytest.raises(AudioDecodeError, match="changed while read"):
+        reader.read(39_000, 2_000)  # past the end
+
+
+def test_flac_reader_refuses_what_is_not_a_16k_mono_flac(tmp_path: Path) -> None:
+    stereo = tmp_path / "stereo.flac"
+    sf.write(stereo, np.zeros((16_000, 2), np.float32), TARGET_SAMPLE_RATE, format="FLAC")
+    with pytest.raises(AudioDecodeError, match="expected 16000 Hz mono"):
+        FlacReader(stereo)
+    junk = tmp_path / "junk.flac"
+    junk.write_bytes(b"not a flac at all")
+    with pytest.raises(AudioDecodeError, match="not a readable FLAC"):
+        FlacReader(junk)
+    with pytest.raises(FileNotFoundError):
+        FlacReader(tmp_path / "gone.flac")

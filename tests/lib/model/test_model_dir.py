@@ -9,7 +9,6 @@ import pytest
 import torch
 import yaml
 
-from emo_assets.lib.model.emotion_model import min_samples
 from emo_assets.lib.model.model_dir import (
     DECODER_PREFIX,
     EMOTION_TOKENS,
@@ -17,6 +16,7 @@ from emo_assets.lib.model.model_dir import (
     make_test_model,
     model_config,
 )
+from emo_assets.lib.model.windows import min_samples
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:

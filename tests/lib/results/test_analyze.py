@@ -96,7 +96,7 @@ def test_frame_granularity_writes_one_row_per_frame(recordings, model, tiny_mode
     assert _run(recordings["mono16k"], "--granularity", "frame", out=tmp_path, model_dir=tiny_model_dir) == 0
     p = _only_run(tmp_path)
     emb = np.load(p / "embedding.npy")
-    frames, _ = model.infer_frames(load_mono_16k(recordings["mono16k"]))
+    frames = model.infer_frames(load_mono_16k(recordings["mono16k"])).embeddings
     assert emb.shape == frames.shape == (74, model.embed_dim)  # 1.5 s at 50 frames/s, minus the conv edge
     np.testing.assert_allclose(emb, frames, rtol=1e-5, atol=1e-6)
     r = json.loads((p / "result.json").read_text())

@@ -1,4 +1,5 @@
-"""Loading emotion2vec+ through funasr and scoring recordings, on the tiny random model."""
+"""Loading emotion2vec+ through funasr (described first, weights on first use) and scoring recordings
+with the loaded model, on the tiny random model."""
 
 from __future__ import annotations
 
@@ -12,20 +13,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emo_assets.lib.model.emotion_model import (
-    EMOTION_LABELS,
-    EmotionModel,
-    EmotionResult,
-    ModelLoadError,
-    cpu_threads,
-    inference_dtype,
-    label_order,
-    load_emotion_model,
-    min_samples,
-    num_frames,
-    resolve_device,
-)
-from emo_assets.lib.model.model_dir import EMOTION_TOKENS
+from emo_assets.lib.model.engine import EmotionModel, inference_dtype
+from emo_assets.lib.model.loading import LazyEmotionModel, describe_model, label_order, load_model
+from emo_assets.lib.model.model_dir import EMOTION_TOKENS, ModelLoadError
+from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, EmotionScorer
+from emo_assets.lib.model.settings import ModelSettings, cpu_threads
+from emo_assets.lib.model.windows import min_samples, num_frames
+from emo_assets.lib.schemas import EMOTION_LABELS
 
 REAL_SPEC = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 # Lengths in samples: at the minimum, just above it, odd, 0.5 s, 1 s, 2.5 s.
@@ -41,7 +35,7 @@ def _clip(n: int, seed: int, amplitude: float = 0.1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_dir: Path) -> EmotionModel:
-    return load_emotion_model(str(tiny_model_dir), device="cpu")
+    return load_model(ModelSettings(str(tiny_model_dir), device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +56,14 @@ def test_loads_the_tiny_model(tiny_model: EmotionModel) -> None:
     assert tiny_model.labels == EMOTION_LABELS
     assert (tiny_model.device, tiny_model.dtype) == ("cpu", torch.float32)
     assert not tiny_model.module.training
-    assert torch.get_num_threads() == cpu_threads()
+    assert tiny_model.settings.threads == cpu_threads()
 
 
 def test_model_id_is_the_directory_name_without_a_marker(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "emotion2vec_plus_large"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "emo_model.json").unlink()
-    model = load_emotion_model(str(model_dir), device="cpu")
+    model = load_model(ModelSettings(str(model_dir), device="cpu"))
     assert (model.model_id, model.is_random) == ("emotion2vec_plus_large", False)
 
 
@@ -79,7 +73,7 @@ def test_loading_leaves_the_global_rngs_alone(tiny_model_dir: Path) -> None:
     expected = (np.random.rand(), torch.rand(1).item())
     np.random.seed(5)
     torch.manual_seed(5)
-    load_emotion_model(str(tiny_model_dir), device="cpu")
+    load_model(ModelSettings(str(tiny_model_dir), device="cpu"))
     assert (np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -91,7 +85,7 @@ def test_weights_that_do_not_match_the_config_are_refused(tiny_model_dir: Path, 
     del weights["proj.weight"]
     torch.save(weights, model_dir / "model.pt")
     with pytest.raises(ModelLoadError, match="proj.weight missing from model.pt"):
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(str(model_dir), device="cpu"))
 
 
 def test_weights_of_another_shape_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -102,7 +96,7 @@ def test_weights_of_another_shape_are_refused(tiny_model_dir: Path, tmp_path: Pa
     weights["proj.weight"] = torch.zeros(9, 16)
     torch.save(weights, model_dir / "model.pt")
     with pytest.raises(ModelLoadError, match=r"proj.weight has shape \(9, 16\), config needs"):
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(str(model_dir), device="cpu"))
 
 
 def test_ddp_prefixed_weights_load(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -111,8 +105,8 @@ def test_ddp_prefixed_weights_load(tiny_model_dir: Path, tmp_path: Path) -> None
     weights = torch.load(model_dir / "model.pt", weights_only=True)
     torch.save({f"module.{k}": v for k, v in weights.items()}, model_dir / "model.pt")
     clip = _clip(8_000, seed=4)
-    (expected,) = load_emotion_model(str(tiny_model_dir), device="cpu").infer([clip])
-    (result,) = load_emotion_model(str(model_dir), device="cpu").infer([clip])
+    (expected,) = load_model(ModelSettings(str(tiny_model_dir), device="cpu")).infer([clip])
+    (result,) = load_model(ModelSettings(str(model_dir), device="cpu")).infer([clip])
     np.testing.assert_array_equal(result.scores, expected.scores)
 
 
@@ -121,12 +115,12 @@ def test_corrupt_weights_file_is_a_model_load_error(tiny_model_dir: Path, tmp_pa
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="EMO_MODEL"):
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(str(model_dir), device="cpu"))
 
 
 def test_missing_directory_names_the_setting_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError) as err:
-        load_emotion_model(str(tmp_path / "nowhere"), device="cpu")
+        load_model(ModelSettings(str(tmp_path / "nowhere"), device="cpu"))
     message = str(err.value)
     assert "EMO_MODEL" in message and "nowhere" in message
     assert "emo make-test-model" in message
@@ -137,7 +131,7 @@ def test_directory_without_weights_lists_what_is_missing(tiny_model_dir: Path, t
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.pt").unlink()
     with pytest.raises(ModelLoadError, match=r"EMO_MODEL=.* is missing model\.pt"):
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(str(model_dir), device="cpu"))
 
 
 def test_broken_config_yaml_reports_the_yaml_error(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -145,12 +139,12 @@ def test_broken_config_yaml_reports_the_yaml_error(tiny_model_dir: Path, tmp_pat
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "config.yaml").write_text("model: Emotion2vec\nmodel_conf: [unclosed\n")
     with pytest.raises(ModelLoadError, match="config.yaml is not valid YAML"):
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(str(model_dir), device="cpu"))
 
 
 def test_unknown_hub_names_emo_model_hub() -> None:
     with pytest.raises(ModelLoadError, match=r"EMO_MODEL_HUB='gitlab'.*ms .*hf"):
-        load_emotion_model("iic/emotion2vec_plus_large", hub="gitlab", device="cpu")
+        load_model(ModelSettings("iic/emotion2vec_plus_large", hub="gitlab", device="cpu"))
 
 
 def test_hub_id_offline_fails_fast_with_the_remedies(monkeypatch, tmp_path: Path) -> None:
@@ -164,7 +158,7 @@ def test_hub_id_offline_fails_fast_with_the_remedies(monkeypatch, tmp_path: Path
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(ModelLoadError) as err:
-        load_emotion_model("iic/emotion2vec_plus_large", hub="ms", device="cpu")
+        load_model(ModelSettings("iic/emotion2vec_plus_large", hub="ms", device="cpu"))
     message = str(err.value)
     assert "Connect to the network once" in message
     assert "EMO_MODEL" in message
@@ -173,7 +167,7 @@ def test_hub_id_offline_fails_fast_with_the_remedies(monkeypatch, tmp_path: Path
 
 def test_half_precision_on_cpu_is_refused(tiny_model_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"half precision \(EMO_HALF\) needs a CUDA device.*EMO_HALF=0"):
-        load_emotion_model(str(tiny_model_dir), device="cpu", half=True)
+        load_model(ModelSettings(str(tiny_model_dir), device="cpu", half=True))
 
 
 @pytest.mark.parametrize(
@@ -185,28 +179,69 @@ def test_inference_dtype(device: str, half: bool, dtype: torch.dtype) -> None:
     assert inference_dtype(device, half) == dtype
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("auto", "cpu"), ("cpu", "cpu"), (" CPU ", "cpu")])
-def test_resolve_device_without_cuda(monkeypatch, setting: str, expected: str) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device(setting) == expected
-
-
-@pytest.mark.parametrize("setting", ["cuda", "cuda:0"])
-def test_resolve_device_cuda_missing(monkeypatch, setting: str) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ModelLoadError, match="EMO_DEVICE=.*CUDA is not available"):
-        resolve_device(setting)
-
-
-@pytest.mark.parametrize("setting", ["gpu", "cuda:x", "mps", ""])
-def test_resolve_device_rejects_unknown_values(setting: str) -> None:
-    with pytest.raises(ModelLoadError, match="EMO_DEVICE=.*allowed values: auto, cpu, cuda, cuda:N"):
-        resolve_device(setting)
-
-
 def test_wrong_device_string_fails_before_loading(tiny_model_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="EMO_DEVICE='gpu0'"):
-        load_emotion_model(str(tiny_model_dir), device="gpu0")
+        load_model(ModelSettings(str(tiny_model_dir), device="gpu0"))
+
+
+# ---- described first, loaded on first use ------------------------------------------------------
+
+
+def test_describe_reads_the_model_files(tiny_model_dir):
+    description = describe_model(ModelSettings(str(tiny_model_dir), device="cpu"))
+    loaded = load_model(ModelSettings(str(tiny_model_dir), device="cpu"))
+    assert description.model_id == loaded.model_id == "random-tiny-seed0"
+    assert description.is_random
+    assert (description.embed_dim, description.min_samples) == (loaded.embed_dim, loaded.min_samples)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"device": "tpu"}, "EMO_DEVICE"),
+        ({"precision": "int4"}, "EMO_PRECISION"),
+        ({"half": True, "device": "cpu"}, "EMO_HALF"),
+        ({"hub": "github"}, "EMO_MODEL_HUB"),
+    ],
+)
+def test_bad_settings_are_named(tiny_model_dir, settings, named):
+    with pytest.raises(ModelLoadError, match=named):
+        describe_model(ModelSettings(str(tiny_model_dir), **settings))
+
+
+def test_a_config_that_is_not_emotion2vec_is_refused(tmp_path, tiny_model_dir):
+    for name in ("model.pt", "tokens.txt"):
+        (tmp_path / name).write_bytes((tiny_model_dir / name).read_bytes())
+    (tmp_path / "config.yaml").write_text("model: Emotion2vec\nmodel_conf: {embed_dim: 8}\n")
+    with pytest.raises(ModelLoadError, match="does not describe an emotion2vec model"):
+        describe_model(ModelSettings(str(tmp_path), device="cpu"))
+
+
+def test_weights_load_once_and_only_when_inference_runs(tiny_model_dir):
+    calls = []
+
+    def load():
+        calls.append(1)
+        return load_model(ModelSettings(str(tiny_model_dir), device="cpu"))
+
+    lazy = LazyEmotionModel(describe_model(ModelSettings(str(tiny_model_dir), device="cpu")), load)
+    assert (lazy.model_id, lazy.embed_dim) == ("random-tiny-seed0", 32)
+    assert calls == []
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    [result] = lazy.infer([wave])
+    lazy.infer([wave])
+    assert calls == [1]
+    assert result.scores.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_lazy_and_the_loaded_model_are_the_same_scorer(tiny_model_dir, tiny_model):
+    lazy = LazyEmotionModel(describe_model(ModelSettings(str(tiny_model_dir), device="cpu")), lambda: tiny_model)
+    assert isinstance(lazy, EmotionScorer) and isinstance(tiny_model, EmotionScorer)
+    assert lazy.settings == tiny_model.settings and lazy.settings.device == "cpu"
+    wave = _clip(20_000, seed=6)
+    [ours] = lazy.score([ArrayReader(wave)])
+    np.testing.assert_array_equal(ours.scores, tiny_model.infer([wave])[0].scores)
+    np.testing.assert_array_equal(lazy.infer_frames(wave).embeddings, tiny_model.infer_frames(wave).embeddings)
 
 
 # ---- inference -------------------------------------------------------------------------------
@@ -243,7 +278,8 @@ def test_results_are_one_per_clip_in_order(tiny_model: EmotionModel) -> None:
 
 def test_infer_frames_gives_50_frames_per_second(tiny_model: EmotionModel) -> None:
     clip = _clip(32_000, seed=3)
-    features, scores = tiny_model.infer_frames(clip)
+    frames = tiny_model.infer_frames(clip)
+    features, scores = frames.embeddings, frames.scores
     assert features.shape == (99, tiny_model.embed_dim)  # 2 s
     assert scores.shape == (99, len(EMOTION_LABELS))
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
@@ -253,7 +289,7 @@ def test_infer_frames_gives_50_frames_per_second(tiny_model: EmotionModel) -> No
 
 def test_infer_frames_matches_funasr_frame_granularity(tiny_model: EmotionModel, funasr_reference) -> None:
     clip = _clip(16_000, seed=2)
-    features, _ = tiny_model.infer_frames(clip)
+    features = tiny_model.infer_frames(clip).embeddings
     (theirs,) = funasr_reference.generate(input=clip, granularity="frame", extract_embedding=True)
     assert features.shape == theirs["feats"].shape == (49, tiny_model.embed_dim)
     assert np.abs(features - theirs["feats"]).max() <= 1e-4

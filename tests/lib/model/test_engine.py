@@ -1,4 +1,4 @@
-"""The batched engine against funasr's own AutoModel.generate on the tiny random model."""
+"""The engine (EmotionModel) against funasr's own AutoModel.generate on the tiny random model."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emo_assets.lib.model.inference import (
-    InferenceEngine,
-    prepare_module,
-    resolve_batch_policy,
-    resolve_device,
-    resolve_dtype,
-    torch_threads,
-)
+from emo_assets.lib.model.engine import EmotionModel, inference_dtype, prepare_module
+from emo_assets.lib.model.scorer import ArrayReader, AudioReadError
+from emo_assets.lib.model.settings import ModelSettings, torch_threads
 from emo_assets.lib.model.windows import frame_keep_ranges, pack_batches, plan_windows, weighted_mean
 
 SR = 16_000
@@ -54,6 +49,10 @@ CLIP_LENGTHS = [
     90_000,
     96_000,
 ]
+
+
+def _engine(module, token_index=None, **settings) -> EmotionModel:
+    return EmotionModel(module, ModelSettings(**settings), token_index=token_index)
 
 
 def _clips(lengths, seed=0):
@@ -99,9 +98,9 @@ def reference(auto_model, clips):
 
 @pytest.mark.parametrize("policy, budget", [("per_clip", 0), ("masked", 8 * SR), ("masked", 40 * SR)])
 def test_matches_funasr_generate_per_clip(auto_model, clips, reference, policy, budget):
-    kwargs = {"max_batch_samples": budget} if budget else {}
-    engine = InferenceEngine(auto_model.model, device="cpu", batch_policy=policy, **kwargs)
-    outputs = engine.embed(clips)
+    kwargs = {"max_batch_s": budget / SR} if budget else {}
+    engine = _engine(auto_model.model, device="cpu", batch_policy=policy, **kwargs)
+    outputs = engine.infer(clips)
     assert len(outputs) == len(clips)
     for n, out, (ref_emb, ref_scores) in zip(CLIP_LENGTHS, outputs, reference, strict=True):
         assert out.embedding.dtype == np.float32 and out.embedding.shape == ref_emb.shape
@@ -121,15 +120,15 @@ def test_plain_padding_would_leak(auto_model, clips, reference):
     mask = torch.arange(len(long)) >= torch.tensor([len(short), len(long)]).unsqueeze(1)
     with torch.inference_mode():
         x = module.extract_features(batch, padding_mask=mask)["x"][0]
-    frames = InferenceEngine(module, device="cpu").frames(short).embeddings
+    frames = _engine(module, device="cpu").infer_frames(short).embeddings
     assert np.abs(x[: len(frames)].mean(0).numpy() - reference[8][0]).max() > 1e-4
 
 
 def test_frames_match_funasr_frame_granularity(auto_model, clips):
-    engine = InferenceEngine(auto_model.model, device="cpu")
+    engine = _engine(auto_model.model, device="cpu")
     for clip in (clips[0], clips[9], clips[-1]):
         ref = auto_model.generate(clip, granularity="frame", extract_embedding=True)[0]["feats"]
-        out = engine.frames(clip)
+        out = engine.infer_frames(clip)
         assert out.embeddings.shape == ref.shape
         assert np.abs(out.embeddings - ref).max() < 1e-4
         assert out.scores.shape == (len(ref), 9)
@@ -142,25 +141,25 @@ def test_frames_match_funasr_frame_granularity(auto_model, clips):
 
 def test_token_index_reorders_and_renormalises(auto_model, clips, reference):
     order = [8, 0, 1, 2, 3, 4, 5, 6, 7]
-    out = InferenceEngine(auto_model.model, device="cpu", token_index=order).embed(clips[:4])
+    out = _engine(auto_model.model, device="cpu", token_index=order).infer(clips[:4])
     for o, (_, ref_scores) in zip(out, reference, strict=False):
         np.testing.assert_allclose(o.scores, ref_scores[order], atol=1e-6)
-    sub = InferenceEngine(auto_model.model, device="cpu", token_index=[3, 4]).embed(clips[:1])[0]
+    sub = _engine(auto_model.model, device="cpu", token_index=[3, 4]).infer(clips[:1])[0]
     ref = reference[0][1][[3, 4]]
     np.testing.assert_allclose(sub.scores, ref / ref.sum(), atol=1e-6)
 
 
 def test_long_recording_is_windowed(auto_model, clips):
     wave = np.concatenate(_clips([SR * 9, SR * 7, SR * 8 + 123], seed=3))  # 24 s
-    engine = InferenceEngine(auto_model.model, device="cpu", window_s=10.0, window_overlap_s=1.0)
-    out = engine.embed([wave, clips[5]])[0]
+    engine = _engine(auto_model.model, device="cpu", window_s=10.0, window_overlap_s=1.0)
+    out = engine.infer([wave, clips[5]])[0]
     spans = plan_windows(len(wave), window_s=10.0, overlap_s=1.0)
     assert [(s.start_s, s.end_s) for s in out.segments] == [(a / SR, b / SR) for a, b in spans]
     assert len(out.segments) == 3 and out.segments[-1].end_s == len(wave) / SR
     # Each window is scored exactly as that crop on its own.
     for seg in out.segments:
         crop = wave[round(seg.start_s * SR) : round(seg.end_s * SR)]
-        alone = engine.embed([crop])[0]
+        alone = engine.infer([crop])[0]
         np.testing.assert_allclose(seg.embedding, alone.embedding, atol=1e-6)
         np.testing.assert_allclose(seg.scores, alone.scores, atol=1e-7)
     weights = [s.end_s - s.start_s for s in out.segments]
@@ -168,15 +167,15 @@ def test_long_recording_is_windowed(auto_model, clips):
     np.testing.assert_allclose(out.scores, expected, atol=1e-6)
     np.testing.assert_allclose(out.scores.sum(), 1.0, atol=1e-5)
     # Masked batches of the windows give the same numbers.
-    masked = InferenceEngine(
-        auto_model.model, device="cpu", batch_policy="masked", window_s=10.0, window_overlap_s=1.0
-    ).embed([wave])[0]
+    masked = _engine(auto_model.model, device="cpu", batch_policy="masked", window_s=10.0, window_overlap_s=1.0).infer(
+        [wave]
+    )[0]
     np.testing.assert_allclose(masked.embedding, out.embedding, atol=1e-5)
 
 
 def test_long_recording_frames_have_no_duplicates(auto_model):
     wave = np.concatenate(_clips([SR * 9, SR * 9 + 77], seed=4))
-    out = InferenceEngine(auto_model.model, device="cpu", window_s=5.0, window_overlap_s=1.0).frames(wave)
+    out = _engine(auto_model.model, device="cpu", window_s=5.0, window_overlap_s=1.0).infer_frames(wave)
     steps = np.diff(out.times_s)
     assert (steps > 0.01).all() and (steps <= 0.03 + 1e-9).all()
     assert abs(len(out.times_s) - len(wave) / 320) < 4
@@ -231,39 +230,12 @@ def test_weighted_mean():
 
 
 @pytest.mark.parametrize(
-    "device, cuda, expected",
-    [("auto", False, "cpu"), ("auto", True, "cuda"), ("cpu", True, "cpu"), ("cuda:1", True, "cuda:1")],
-)
-def test_resolve_device(device, cuda, expected):
-    assert str(resolve_device(device, cuda_available=cuda)) == expected
-
-
-def test_resolve_device_refuses_missing_cuda():
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        resolve_device("cuda", cuda_available=False)
-
-
-@pytest.mark.parametrize(
     "device, half, dtype",
-    [
-        ("cpu", False, torch.float32),
-        ("cpu", True, torch.bfloat16),
-        ("cuda", False, torch.float32),
-        ("cuda", True, torch.float16),
-    ],
+    [("cpu", False, torch.float32), ("cuda", False, torch.float32), ("cuda", True, torch.float16)],
 )
-def test_resolve_dtype(device, half, dtype):
-    assert resolve_dtype(torch.device(device), half) == dtype
-
-
-@pytest.mark.parametrize(
-    "policy, device, expected",
-    [("auto", "cpu", "per_clip"), ("auto", "cuda", "masked"), ("masked", "cpu", "masked")],
-)
-def test_resolve_batch_policy(policy, device, expected):
-    assert resolve_batch_policy(policy, torch.device(device)) == expected
-    with pytest.raises(ValueError, match="batch_policy"):
-        resolve_batch_policy("greedy", torch.device(device))
+def test_inference_dtype(device, half, dtype):
+    settings = ModelSettings(device=device, half=half).resolved(cuda_devices=1)
+    assert inference_dtype(settings.device, settings.half) == dtype
 
 
 def test_prepare_module_casts_a_copy(auto_model):
@@ -279,23 +251,23 @@ def test_prepare_module_casts_a_copy(auto_model):
         prepare_module(module, device=torch.device("cpu"), dtype=torch.float32, precision="fp8")
 
 
-def test_half_and_int8_stay_close_to_fp32(auto_model, clips, reference):
-    for kwargs in ({"half": True}, {"precision": "int8"}):
-        engine = InferenceEngine(auto_model.model, device="cpu", **kwargs)
+def test_int8_stays_close_to_fp32(auto_model, clips, reference):
+    for kwargs in ({"precision": "int8"},):
+        engine = _engine(auto_model.model, device="cpu", **kwargs)
         assert next(auto_model.model.parameters()).dtype == torch.float32
-        for out, (ref_emb, ref_scores) in zip(engine.embed(clips[::4]), reference[::4], strict=True):
+        for out, (ref_emb, ref_scores) in zip(engine.infer(clips[::4]), reference[::4], strict=True):
             cos = out.embedding @ ref_emb / np.linalg.norm(out.embedding) / np.linalg.norm(ref_emb)
             assert out.embedding.dtype == np.float32 and cos > 0.99, kwargs
             assert np.abs(out.scores - ref_scores).max() < 0.02, kwargs
 
 
 def test_too_short_and_wrong_shape_clips_say_what_to_do(auto_model):
-    engine = InferenceEngine(auto_model.model, device="cpu")
+    engine = _engine(auto_model.model, device="cpu")
     assert engine.min_samples == 400
     with pytest.raises(ValueError, match="at least 400"):
-        engine.embed([np.zeros(399, np.float32)])
+        engine.infer([np.zeros(399, np.float32)])
     with pytest.raises(ValueError, match="mono"):
-        engine.embed([np.zeros((2, 800), np.float32)])
+        engine.infer([np.zeros((2, 800), np.float32)])
 
 
 def test_threads_are_restored():
@@ -326,3 +298,61 @@ def test_alibi_bias_is_funasrs_bit_for_bit():
     ref = get_alibi_bias({}, batch_size=1, time_steps=37, heads=4, dtype=torch.float32, device="cpu")
     ref = torch.nn.functional.pad(ref * scale.squeeze(0), (3, 0, 3, 0))
     assert torch.equal(_alibi_bias(4, 37, 3, scale.view(-1), torch.device("cpu")), ref)
+
+
+# ---- recordings read through readers, window by window ----
+
+
+class CountingReader(ArrayReader):
+    """An in-memory recording that records every read."""
+
+    def __init__(self, samples, fail_at: int | None = None):
+        super().__init__(samples)
+        self.reads: list[tuple[int, int]] = []
+        self.fail_at = fail_at
+
+    def read(self, offset, n):
+        self.reads.append((offset, n))
+        if self.fail_at is not None and offset >= self.fail_at:
+            raise OSError("disk went away")
+        return super().read(offset, n)
+
+
+def test_a_long_recording_is_read_one_window_at_a_time(auto_model):
+    wave = np.concatenate(_clips([SR * 9, SR * 7, SR * 8 + 123], seed=3))  # 24 s
+    engine = _engine(auto_model.model, device="cpu", window_s=10.0, window_overlap_s=1.0)
+    reader = CountingReader(wave)
+    [result] = engine.score([reader])
+    spans = plan_windows(len(wave), window_s=10.0, overlap_s=1.0)
+    assert sorted(reader.reads) == [(a, b - a) for a, b in spans]  # each window read once, nothing more
+    [same] = engine.infer([wave])
+    np.testing.assert_array_equal(result.scores, same.scores)
+    assert [(s.start_s, s.end_s) for s in result.segments] == [(a / SR, b / SR) for a, b in spans]
+
+
+def test_frames_come_a_window_at_a_time_and_match_the_whole(auto_model):
+    wave = np.concatenate(_clips([SR * 9, SR * 9 + 77], seed=4))
+    engine = _engine(auto_model.model, device="cpu", window_s=5.0, window_overlap_s=1.0, threads=1)
+    reader = CountingReader(wave)
+    chunks = list(engine.frames(reader))
+    spans = plan_windows(len(wave), window_s=5.0, overlap_s=1.0)
+    assert len(chunks) == len(spans) and reader.reads == [(a, b - a) for a, b in spans]
+    whole = engine.infer_frames(wave)
+    np.testing.assert_array_equal(np.concatenate([c.times_s for c in chunks]), whole.times_s)
+    np.testing.assert_allclose(np.concatenate([c.embeddings for c in chunks]), whole.embeddings, atol=1e-6)
+
+
+def test_a_failing_reader_names_the_recording(auto_model, clips):
+    engine = _engine(auto_model.model, device="cpu", window_s=2.0, window_overlap_s=0.5)
+    good, bad = CountingReader(clips[-1]), CountingReader(clips[-1], fail_at=SR)
+    with pytest.raises(AudioReadError, match="recording 1: audio unreadable: disk went away") as err:
+        engine.score([good, bad])
+    assert err.value.index == 1 and isinstance(err.value.__cause__, OSError)
+
+
+def test_inference_leaves_torch_threads_as_it_found_them(auto_model, clips):
+    before = torch.get_num_threads()
+    engine = _engine(auto_model.model, device="cpu", threads=1)
+    engine.infer(clips[:3])
+    engine.infer_frames(clips[3])
+    assert engine.workers == 1 and torch.get_num_threads() == before
