@@ -40,8 +40,9 @@ def test_funasr_prints_the_notice_and_our_import_and_commands_do_not(tmp_path):
     assert made.returncode == 0, made.stderr[-2000:]
     loaded = run_python(
         "import sys\n"
-        "from emo_assets.lib.model.emotion_model import load_emotion_model\n"
-        "print(load_emotion_model(sys.argv[1], device='cpu').model_id)\n",
+        "from emo_assets.lib.model.loading import load_model\n"
+        "from emo_assets.lib.model.settings import ModelSettings\n"
+        "print(load_model(ModelSettings(model=sys.argv[1], device='cpu')).model_id)\n",
         str(tmp_path / "m"),
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
