@@ -97,7 +97,7 @@ RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "emotion_model": EmotionModelResource,
 }
 
-_CONFIG_TYPES = {_text: str, _flag: bool, _seconds: float}
+_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float}
 
 
 def _default(setting: Setting) -> object:
