@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_inference.py [--model-dir DIR] [--clips 40] [--long-s 600]
 
-Builds the large-architecture random model (make_test_model size "large"; cached in --model-dir),
+Builds the emotion2vec+ large random model (make_test_model size "large": the published plus_large
+config, 162 M parameters; cached in --model-dir, rebuilt if the cached config differs),
 makes a fixed set of clips (seeded; 1-15 s) and one long recording, then:
 
 1. in this process, for groups of 8 clips, runs funasr generate (ncpu = the cores available, and funasr's
@@ -70,9 +71,18 @@ def make_long(seconds: float) -> np.ndarray:
 
 
 def ensure_model(model_dir: Path) -> Path:
-    if not (model_dir / "model.pt").exists():
-        from emo_assets.lib.model.model_dir import make_test_model
+    """The large random model in ``model_dir``, (re)built unless its config is today's large config.
 
+    A directory cached by an older version (e.g. the former 24-block "large") is rebuilt, so a
+    benchmark never measures a stale architecture.
+    """
+    from emo_assets.lib.model.model_dir import make_test_model, model_config, read_config
+
+    try:
+        current = (model_dir / "model.pt").is_file() and read_config(model_dir) == model_config("large")
+    except Exception:  # missing or unreadable config.yaml: rebuild
+        current = False
+    if not current:
         print(f"building the large random model in {model_dir} ...", flush=True)
         make_test_model(model_dir, size="large", seed=0)
     return model_dir
