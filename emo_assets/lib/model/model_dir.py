@@ -131,8 +131,10 @@ def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     `out_dir` are replaced (each file is written to a temporary name, then renamed).
     """
     import torch
-    from funasr.models.emotion2vec.model import Emotion2vec
 
+    from emo_assets.lib.model.funasr_import import funasr_class
+
+    Emotion2vec = funasr_class("model_classes", "Emotion2vec")  # noqa: N806 - funasr's class
     config = model_config(size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,9 +232,11 @@ def _check_local_dir(path: Path) -> None:
 
 def _hub_model_dir(model: str, hub: str) -> Path:
     """Local copy of a hub model: the hub cache if complete, else funasr's download."""
-    from funasr.download.download_model_from_hub import download_model
-    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
+    from emo_assets.lib.model.funasr_import import funasr_module
 
+    download_model = funasr_module("funasr.download.download_model_from_hub").download_model
+    name_maps = funasr_module("funasr.download.name_maps_from_hub")
+    name_maps_ms, name_maps_hf = name_maps.name_maps_ms, name_maps.name_maps_hf
     repo = (name_maps_ms if hub == "ms" else name_maps_hf).get(model, model)
     cached = _cached_snapshot(repo, hub)
     if cached is not None and _is_complete(cached):
