@@ -397,18 +397,18 @@ def build_module(model_dir) -> tuple[Any, list[str]]:
     directory's config.yaml and tokens.txt, but on the meta device, with ``model.pt`` memory-mapped
     and assigned in place: one copy of the weights, where AutoModel holds three while loading
     (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor."""
-    import funasr.models.emotion2vec.model  # noqa: F401 - registers Emotion2vec in funasr's tables
     import torch
-    from funasr.register import tables
     from omegaconf import OmegaConf
+
+    from emo_assets.lib.model.funasr_import import funasr_class  # funasr's classes, without its 14 s init
 
     config = OmegaConf.load(model_dir / "config.yaml")
     tokenizer_conf = OmegaConf.to_container(config.get("tokenizer_conf") or {}, resolve=True)
-    tokenizer = tables.tokenizer_classes.get(config.tokenizer)(
+    tokenizer = funasr_class("tokenizer_classes", config.tokenizer)(
         **{**tokenizer_conf, "token_list": str(model_dir / "tokens.txt")}
     )
     tokens = list(tokenizer.token_list)
-    model_class = tables.model_classes.get(config.model)
+    model_class = funasr_class("model_classes", config.model)
     if model_class is None:
         raise ModelLoadError(f"{model_dir / 'config.yaml'} names model {config.model!r}, which funasr does not know")
     with torch.device("meta"):
