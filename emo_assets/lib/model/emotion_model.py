@@ -415,7 +415,8 @@ def build_module(model_dir) -> tuple[Any, list[str]]:
         module = model_class(model_conf=OmegaConf.to_container(config.model_conf, resolve=True), vocab_size=len(tokens))
     # The pre-training decoder is not in published checkpoints and inference never runs it.
     module.modality_encoders["AUDIO"].remove_pretraining_modules(keep_decoder=False)
-    load_weights(module, model_dir / "model.pt")
+    scope_map = OmegaConf.to_container(config.scope_map) if config.get("scope_map") else None
+    load_weights(module, model_dir / "model.pt", scope_map)
     return module, tokens
 
 

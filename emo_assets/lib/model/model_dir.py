@@ -31,6 +31,7 @@ import copy
 import json
 import os
 import socket
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -322,12 +323,14 @@ def read_marker(model_dir: Path) -> dict[str, Any]:
     return marker if isinstance(marker, dict) else {}
 
 
-def load_weights(module: Any, weights_path: Path) -> None:
+def load_weights(module: Any, weights_path: Path, scope_map: Sequence[str] | None = None) -> None:
     """Assign ``weights_path``'s tensors to ``module`` (built on the meta device), checking that
     every one the config needs is there with its shape: no silent random init.
 
     The file is memory-mapped where its format allows (torch's zip format), so the weights exist
     once in memory. The pre-training decoder, absent from published checkpoints, is ignored.
+    ``scope_map`` is the config's ``scope_map`` (pairs of checkpoint prefix, model prefix; the
+    published emotion2vec_plus_large config maps ``d2v_model.`` to none), applied as funasr applies it.
     """
     import torch
 
@@ -348,8 +351,9 @@ def load_weights(module: Any, weights_path: Path) -> None:
         state = {}
     expected = module.state_dict()
     weights, problems = {}, []
+    pairs = _prefix_pairs(scope_map)
     for name, tensor in expected.items():
-        stored = state.get(name, state.get(f"module.{name}"))  # funasr maps a DDP prefix too
+        stored = state.get(_source_key(name, state, pairs))
         if stored is None:
             problems.append(f"{name} missing from model.pt")
         elif tuple(stored.shape) != tuple(tensor.shape):
@@ -363,3 +367,24 @@ def load_weights(module: Any, weights_path: Path) -> None:
             f"weights ({shown}). Re-download the model or rebuild it with `emo make-test-model`."
         )
     module.load_state_dict(weights, strict=True, assign=True)
+
+
+def _prefix_pairs(scope_map: Sequence[str] | None) -> list[tuple[str, str]]:
+    """funasr's scope_map pairs, plus the DDP ``module.`` prefix funasr always adds; "none" is ""."""
+    items = [*(scope_map or []), "module.", "None"]
+    if len(items) % 2:
+        raise ModelLoadError(f"scope_map {list(scope_map or [])} in config.yaml is not a list of prefix pairs")
+    plain = ["" if str(item).lower() == "none" else str(item) for item in items]
+    return list(zip(plain[::2], plain[1::2], strict=True))
+
+
+def _source_key(name: str, state: dict, pairs: list[tuple[str, str]]) -> str:
+    """The checkpoint key funasr's ``load_pretrained_model`` reads for model key ``name``
+    (every pair is tried in order; the last one that matches wins, as there)."""
+    source = name
+    for src, dst in pairs:
+        if dst == "" and src + name in state:
+            source = src + name
+        elif name.startswith(dst) and name.replace(dst, src, 1) in state:
+            source = name.replace(dst, src, 1)
+    return source

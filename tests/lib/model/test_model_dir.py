@@ -167,3 +167,24 @@ def test_every_size_keeps_the_real_frame_rate_and_minimum_input(size: str) -> No
 def test_unknown_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tiny"):
         make_test_model(tmp_path / "m", size="huge")
+
+
+def test_checkpoint_keys_are_mapped_by_the_configs_scope_map(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Like funasr's loader: the published plus_large config maps `d2v_model.` keys onto the network."""
+    import shutil
+
+    from emo_assets.lib.model.emotion_model import ModelLoadError, load_emotion_model
+
+    model_dir = tmp_path / "prefixed"
+    shutil.copytree(tiny_model_dir, model_dir)
+    plain = _weights(tiny_model_dir)
+    torch.save({f"d2v_model.{k}": v for k, v in plain.items()}, model_dir / "model.pt")
+    with pytest.raises(ModelLoadError, match="extra_tokens missing from model.pt"):  # no scope_map: no key found
+        load_emotion_model(str(model_dir), device="cpu")
+
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["scope_map"] = model_config("large")["scope_map"]
+    assert config["scope_map"] == ["d2v_model.", "none"]
+    (model_dir / "config.yaml").write_text(_dump_yaml(config), encoding="utf-8")
+    loaded = load_emotion_model(str(model_dir), device="cpu").module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in plain.items())
