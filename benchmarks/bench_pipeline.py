@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_pipeline.py [--model-dir DIR] [--clips 24] [--long-s 180]
 
-Builds the large random model (cached in --model-dir), writes a day of speech-like recordings in
+Builds the large random model (cached in --model-dir, rebuilt if stale; bench_inference.ensure_model), writes a day of speech-like recordings in
 several formats (seeded: --clips clips of 2-12 s plus one --long-s recording) into a fresh data
 directory, and runs `emo run` for that day twice, each in its own process under `/usr/bin/time -v`:
 
@@ -72,10 +72,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from emo_assets.lib.model.model_dir import make_test_model
+    from bench_inference import ensure_model  # this script's folder is on sys.path
 
-    if not (args.model_dir / "model.pt").exists():
-        make_test_model(args.model_dir, size="large", seed=0)
+    ensure_model(args.model_dir)
     with tempfile.TemporaryDirectory(prefix="emo-bench-day-") as tmp:
         data_dir = Path(tmp)
         audio_s = write_day(data_dir / "raw" / DAY, args.clips, args.long_s)

@@ -218,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     mtm = sub.add_parser("make-test-model", help="write a random-weight emotion2vec model directory")
     mtm.add_argument("directory")
-    mtm.add_argument("--size", choices=["tiny", "base", "large"], default="tiny")
+    mtm.add_argument(
+        "--size",
+        choices=["tiny", "base", "large"],
+        default="tiny",
+        help="tiny: 58 k parameters, for tests; base: emotion2vec+ base (93 M); "
+        "large: emotion2vec+ large's published config (162 M)",
+    )
     mtm.add_argument("--seed", type=int, default=0)
     mtm.set_defaults(handler=lambda a: make_test_model_cmd(a.directory, a.size, a.seed))
 

@@ -110,27 +110,25 @@ def build_module(model_dir: Path) -> tuple[Any, list[str]]:
     and assigned in place: one copy of the weights, where AutoModel holds three while loading
     (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor."""
     import torch
-
-    from emo_assets.lib.model.funasr_import import import_funasr
-
-    import_funasr()  # registers Emotion2vec in funasr's tables
-    from funasr.register import tables
     from omegaconf import OmegaConf
+
+    from emo_assets.lib.model.funasr_import import funasr_class  # funasr's classes, without its 14 s init
 
     config = OmegaConf.load(model_dir / "config.yaml")
     tokenizer_conf = OmegaConf.to_container(config.get("tokenizer_conf") or {}, resolve=True)
-    tokenizer = tables.tokenizer_classes.get(config.tokenizer)(
+    tokenizer = funasr_class("tokenizer_classes", config.tokenizer)(
         **{**tokenizer_conf, "token_list": str(model_dir / "tokens.txt")}
     )
     tokens = list(tokenizer.token_list)
-    model_class = tables.model_classes.get(config.model)
+    model_class = funasr_class("model_classes", config.model)
     if model_class is None:
         raise ModelLoadError(f"{model_dir / 'config.yaml'} names model {config.model!r}, which funasr does not know")
     with torch.device("meta"):
         module = model_class(model_conf=OmegaConf.to_container(config.model_conf, resolve=True), vocab_size=len(tokens))
     # The pre-training decoder is not in published checkpoints and inference never runs it.
     module.modality_encoders["AUDIO"].remove_pretraining_modules(keep_decoder=False)
-    load_weights(module, model_dir / "model.pt")
+    scope_map = OmegaConf.to_container(config.scope_map) if config.get("scope_map") else None
+    load_weights(module, model_dir / "model.pt", scope_map)
     return module, tokens
 
 

@@ -156,9 +156,9 @@ def _alibi_bias(heads: int, frames: int, extra: int, scale: torch.Tensor | None,
     ``H x T x T`` cache and pads and rescales it into two more tensors of that size (about 140 MB
     each for a 30 s window). Same values, bit for bit.
     """
-    from emo_assets.lib.model.funasr_import import import_funasr
+    from emo_assets.lib.model.funasr_import import funasr_module
 
-    get_alibi = import_funasr("funasr.models.emotion2vec.base").get_alibi
+    get_alibi = funasr_module("funasr.models.emotion2vec.base").get_alibi
 
     slopes = -get_alibi(2, heads)[:, 0, 1]  # get_alibi gives slope_h * -|i - j|; |0 - 1| = 1
     pos = torch.arange(frames, device=device)

@@ -7,15 +7,19 @@ offline-first (hub cache, then a quick reachability probe, then funasr's downloa
 `make_test_model` writes the same files a ModelScope emotion2vec+ download has (`config.yaml`,
 `model.pt`, `tokens.txt`, `configuration.json`) plus `emo_model.json`, which marks the weights as
 random. The network is funasr's own `Emotion2vec` class, so tests, demos and benchmarks run the real
-code path without the 1.2 GB download. Outputs of a random model are meaningless.
+code path without the 1.95 GB download of the large model. Outputs of a random model are meaningless.
 
-Sizes (everything else comes from funasr's template, `emotion2vec_template.yaml`):
+Sizes (parameters run at inference, decoder left out):
 
-- ``tiny``:  32-d, 2 heads, prenet 1 + 2 blocks, 32-channel conv extractor. Same conv kernels and
-  strides as the real models, so the same 50 Hz frame rate and the same 400-sample minimum input.
-- ``base``:  the template: 768-d, 12 heads, prenet 4 + 8 blocks (emotion2vec+ base architecture).
-- ``large``: 1024-d, 16 heads, 24 blocks (depth 24, model_depth 24, num_alibi_heads 16) and no
-  prenet blocks; see `_SIZE_OVERRIDES` for why.
+- ``tiny``:  32-d, 2 heads, prenet 1 + 2 blocks, 10 extra tokens, 32-channel conv extractor (58 k).
+  Same conv kernels and strides as the real models, so the same 50 Hz frame rate and the same
+  400-sample minimum input; prenet blocks and extra tokens like the real models, so the parity tests
+  run every path of the forward. funasr's template (`emotion2vec_template.yaml`) with overrides.
+- ``base``:  funasr's template: 768-d, 12 heads, prenet 4 + 8 blocks, 10 extra tokens (93 M; the
+  emotion2vec+ base architecture).
+- ``large``: the published `config.yaml` of emotion2vec_plus_large, shipped verbatim as
+  `emotion2vec_plus_large_config.yaml`: 1024-d, 16 heads, prenet 4 + 8 blocks, 10 extra tokens,
+  positional convs 5 x width 19 (95 / 5) in 16 groups, 7 x 512-channel conv extractor (162 M).
 
 The decoder (used only in pre-training) is built from the config but its weights are left out of
 `model.pt`, exactly like the published checkpoints; funasr prints "miss key in ckpt" for them.
@@ -27,6 +31,7 @@ import copy
 import json
 import os
 import socket
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,65 +72,57 @@ _MAKE_TEST_MODEL_HINT = (
 )
 
 _TEMPLATE = "emotion2vec_template.yaml"
+_PLUS_LARGE = "emotion2vec_plus_large_config.yaml"
+_TOKENIZER = {"tokenizer": "CharTokenizer", "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True}}
 
 
 class ModelLoadError(RuntimeError):
     """The emotion model cannot be loaded; the message says which setting to change."""
 
 
-# Overrides of the template per size: model_conf keys, and modalities.audio keys under "audio".
-_SIZE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "base": {},
-    # Real large: 24 transformer blocks of 1024-d / 16 heads. The published ~300M parameter count
-    # fits 24 blocks in total (24 x 12.6M + conv extractor), so no extra prenet blocks on top; the
-    # exact prenet split of the real checkpoint could not be checked offline (compute is the same
-    # either way: 24 blocks of the same size).
-    "large": {
-        "depth": 24,
-        "embed_dim": 1024,
-        "num_heads": 16,
-        "average_top_k_layers": 24,
-        "audio": {"num_alibi_heads": 16, "model_depth": 24, "prenet_depth": 0},
-    },
-    "tiny": {
-        "depth": 2,
-        "embed_dim": 32,
-        "num_heads": 2,
-        "average_top_k_layers": 2,
-        "audio": {
-            "num_alibi_heads": 2,
-            "model_depth": 2,
-            "prenet_depth": 1,
-            # Same kernels and strides as the real spec, 32 channels instead of 512.
-            "feature_encoder_spec": ("[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] + [(32, 2, 2)]"),
-            "conv_pos_width": 19,
-            "conv_pos_depth": 1,
-            "conv_pos_groups": 16,
-            "decoder": {"decoder_dim": 16, "decoder_groups": 16, "decoder_layers": 1},
+# Per size: the reference config it starts from, then overrides of model_conf keys (modalities.audio
+# keys under "audio", its decoder's under "audio" -> "decoder"). Large has none: it is the published
+# config as it is, so it cannot drift from the real model.
+_SIZES: dict[str, tuple[str, dict[str, Any]]] = {
+    "base": (_TEMPLATE, {}),
+    "large": (_PLUS_LARGE, {}),
+    "tiny": (
+        _TEMPLATE,
+        {
+            "depth": 2,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "average_top_k_layers": 2,
+            "audio": {
+                "num_alibi_heads": 2,
+                "model_depth": 2,
+                "prenet_depth": 1,
+                # Same kernels and strides as the real spec, 32 channels instead of 512.
+                "feature_encoder_spec": ("[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] + [(32, 2, 2)]"),
+                "conv_pos_width": 19,
+                "conv_pos_depth": 1,
+                "conv_pos_groups": 16,
+                "decoder": {"decoder_dim": 16, "decoder_groups": 16, "decoder_layers": 1},
+            },
         },
-    },
+    ),
 }
 
 
 def model_config(size: str = "tiny") -> dict[str, Any]:
     """The `config.yaml` content of a test model of `size` (tiny, base or large)."""
-    if size not in _SIZE_OVERRIDES:
+    if size not in _SIZES:
         raise ValueError(f"unknown test model size {size!r}; choose one of {TEST_MODEL_SIZES}")
-    template_text = resources.files("emo_assets.lib.model").joinpath(_TEMPLATE).read_text("utf-8")
-    template = yaml.safe_load(template_text)
-    model_conf = copy.deepcopy(template["model_conf"])
-    overrides = copy.deepcopy(_SIZE_OVERRIDES[size])
+    source, size_overrides = _SIZES[size]
+    config = yaml.safe_load(resources.files("emo_assets.lib.model").joinpath(source).read_text("utf-8"))
+    overrides = copy.deepcopy(size_overrides)
     audio_overrides = overrides.pop("audio", {})
     decoder_overrides = audio_overrides.pop("decoder", {})
+    model_conf = config["model_conf"]
     model_conf.update(overrides)
     model_conf["modalities"]["audio"].update(audio_overrides)
     model_conf["modalities"]["audio"]["decoder"].update(decoder_overrides)
-    return {
-        "model": template["model"],
-        "model_conf": model_conf,
-        "tokenizer": "CharTokenizer",
-        "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
-    }
+    return {**config, **{key: copy.deepcopy(value) for key, value in _TOKENIZER.items() if key not in config}}
 
 
 def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -136,10 +133,9 @@ def make_test_model(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     """
     import torch
 
-    from emo_assets.lib.model.funasr_import import import_funasr
+    from emo_assets.lib.model.funasr_import import funasr_class
 
-    Emotion2vec = import_funasr().Emotion2vec
-
+    Emotion2vec = funasr_class("model_classes", "Emotion2vec")  # noqa: N806 - funasr's class
     config = model_config(size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,11 +233,11 @@ def _check_local_dir(path: Path) -> None:
 
 def _hub_model_dir(model: str, hub: str) -> Path:
     """Local copy of a hub model: the hub cache if complete, else funasr's download."""
-    from emo_assets.lib.model.funasr_import import import_funasr
+    from emo_assets.lib.model.funasr_import import funasr_module
 
-    download_model = import_funasr("funasr.download.download_model_from_hub").download_model
-    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
-
+    download_model = funasr_module("funasr.download.download_model_from_hub").download_model
+    name_maps = funasr_module("funasr.download.name_maps_from_hub")
+    name_maps_ms, name_maps_hf = name_maps.name_maps_ms, name_maps.name_maps_hf
     repo = (name_maps_ms if hub == "ms" else name_maps_hf).get(model, model)
     cached = _cached_snapshot(repo, hub)
     if cached is not None and _is_complete(cached):
@@ -327,12 +323,14 @@ def read_marker(model_dir: Path) -> dict[str, Any]:
     return marker if isinstance(marker, dict) else {}
 
 
-def load_weights(module: Any, weights_path: Path) -> None:
+def load_weights(module: Any, weights_path: Path, scope_map: Sequence[str] | None = None) -> None:
     """Assign ``weights_path``'s tensors to ``module`` (built on the meta device), checking that
     every one the config needs is there with its shape: no silent random init.
 
     The file is memory-mapped where its format allows (torch's zip format), so the weights exist
     once in memory. The pre-training decoder, absent from published checkpoints, is ignored.
+    ``scope_map`` is the config's ``scope_map`` (pairs of checkpoint prefix, model prefix; the
+    published emotion2vec_plus_large config maps ``d2v_model.`` to none), applied as funasr applies it.
     """
     import torch
 
@@ -353,8 +351,9 @@ def load_weights(module: Any, weights_path: Path) -> None:
         state = {}
     expected = module.state_dict()
     weights, problems = {}, []
+    pairs = _prefix_pairs(scope_map)
     for name, tensor in expected.items():
-        stored = state.get(name, state.get(f"module.{name}"))  # funasr maps a DDP prefix too
+        stored = state.get(_source_key(name, state, pairs))
         if stored is None:
             problems.append(f"{name} missing from model.pt")
         elif tuple(stored.shape) != tuple(tensor.shape):
@@ -368,3 +367,24 @@ def load_weights(module: Any, weights_path: Path) -> None:
             f"weights ({shown}). Re-download the model or rebuild it with `emo make-test-model`."
         )
     module.load_state_dict(weights, strict=True, assign=True)
+
+
+def _prefix_pairs(scope_map: Sequence[str] | None) -> list[tuple[str, str]]:
+    """funasr's scope_map pairs, plus the DDP ``module.`` prefix funasr always adds; "none" is ""."""
+    items = [*(scope_map or []), "module.", "None"]
+    if len(items) % 2:
+        raise ModelLoadError(f"scope_map {list(scope_map or [])} in config.yaml is not a list of prefix pairs")
+    plain = ["" if str(item).lower() == "none" else str(item) for item in items]
+    return list(zip(plain[::2], plain[1::2], strict=True))
+
+
+def _source_key(name: str, state: dict, pairs: list[tuple[str, str]]) -> str:
+    """The checkpoint key funasr's ``load_pretrained_model`` reads for model key ``name``
+    (every pair is tried in order; the last one that matches wins, as there)."""
+    source = name
+    for src, dst in pairs:
+        if dst == "" and src + name in state:
+            source = src + name
+        elif name.startswith(dst) and name.replace(dst, src, 1) in state:
+            source = name.replace(dst, src, 1)
+    return source

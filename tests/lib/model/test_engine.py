@@ -1,6 +1,12 @@
-"""The engine (EmotionModel) against funasr's own AutoModel.generate on the tiny random model."""
+"""The engine (EmotionModel) against funasr's own AutoModel.generate on the tiny random model.
+
+The tiny model has what the real models have on the forward path: prenet blocks, extra tokens,
+ALiBi with a learned per-head scale, the layer-norm conv extractor (checked below).
+"""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -108,6 +114,26 @@ def test_matches_funasr_generate_per_clip(auto_model, clips, reference, policy, 
         assert np.abs(out.scores - ref_scores).max() < 1e-5, n
         assert np.argmax(out.scores) == np.argmax(ref_scores), n
         assert len(out.segments) == 1 and out.segments[0].end_s == n / SR
+
+
+def test_the_parity_model_runs_prenet_blocks_and_live_extra_tokens(auto_model, clips):
+    """The parity tests above only cover the paths the model has. Like emotion2vec+ large (prenet 4
+    + 8 blocks, 10 extra tokens), the tiny model has prenet blocks and extra tokens, and the extra
+    tokens change every frame: a forward that dropped, mis-masked or mis-biased them fails parity."""
+    module = auto_model.model
+    enc = module.modality_encoders["AUDIO"]
+    assert len(enc.context_encoder.blocks) == 1 and len(module.blocks) == 2
+    assert enc.extra_tokens is not None and enc.extra_tokens.shape == (1, 10, 32)
+    assert enc.alibi_scale.shape == (1, 1, 2, 1, 1) and enc.modality_cfg.extractor_mode == "layer_norm"
+    without = copy.deepcopy(module)
+    without.modality_encoders["AUDIO"].extra_tokens = None
+    without.modality_encoders["AUDIO"].modality_cfg.num_extra_tokens = 0
+    source = torch.nn.functional.layer_norm(torch.from_numpy(clips[12]), (len(clips[12]),)).view(1, -1)
+    with torch.inference_mode():
+        with_tokens = module.extract_features(source, padding_mask=None)["x"]
+        without_tokens = without.extract_features(source, padding_mask=None)["x"]
+    assert with_tokens.shape == without_tokens.shape
+    assert (with_tokens - without_tokens).abs().amax(-1).min() > 1e-2  # every frame moves
 
 
 def test_plain_padding_would_leak(auto_model, clips, reference):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from emo_assets.lib.model.model_dir import (
     DECODER_PREFIX,
     EMOTION_TOKENS,
     TEST_MODEL_SIZES,
+    _dump_yaml,
     make_test_model,
     model_config,
 )
@@ -97,26 +99,62 @@ def test_decoder_weights_are_left_out_like_published_checkpoints(tiny_model_dir:
     assert weights["proj.weight"].shape == (9, 32)
 
 
-def test_large_is_the_real_large_architecture() -> None:
-    conf = model_config("large")["model_conf"]
-    audio = conf["modalities"]["audio"]
-    assert (conf["depth"], conf["embed_dim"], conf["num_heads"]) == (24, 1024, 16)
-    assert (audio["num_alibi_heads"], audio["model_depth"]) == (16, 24)
+def _inference_params(module) -> int:
+    return sum(p.numel() for name, p in module.named_parameters() if not name.startswith(DECODER_PREFIX))
 
+
+def test_large_is_the_published_emotion2vec_plus_large_config() -> None:
+    published = yaml.safe_load(
+        resources.files("emo_assets.lib.model").joinpath("emotion2vec_plus_large_config.yaml").read_text("utf-8")
+    )
+    config = model_config("large")
+    assert config == published  # verbatim: nothing added, nothing overridden
+    conf = config["model_conf"]
+    audio = conf["modalities"]["audio"]
+    assert (conf["embed_dim"], conf["num_heads"], conf["depth"], conf["norm_eps"]) == (1024, 16, 8, 1e-5)
+    assert (audio["prenet_depth"], audio["num_extra_tokens"], audio["num_alibi_heads"]) == (4, 10, 16)
+    assert (audio["conv_pos_depth"], audio["conv_pos_width"], audio["conv_pos_groups"]) == (5, 95, 16)
+    assert config["tokenizer"] == "CharTokenizer"
+    assert yaml.safe_load(_dump_yaml(config)) == config  # what make_test_model writes reads back the same
+
+
+def test_large_builds_the_real_large_network() -> None:
     module = _meta_module("large")
-    assert len(module.blocks) == 24
+    enc = module.modality_encoders["AUDIO"]
+    assert len(enc.context_encoder.blocks) == 4 and len(module.blocks) == 8
     assert module.blocks[0].attn.num_heads == 16
     assert module.blocks[0].attn.qkv.weight.shape == (3 * 1024, 1024)
-    assert module.modality_encoders["AUDIO"].alibi_scale.shape == (1, 1, 16, 1, 1)
+    assert enc.extra_tokens.shape == (1, 10, 1024)
+    assert enc.alibi_scale.shape == (1, 1, 16, 1, 1)
+    pos_convs = [m for m in enc.relative_positional_encoder.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.kernel_size, c.groups) for c in pos_convs] == [((19,), 16)] * 5  # width 95 over 5 layers
+    assert [c[0].out_channels for c in enc.local_encoder.conv_layers] == [512] * 7
     assert module.proj.weight.shape == (9, 1024)
-    encoder_params = sum(p.numel() for name, p in module.named_parameters() if not name.startswith(DECODER_PREFIX))
-    assert 290e6 < encoder_params < 340e6  # emotion2vec+ large is published as ~300M parameters
+    # emotion2vec+ large runs 162 M parameters (model.pt holds more than the network that runs)
+    assert 161.5e6 < _inference_params(module) < 162.5e6
 
 
 def test_base_is_the_template() -> None:
     conf = model_config("base")["model_conf"]
     assert (conf["depth"], conf["embed_dim"], conf["num_heads"]) == (8, 768, 12)
     assert conf["modalities"]["audio"]["prenet_depth"] == 4
+    assert 92e6 < _inference_params(_meta_module("base")) < 94e6
+
+
+@pytest.mark.parametrize(("size", "prenet", "blocks"), [("tiny", 1, 2), ("base", 4, 8), ("large", 4, 8)])
+def test_every_size_has_prenet_blocks_and_extra_tokens(size: str, prenet: int, blocks: int) -> None:
+    """Like the real models, so the parity tests on any size run every path of the forward."""
+    module = _meta_module(size)
+    enc = module.modality_encoders["AUDIO"]
+    assert (len(enc.context_encoder.blocks), len(module.blocks)) == (prenet, blocks)
+    assert enc.extra_tokens is not None and enc.extra_tokens.shape[1] == 10
+
+
+def test_tiny_extra_tokens_are_random_not_zero(tiny_model_dir: Path) -> None:
+    tokens = _weights(tiny_model_dir)["modality_encoders.AUDIO.extra_tokens"]
+    assert tokens.shape == (1, 10, 32)
+    assert torch.equal(tokens[:, 0], torch.zeros(1, 32))  # funasr: the first one starts at zero
+    assert tokens[:, 1:].abs().min() > 0 and tokens[:, 1:].std() > 0.5
 
 
 @pytest.mark.parametrize("size", TEST_MODEL_SIZES)
@@ -129,3 +167,24 @@ def test_every_size_keeps_the_real_frame_rate_and_minimum_input(size: str) -> No
 def test_unknown_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tiny"):
         make_test_model(tmp_path / "m", size="huge")
+
+
+def test_checkpoint_keys_are_mapped_by_the_configs_scope_map(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Like funasr's loader: the published plus_large config maps `d2v_model.` keys onto the network."""
+    import shutil
+
+    from emo_assets.lib.model.emotion_model import ModelLoadError, load_emotion_model
+
+    model_dir = tmp_path / "prefixed"
+    shutil.copytree(tiny_model_dir, model_dir)
+    plain = _weights(tiny_model_dir)
+    torch.save({f"d2v_model.{k}": v for k, v in plain.items()}, model_dir / "model.pt")
+    with pytest.raises(ModelLoadError, match="extra_tokens missing from model.pt"):  # no scope_map: no key found
+        load_emotion_model(str(model_dir), device="cpu")
+
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["scope_map"] = model_config("large")["scope_map"]
+    assert config["scope_map"] == ["d2v_model.", "none"]
+    (model_dir / "config.yaml").write_text(_dump_yaml(config), encoding="utf-8")
+    loaded = load_emotion_model(str(model_dir), device="cpu").module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in plain.items())
