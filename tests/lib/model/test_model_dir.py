@@ -173,18 +173,20 @@ def test_checkpoint_keys_are_mapped_by_the_configs_scope_map(tiny_model_dir: Pat
     """Like funasr's loader: the published plus_large config maps `d2v_model.` keys onto the network."""
     import shutil
 
-    from emo_assets.lib.model.emotion_model import ModelLoadError, load_emotion_model
+    from emo_assets.lib.model.loading import load_model
+    from emo_assets.lib.model.model_dir import ModelLoadError
+    from emo_assets.lib.model.settings import ModelSettings
 
     model_dir = tmp_path / "prefixed"
     shutil.copytree(tiny_model_dir, model_dir)
     plain = _weights(tiny_model_dir)
     torch.save({f"d2v_model.{k}": v for k, v in plain.items()}, model_dir / "model.pt")
     with pytest.raises(ModelLoadError, match="extra_tokens missing from model.pt"):  # no scope_map: no key found
-        load_emotion_model(str(model_dir), device="cpu")
+        load_model(ModelSettings(model=str(model_dir), device="cpu"))
 
     config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
     config["scope_map"] = model_config("large")["scope_map"]
     assert config["scope_map"] == ["d2v_model.", "none"]
     (model_dir / "config.yaml").write_text(_dump_yaml(config), encoding="utf-8")
-    loaded = load_emotion_model(str(model_dir), device="cpu").module.state_dict()
+    loaded = load_model(ModelSettings(model=str(model_dir), device="cpu")).module.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in plain.items())
