@@ -31,7 +31,7 @@ stop s3 moto_server
 
 if [ -f "$DIR/pids/postgres.pid" ]; then
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
+  if [ "$(id -u)" = 0 ]; then AS_PG=(unshare --map-user=postgres --map-group=postgres); else AS_PG=(); fi
   if [ -f "$DIR/pg/postmaster.pid" ]; then
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DIR/pg" -m fast -w -t 60 stop >/dev/null || status=1
     echo "cluster: stopped postgres (pid $(cat "$DIR/pids/postgres.pid"))"

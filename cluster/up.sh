@@ -43,21 +43,13 @@ trap 'echo "cluster: start failed; stopping what was started (logs in $DIR/logs)
 
 read -r PG_PORT S3_PORT RAY_PORT DASH_PORT CLIENT_PORT AGENT_PORT_HEAD AGENT_PORT_NODE < <("$PY" cluster/ready.py ports 7)
 
-# --- Postgres: initdb once into data/cluster/pg; postgres refuses to run as root, so root runs it as
-# the `postgres` user that Debian's package creates.
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); else AS_PG=(); fi
+# --- Postgres: initdb once into data/cluster/pg. Postgres refuses to run as root, so root runs it in a
+# user namespace as the `postgres` user of Debian's package: its files stay root's, wherever the clone is.
+if [ "$(id -u)" = 0 ]; then AS_PG=(unshare --map-user=postgres --map-group=postgres); else AS_PG=(); fi
 mkdir -p "$DIR/pg"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR/pg"; fi
 chmod 700 "$DIR/pg"
-if ! "${AS_PG[@]}" test -w "$DIR/pg"; then
-  echo "cluster: user postgres cannot write $DIR/pg: every parent directory needs o+x" >&2
-  false
-fi
-touch "$DIR/logs/postgres.log"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR/logs/postgres.log"; fi
 if [ ! -f "$DIR/pg.password" ]; then
   (umask 077 && "$PY" -c "import secrets; print(secrets.token_hex(16))" >"$DIR/pg.password")
-  if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR/pg.password"; fi  # initdb reads it
 fi
 PG_PASSWORD=$(cat "$DIR/pg.password")
 if [ ! -f "$DIR/pg/PG_VERSION" ]; then
@@ -65,7 +57,7 @@ if [ ! -f "$DIR/pg/PG_VERSION" ]; then
     --auth=scram-sha-256 --encoding=UTF8 --locale=C >"$DIR/logs/initdb.log"
 fi
 # TCP on 127.0.0.1 only, no unix socket (its default directory belongs to the system's Postgres).
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DIR/pg" -l "$DIR/logs/postgres.log" -w -t 60 \
+setsid "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DIR/pg" -l "$DIR/logs/postgres.log" -w -t 60 \
   -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=''" start >/dev/null
 head -n 1 "$DIR/pg/postmaster.pid" >"$DIR/pids/postgres.pid"
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=dagster PGPASSWORD=$PG_PASSWORD
