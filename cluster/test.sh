@@ -13,4 +13,4 @@ if [ ! -f data/cluster/env.sh ]; then
 else
   cluster/up.sh  # says so if it is up, fails if it is half up
 fi
-EMO_CLUSTER_REQUIRED=1 "$PY" -m pytest -q -m cluster tests/cluster "$@"
+EMO_CLUSTER_REQUIRED=1 "$PY" -m pytest -q --durations=5 -m cluster tests/cluster "$@"
