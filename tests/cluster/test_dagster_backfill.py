@@ -115,8 +115,12 @@ class Services:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever is left in the session (a code server, a run worker) was started here
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            except ProcessLookupError:
+                pass
+            proc.wait()
             log.close()
 
 
