@@ -319,7 +319,8 @@ PAGE = """<!doctype html>
  <div id="bars"></div>
  <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
  <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p></div>
- <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a></p>
+ <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
+ <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
  <table id="similar"><thead><tr><th>#</th><th>similarity</th><th>recording</th><th>emotion</th><th>date</th></tr></thead>
  <tbody></tbody></table>
@@ -342,15 +343,18 @@ function timeline(data) {
   if (segs.length < 2) { box.hidden = true; return; }
   const end = Math.max(...segs.map((s) => s.end_s)), W = 600, H = 40, top = 4;
   const chartSvg = svg("svg", {viewBox: `0 0 ${W} ${H + 22}`, role: "img", "aria-label": "emotion per window"});
-  for (const s of segs) {
-    const x = (s.start_s / end) * W, w = Math.max(1, ((s.end_s - s.start_s) / end) * W);
+  segs.forEach((s, i) => {
+    // overlapping windows meet half-way through their overlap, so the bars tile the recording
+    const from = i ? (Math.max(segs[i - 1].end_s, s.start_s) + s.start_s) / 2 : s.start_s;
+    const to = i < segs.length - 1 ? (Math.min(segs[i + 1].start_s, s.end_s) + s.end_s) / 2 : s.end_s;
+    const x = (from / end) * W, w = Math.max(1, ((to - from) / end) * W);
     const rect = svg("rect", {class: "segment", x: x.toFixed(2), y: top, width: w.toFixed(2), height: H - top,
       fill: COLORS[s.emotion] || "#000", "fill-opacity": (0.35 + 0.65 * s.confidence).toFixed(2), stroke: "#fff"});
     rect.dataset.emotion = s.emotion; rect.dataset.start = s.start_s; rect.dataset.end = s.end_s;
     const title = svg("title", {});
     title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${data.emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
     rect.appendChild(title); chartSvg.appendChild(rect);
-  }
+  });
   const ticks = 5;
   for (let i = 0; i <= ticks; i++) {
     const t = (end * i) / ticks, x = Math.min(W - 14, Math.max(14, (t / end) * W));
@@ -404,7 +408,8 @@ function show(data) {
   $("download-npy").href = data.downloads["embedding.npy"];
   const wav = data.downloads["processed_audio.wav"];
   if (wav) { $("player").src = wav; } else { $("player").removeAttribute("src"); }
-  $("player-box").hidden = !wav;
+  $("player-box").hidden = !wav; $("download-wav-box").hidden = !wav;
+  if (wav) $("download-wav").href = wav;
   timeline(data);
   const body = $("similar").querySelector("tbody"); body.innerHTML = "";
   for (const n of data.similar) {
