@@ -451,6 +451,43 @@ def test_warehouse_recording_shows_its_emotion_segments(gated_server, chromium, 
             browser.close()
 
 
+def test_a_model_that_fails_to_load_is_reported_not_waited_on(tmp_path, tiny_model_dir, chromium):
+    import urllib.error
+    import urllib.request
+
+    from emo_assets.lib.model.loading import LazyEmotionModel
+    from emo_assets.resources import EmotionModelResource
+
+    class BrokenWeights:
+        def __init__(self, resource) -> None:
+            self.resource, self.model, self.precision = resource, resource.model, resource.precision
+
+        def load(self):
+            def fail():
+                raise OSError("model.pt: truncated file")
+
+            return LazyEmotionModel(self.resource.load().description, fail)
+
+    upload = tmp_path / "raw" / "a.wav"
+    write_encoded(
+        upload, (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32), 16000, "wav_pcm_16"
+    )
+    with _serving(tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu"))) as url:
+        deadline = time.monotonic() + 20
+        while (status := json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read()))[
+            "state"
+        ] == "loading":
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            time.sleep(0.05)
+        assert status["state"] == "failed" and "model.pt: truncated file" in status["error"]
+        body, headers = _multipart(upload)
+        request = urllib.request.Request(f"{url}/api/analyze", data=body, method="POST", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 503
+        assert "could not be loaded" in json.loads(refused.value.read())["detail"]
+
+
 def test_undecodable_upload_is_refused_with_a_reason(web_server):
     import urllib.error
     import urllib.request
