@@ -8,13 +8,23 @@ through ``load_mono_16k``, the function the pipeline's FLAC is made with, so an 
 the warehouse gets the warehouse's vector and is its own nearest neighbour); neighbours come from the
 ``similar_audio`` / ``similar_embedding`` macros. Each result is written to
 ``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
+
+The model loads in a background thread when the server starts; ``/api/status`` says whether it is
+ready, the page keeps its upload button disabled until then, and an upload that arrives while it loads
+waits for it. A result from random weights carries a warning, plays ``processed_audio.wav`` in an
+``<audio>`` player, and draws the emotion timeline (one bar per window: the model's segments for an
+upload, the ``emotion_segments`` rows for a warehouse recording) when the recording has several windows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import re
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +45,23 @@ _RUN_NAME = re.compile(r"outputs_\d{8}_\d{6}(_\d+)?")
 
 def create_app(storage, emotion_model) -> FastAPI:
     """The app for ``storage`` (StorageResource) and ``emotion_model`` (EmotionModelResource)."""
-    app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None)
+    model = emotion_model.load()  # described now: a bad setting fails here, before the server starts
+    loading = _ModelLoading(model)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        loading.start()
+        yield
+
+    app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None, lifespan=lifespan)
     outputs = storage.root / "web_outputs"
 
-    def payload(run: Path, result: dict, neighbours: list[dict]) -> dict:
+    def payload(run: Path, result: dict, neighbours: list[dict], segments: list[dict]) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
         return {
             "id": run.name,
             "result": result,
+            "segments": segments,
             "labels": list(EMOTION_LABELS),
             "emoji": analyze.EMOJI,
             "downloads": files,
@@ -68,6 +87,10 @@ def create_app(storage, emotion_model) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return PAGE
+
+    @app.get("/api/status")
+    def status() -> dict:
+        return loading.status()
 
     @app.get("/api/recordings")
     def recordings(limit: int = 200) -> list[dict]:
@@ -109,7 +132,7 @@ def create_app(storage, emotion_model) -> FastAPI:
                 wav = load_mono_16k(path)
             except AudioDecodeError as exc:
                 raise HTTPException(400, f"{name}: cannot decode this recording ({exc})") from exc
-        model = emotion_model.load()
+        loading.wait()
         try:
             result = analyze.analyze_waveform(model, wav, name, granularity, precision=emotion_model.precision)
         except analyze.AnalyzeError as exc:
@@ -118,16 +141,21 @@ def create_app(storage, emotion_model) -> FastAPI:
         analyze.write_analysis(result, wav, run)
         # neighbours are found with the utterance embedding, the one the lake stores
         utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
-        return payload(run, result.result(), neighbours_of(vector=np.asarray(utterance), model_id=model.model_id))
+        segments = [_segment(s.start_s, s.end_s, s.scores) for s in result.segments]
+        neighbours = neighbours_of(vector=np.asarray(utterance), model_id=model.model_id)
+        return payload(run, result.result(), neighbours, segments)
 
     @app.get("/api/recording/{audio_id}")
     def from_lake(audio_id: str) -> dict:
         found = _lake_analysis(storage.lake_dir, audio_id)
         if found is None:
             raise HTTPException(404, f"no recording {audio_id} in {storage.lake_dir}")
+        if found.model_id == model.model_id:  # scored by the served model: its weights are known
+            found = dataclasses.replace(found, random_weights=bool(model.is_random))
         run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
         analyze.write_analysis(found, None, run)
-        return payload(run, found.result(), neighbours_of(audio_id=audio_id))
+        segments = _lake_segments(storage.lake_dir, audio_id, found.model_id)
+        return payload(run, found.result(), neighbours_of(audio_id=audio_id), segments)
 
     @app.get("/download/{run_id}/{name}")
     def download(run_id: str, name: str) -> FileResponse:
@@ -137,6 +165,80 @@ def create_app(storage, emotion_model) -> FastAPI:
         return FileResponse(outputs / run_id / name, filename=name, media_type=media[name.rsplit(".", 1)[1]])
 
     return app
+
+
+class _ModelLoading:
+    """Loads ``model`` (a LazyEmotionModel) once, in a background thread started with the server."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self.load_s: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self.started_at = time.monotonic()
+            self._thread = threading.Thread(target=self._load, name="emo-web-model-load", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.model.loaded()
+            print(
+                f"emo web: model {self.model.model_id} ready in {time.monotonic() - self.started_at:.1f} s", flush=True
+            )
+        except Exception as exc:  # reported on /api/status and to every upload, never swallowed
+            self.error = f"the model {self.model.model_id} could not be loaded: {type(exc).__name__}: {exc}"
+            print(f"emo web: {self.error}", flush=True)
+        finally:
+            self.load_s = time.monotonic() - self.started_at
+            self.ready.set()
+
+    def wait(self) -> None:
+        """Block until the model has loaded; a failed load is a 503 with the reason."""
+        self.start()
+        self.ready.wait()
+        if self.error is not None:
+            raise HTTPException(503, self.error)
+
+    def status(self) -> dict:
+        state = "loading" if not self.ready.is_set() else ("failed" if self.error else "ready")
+        return {
+            "state": state,
+            "model_id": self.model.model_id,
+            "random_weights": bool(self.model.is_random),
+            "load_s": None if self.load_s is None else round(self.load_s, 2),
+            "error": self.error,
+        }
+
+
+def _segment(start_s: float, end_s: float, scores) -> dict:
+    scores = [float(v) for v in scores]
+    top = int(np.argmax(scores))
+    return {
+        "start_s": round(float(start_s), 3),
+        "end_s": round(float(end_s), 3),
+        "emotion": EMOTION_LABELS[top],
+        "confidence": scores[top],
+    }
+
+
+def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
+    """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order."""
+    rows = lake.read_table(lake_dir, "emotion_segments")
+    if rows is None:
+        return []
+    rows = rows.filter(
+        pc.and_(pc.equal(rows.column("audio_id"), audio_id), pc.equal(rows.column("model_id"), model_id))
+    )
+    if rows.num_rows == 0:
+        return []
+    newest = pc.max(rows.column("date"))
+    rows = rows.filter(pc.equal(rows.column("date"), newest)).sort_by([("start_s", "ascending")])
+    return [_segment(r["start_s"], r["end_s"], [r[label] for label in EMOTION_LABELS]) for r in rows.to_pylist()]
 
 
 def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
@@ -181,7 +283,7 @@ def serve(storage, emotion_model, host: str = "127.0.0.1", port: int = 7860) -> 
 
     print(
         f"emo web: http://{host}:{port}  (data in {storage.root}, model {emotion_model.model}, "
-        f"precision {emotion_model.precision})"
+        f"precision {emotion_model.precision}); the model loads in the background"
     )
     uvicorn.run(create_app(storage, emotion_model), host=host, port=port, log_level="warning")
     return 0
@@ -195,34 +297,102 @@ PAGE = """<!doctype html>
  .bar .track{flex:1;background:#eee;height:1.1em;margin:0 .5em} .bar .fill{background:#4a7bd0;height:100%}
  table{border-collapse:collapse} td,th{padding:2px 8px;text-align:left} #error{color:#b00}
  fieldset{margin-bottom:1em}
+ #model-status{padding:.4em .7em;border-radius:4px;background:#eef3fb}
+ #model-status.loading{background:#fff6d6} #model-status.failed{background:#fde2e2;color:#b00}
+ .warning{background:#fde2e2;color:#900;border:1px solid #d99;padding:.4em .7em;font-weight:bold}
+ #timeline svg{width:100%;height:auto;display:block} #timeline .legend span{margin-right:1em;white-space:nowrap}
+ #timeline .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.2em}
 </style></head>
 <body>
 <h1>Speech emotion</h1>
+<p id="model-status" class="loading" role="status">Model loading…</p>
 <fieldset><legend>Upload a recording</legend>
  <form id="upload-form"><input type="file" id="file" name="file" accept="audio/*">
  <select id="granularity" name="granularity"><option>utterance</option><option>frame</option></select>
- <button type="submit" id="analyze">Analyze</button></form></fieldset>
+ <button type="submit" id="analyze" disabled>Analyze</button></form></fieldset>
 <fieldset><legend>or pick one from the warehouse</legend>
  <select id="recording"></select> <button id="show" type="button">Show</button></fieldset>
 <p id="status"></p><p id="error"></p>
 <div id="result" hidden>
  <h2 id="emotion"></h2><p>confidence <span id="confidence"></span> · model <span id="model"></span></p>
- <p id="note"></p>
+ <p id="random-warning" class="warning" hidden></p>
  <div id="bars"></div>
- <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a></p>
+ <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
+ <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p></div>
+ <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
+ <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
  <table id="similar"><thead><tr><th>#</th><th>similarity</th><th>recording</th><th>emotion</th><th>date</th></tr></thead>
  <tbody></tbody></table>
 </div>
 <script>
 const $ = (id) => document.getElementById(id);
+const COLORS = {angry:"#d62728", disgusted:"#8c564b", fearful:"#9467bd", happy:"#f5b800", neutral:"#9e9e9e",
+  other:"#17becf", sad:"#1f77b4", surprised:"#ff7f0e", unknown:"#444444"};
+const RANDOM_WARNING = "⚠ This model has RANDOM weights: its emotions are meaningless. Set EMO_MODEL to a trained model.";
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+function timeline(data) {
+  const segs = data.segments || [];
+  const box = $("timeline"), chart = $("timeline-chart"); chart.innerHTML = "";
+  box.querySelector(".legend").innerHTML = "";
+  if (segs.length < 2) { box.hidden = true; return; }
+  const end = Math.max(...segs.map((s) => s.end_s)), W = 600, H = 40, top = 4;
+  const chartSvg = svg("svg", {viewBox: `0 0 ${W} ${H + 22}`, role: "img", "aria-label": "emotion per window"});
+  segs.forEach((s, i) => {
+    // overlapping windows meet half-way through their overlap, so the bars tile the recording
+    const from = i ? (Math.max(segs[i - 1].end_s, s.start_s) + s.start_s) / 2 : s.start_s;
+    const to = i < segs.length - 1 ? (Math.min(segs[i + 1].start_s, s.end_s) + s.end_s) / 2 : s.end_s;
+    const x = (from / end) * W, w = Math.max(1, ((to - from) / end) * W);
+    const rect = svg("rect", {class: "segment", x: x.toFixed(2), y: top, width: w.toFixed(2), height: H - top,
+      fill: COLORS[s.emotion] || "#000", "fill-opacity": (0.35 + 0.65 * s.confidence).toFixed(2), stroke: "#fff"});
+    rect.dataset.emotion = s.emotion; rect.dataset.start = s.start_s; rect.dataset.end = s.end_s;
+    const title = svg("title", {});
+    title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${data.emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
+    rect.appendChild(title); chartSvg.appendChild(rect);
+  });
+  const ticks = 5;
+  for (let i = 0; i <= ticks; i++) {
+    const t = (end * i) / ticks, x = Math.min(W - 14, Math.max(14, (t / end) * W));
+    const label = svg("text", {x: x.toFixed(1), y: H + 16, "text-anchor": "middle", "font-size": 11});
+    label.textContent = t.toFixed(1) + " s"; chartSvg.appendChild(label);
+  }
+  chart.appendChild(chartSvg);
+  for (const e of [...new Set(segs.map((s) => s.emotion))]) {
+    const span = document.createElement("span");
+    span.innerHTML = '<span class="swatch"></span>'; span.firstChild.style.background = COLORS[e];
+    span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
+  }
+  box.hidden = false;
+}
+function pollStatus() {
+  fetch("/api/status").then((r) => r.json()).then((st) => {
+    const el = $("model-status");
+    el.className = st.state;
+    if (st.state === "loading") {
+      el.textContent = "Model loading… (" + st.model_id + "): uploads wait until it is ready";
+      setTimeout(pollStatus, 1000);
+    } else if (st.state === "ready") {
+      el.textContent = "Model ready: " + st.model_id + (st.random_weights ? " (RANDOM weights)" : "");
+      $("analyze").disabled = false;
+    } else {
+      el.textContent = st.error;
+    }
+  }).catch(() => setTimeout(pollStatus, 2000));
+}
+pollStatus();
 function show(data) {
   const r = data.result;
   $("error").textContent = ""; $("status").textContent = "";
   $("emotion").textContent = data.emoji[r.emotion] + " " + r.emotion;
   $("confidence").textContent = r.confidence.toFixed(3);
   $("model").textContent = r.model_id;
-  $("note").textContent = r.random_weights ? "This model has RANDOM weights: its emotions are meaningless (set EMO_MODEL)." : "";
+  $("random-warning").textContent = r.random_weights ? RANDOM_WARNING : "";
+  $("random-warning").hidden = !r.random_weights;
   const bars = $("bars"); bars.innerHTML = "";
   for (const label of data.labels) {
     const v = r.scores[label];
@@ -236,6 +406,11 @@ function show(data) {
   }
   $("download-json").href = data.downloads["result.json"];
   $("download-npy").href = data.downloads["embedding.npy"];
+  const wav = data.downloads["processed_audio.wav"];
+  if (wav) { $("player").src = wav; } else { $("player").removeAttribute("src"); }
+  $("player-box").hidden = !wav; $("download-wav-box").hidden = !wav;
+  if (wav) $("download-wav").href = wav;
+  timeline(data);
   const body = $("similar").querySelector("tbody"); body.innerHTML = "";
   for (const n of data.similar) {
     const tr = document.createElement("tr");

@@ -7,6 +7,7 @@ root; the test is skipped, with the reason, only when no browser can be installe
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,7 +25,7 @@ import pytest
 
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.sample_day import write_encoded
-from emo_assets.lib.model.scoring import score_rows
+from emo_assets.lib.model.scoring import score_rows, segment_row
 from emo_assets.lib.store import lake
 
 DAY = "2026-11-20"
@@ -82,6 +83,14 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
     lake_dir = data_dir / "lake"
     scores = [score_rows(ids[n], date, model.model_id, r.scores) for n, r in zip(names, results)]
     lake.write_partition(lake_dir, "emotion_scores", DAY, pa.Table.from_pylist(scores, schema=schemas.EMOTION_SCORES))
+    segments = [
+        segment_row(ids[n], date, model.model_id, seg.start_s, seg.end_s, seg.scores)
+        for n, r in zip(names, results)
+        for seg in r.segments
+    ]
+    lake.write_partition(
+        lake_dir, "emotion_segments", DAY, pa.Table.from_pylist(segments, schema=schemas.EMOTION_SEGMENTS)
+    )
     emb = np.stack([r.embedding for r in results]).astype(np.float32)
     lake.write_partition(
         lake_dir,
@@ -122,21 +131,14 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
     return ids
 
 
-@pytest.fixture(scope="module")
-def web_server(tmp_path_factory, tiny_model_dir, chromium):
+@contextlib.contextmanager
+def _serving(data_dir: Path, emotion_model):
+    """`emo web`'s app for ``data_dir`` on a free port, in a thread; yields its URL."""
     import uvicorn
 
-    from emo_assets.resources import EmotionModelResource, StorageResource
+    from emo_assets.resources import StorageResource
     from emo_assets.web import create_app
 
-    data_dir = tmp_path_factory.mktemp("web_data")
-    rng = np.random.default_rng(3)
-    recordings = {f"call_{i}.wav": (rng.standard_normal(16000 + 4000 * i) * 0.1).astype(np.float32) for i in range(4)}
-    for name, wav in recordings.items():
-        write_encoded(data_dir / "raw" / name, wav, 16000, "wav_pcm_16")
-    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu")
-    model = emotion_model.load()
-    ids = _write_lake(data_dir, model, {n: _decoded(data_dir / "raw" / n) for n in recordings})
     storage = StorageResource(data_dir=str(data_dir))
     port = _free_port()
     server = uvicorn.Server(
@@ -150,10 +152,75 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
             pytest.fail("the web server did not start within 20 s")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", data_dir, model, ids
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _recordings_on_disk(data_dir: Path, recordings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for name, wav in recordings.items():
+        write_encoded(data_dir / "raw" / name, wav, 16000, "wav_pcm_16")
+    return {n: _decoded(data_dir / "raw" / n) for n in recordings}
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory, tiny_model_dir, chromium):
+    from emo_assets.resources import EmotionModelResource
+
+    data_dir = tmp_path_factory.mktemp("web_data")
+    rng = np.random.default_rng(3)
+    recordings = {f"call_{i}.wav": (rng.standard_normal(16000 + 4000 * i) * 0.1).astype(np.float32) for i in range(4)}
+    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu")
+    model = emotion_model.load()
+    ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
+    with _serving(data_dir, emotion_model) as url:
+        yield url, data_dir, model, ids
+
+
+class _GatedModel:
+    """The test model (an EmotionModelResource) whose weights load only once ``gate`` is open, so
+    the test can see the page while the model is still loading."""
+
+    def __init__(self, resource, gate: threading.Event) -> None:
+        self.resource, self.gate = resource, gate
+        self.model, self.precision = resource.model, resource.precision
+
+    def load(self):
+        from emo_assets.lib.model.loading import LazyEmotionModel
+
+        described = self.resource.load()
+
+        def load_when_opened():
+            if not self.gate.wait(120):
+                raise RuntimeError("the test never let the model load")
+            return described.loaded()
+
+        return LazyEmotionModel(described.description, load_when_opened)
+
+
+LONG_S, LONG_WINDOW_S = 8.0, 2.5  # a small window (EMO_WINDOW_S): the 8 s recording is several windows
+
+
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory, tiny_model_dir, chromium):
+    """A server with a 2.5 s window whose model loads when the test opens the gate; the lake holds an
+    8 s recording (several windows, so several ``emotion_segments`` rows) and a short one."""
+    from emo_assets.resources import EmotionModelResource
+
+    data_dir = tmp_path_factory.mktemp("web_long")
+    rng = np.random.default_rng(5)
+    recordings = {
+        "long_call.wav": (rng.standard_normal(int(LONG_S * 16000)) * 0.1).astype(np.float32),
+        "short_call.wav": (rng.standard_normal(16000) * 0.1).astype(np.float32),
+    }
+    resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    model = resource.load()
+    ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
+    gate = threading.Event()
+    with _serving(data_dir, _GatedModel(resource, gate)) as url:
+        yield url, data_dir, model, ids, gate
+    gate.set()
 
 
 def _decoded(path: Path) -> np.ndarray:
@@ -188,6 +255,9 @@ def test_upload_shows_emotions_and_downloads_result_json(web_server, chromium, t
             shown = [float(b.query_selector(".value").inner_text()) for b in bars]
             np.testing.assert_allclose(shown, expected.scores, atol=1e-3)
             assert page.inner_text("#bars").count("😠") == 1 and "❓ unknown" in page.inner_text("#bars")
+            assert page.is_visible("#random-warning") and "RANDOM weights" in page.inner_text("#random-warning")
+            assert page.get_attribute("#player", "src").endswith("/processed_audio.wav")
+            assert not page.is_visible("#timeline")  # one window: no timeline
 
             # the uploaded file is in the warehouse: it is its own nearest neighbour
             rows = page.query_selector_all("#similar tbody tr")
@@ -235,6 +305,187 @@ def test_pick_a_recording_from_the_warehouse(web_server, chromium):
             assert all("call_0.wav" not in r.inner_text() for r in rows)
         finally:
             browser.close()
+
+
+def _multipart(path: Path) -> tuple[bytes, dict]:
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + path.name.encode() + b'"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + path.read_bytes() + b"\r\n--B--\r\n"
+    )
+    return body, {"Content-Type": "multipart/form-data; boundary=B"}
+
+
+def test_page_says_when_the_model_is_ready_and_an_upload_waits_for_it(gated_server, chromium, tmp_path):
+    import urllib.request
+
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data_dir, model, ids, gate = gated_server
+    if gate.is_set():
+        pytest.skip("the gated model was already let load by an earlier test")  # pytest runs this one first
+    status = json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read())
+    assert status["state"] == "loading" and status["model_id"] == model.model_id
+
+    upload = data_dir / "raw" / "short_call.wav"
+    answered: dict = {}
+
+    def post() -> None:
+        body, headers = _multipart(upload)
+        request = urllib.request.Request(f"{url}/api/analyze", data=body, method="POST", headers=headers)
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            answered.update(code=resp.status, body=json.loads(resp.read()), at=time.monotonic())
+
+    with sync_playwright() as p:
+        browser = _browser(p, chromium)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            expect(page.locator("#model-status")).to_contain_text("Model loading")
+            expect(page.locator("#model-status")).to_contain_text(model.model_id)
+            expect(page.locator("#analyze")).to_be_disabled()
+            page.screenshot(path=str(tmp_path / "web_loading.png"), full_page=True)
+
+            poster = threading.Thread(target=post, daemon=True)
+            poster.start()
+            time.sleep(1.5)
+            assert poster.is_alive() and not answered, "an upload while the model loads must wait for it"
+            opened = time.monotonic()
+            gate.set()
+            poster.join(timeout=60)
+            assert answered["code"] == 200 and answered["at"] >= opened
+            assert answered["body"]["result"]["emotion"] == model.infer([_decoded(upload)])[0].emotion
+
+            # the page polls /api/status: the banner turns to ready and the button is enabled
+            expect(page.locator("#model-status")).to_have_class("ready", timeout=10_000)
+            expect(page.locator("#model-status")).to_contain_text("Model ready")
+            expect(page.locator("#model-status")).to_contain_text("RANDOM weights")
+            expect(page.locator("#analyze")).to_be_enabled()
+        finally:
+            browser.close()
+    status = json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read())
+    assert status["state"] == "ready" and status["random_weights"] is True and status["load_s"] >= 1.5
+
+
+def test_long_upload_has_warning_player_and_timeline(gated_server, chromium, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data_dir, model, ids, gate = gated_server
+    gate.set()
+    upload = data_dir / "raw" / "long_call.wav"
+    expected = model.infer([_decoded(upload)])[0]
+    assert len(expected.segments) >= 3  # 8 s in 2.5 s windows (1 s overlap)
+    with sync_playwright() as p:
+        browser = _browser(p, chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(url)
+            expect(page.locator("#analyze")).to_be_enabled(timeout=30_000)
+            page.set_input_files("#file", str(upload))
+            page.click("#analyze")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+
+            warning = page.locator("#random-warning")
+            expect(warning).to_be_visible()
+            expect(warning).to_contain_text("RANDOM weights")
+
+            player = page.locator("audio#player[controls]")
+            expect(player).to_be_visible()
+            src = player.get_attribute("src")
+            assert src and src.endswith("/processed_audio.wav")
+            wav = page.request.get(url + src)
+            assert wav.status == 200 and wav.headers["content-type"] == "audio/wav"
+            assert wav.body()[:4] == b"RIFF" and wav.body()[8:12] == b"WAVE"
+            # the browser decodes it: its duration is the recording's
+            page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=10_000)
+            assert page.evaluate("document.getElementById('player').duration") == pytest.approx(LONG_S, abs=0.01)
+
+            expect(page.locator("#timeline")).to_be_visible()
+            rects = page.locator("#timeline svg rect.segment")
+            expect(rects).to_have_count(len(expected.segments))
+            shown = [(float(r.get_attribute("data-start")), r.get_attribute("data-emotion")) for r in rects.all()]
+            wanted = [(seg.start_s, schemas.EMOTION_LABELS[int(np.argmax(seg.scores))]) for seg in expected.segments]
+            assert [e for _, e in shown] == [e for _, e in wanted]
+            np.testing.assert_allclose([t for t, _ in shown], [t for t, _ in wanted], atol=1e-3)
+            page.screenshot(path=str(tmp_path / "web_long_upload.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_warehouse_recording_shows_its_emotion_segments(gated_server, chromium, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from emo_assets.lib.store import lake as lake_store
+
+    url, data_dir, model, ids, gate = gated_server
+    gate.set()
+    rows = lake_store.read_table(data_dir / "lake", "emotion_segments").to_pylist()
+    long_rows = sorted((r for r in rows if r["audio_id"] == ids["long_call.wav"]), key=lambda r: r["start_s"])
+    assert len(long_rows) >= 3
+    with sync_playwright() as p:
+        browser = _browser(p, chromium)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector(f"#recording option[value='{ids['long_call.wav']}']", state="attached")
+            page.select_option("#recording", ids["long_call.wav"])
+            page.click("#show")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            rects = page.locator("#timeline svg rect.segment")
+            expect(rects).to_have_count(len(long_rows))
+            assert [r.get_attribute("data-emotion") for r in rects.all()] == [r["emotion"] for r in long_rows]
+            # scored by the served (random) model: the warning is on this result too
+            expect(page.locator("#random-warning")).to_be_visible()
+            # a warehouse pick has no processed audio: no player
+            expect(page.locator("#player")).to_be_hidden()
+
+            # a one-window recording has no timeline
+            page.select_option("#recording", ids["short_call.wav"])
+            page.click("#show")
+            expect(page.locator("#emotion")).to_have_text(
+                _emoji(next(r["emotion"] for r in rows if r["audio_id"] == ids["short_call.wav"]))
+                + " "
+                + next(r["emotion"] for r in rows if r["audio_id"] == ids["short_call.wav"])
+            )
+            expect(page.locator("#timeline")).to_be_hidden()
+        finally:
+            browser.close()
+
+
+def test_a_model_that_fails_to_load_is_reported_not_waited_on(tmp_path, tiny_model_dir, chromium):
+    import urllib.error
+    import urllib.request
+
+    from emo_assets.lib.model.loading import LazyEmotionModel
+    from emo_assets.resources import EmotionModelResource
+
+    class BrokenWeights:
+        def __init__(self, resource) -> None:
+            self.resource, self.model, self.precision = resource, resource.model, resource.precision
+
+        def load(self):
+            def fail():
+                raise OSError("model.pt: truncated file")
+
+            return LazyEmotionModel(self.resource.load().description, fail)
+
+    upload = tmp_path / "raw" / "a.wav"
+    write_encoded(
+        upload, (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32), 16000, "wav_pcm_16"
+    )
+    with _serving(tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu"))) as url:
+        deadline = time.monotonic() + 20
+        while (status := json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read()))[
+            "state"
+        ] == "loading":
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            time.sleep(0.05)
+        assert status["state"] == "failed" and "model.pt: truncated file" in status["error"]
+        body, headers = _multipart(upload)
+        request = urllib.request.Request(f"{url}/api/analyze", data=body, method="POST", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 503
+        assert "could not be loaded" in json.loads(refused.value.read())["detail"]
 
 
 def test_undecodable_upload_is_refused_with_a_reason(web_server):

@@ -67,6 +67,7 @@ class Analysis:
     random_weights: bool | None  # None: not known (a result read back from the lake)
     timestamp: str  # ISO 8601, UTC
     precision: str | None = None  # fp32 or int8, as set for the model; None: not known (read from the lake)
+    segments: tuple = ()  # the model's windows (scorer.Segment), the emotion timeline of a long recording
 
     def result(self, with_embedding: bool = True) -> dict:
         """The content of result.json."""
@@ -130,6 +131,7 @@ def analyze_waveform(
         random_weights=bool(model.is_random),
         timestamp=now.isoformat(timespec="seconds"),
         precision=precision,
+        segments=tuple(result.segments),
     )
 
 
