@@ -14,6 +14,7 @@ from emo_assets.assets.analytics import (
 )
 from emo_assets.assets.audio import raw_audio, resampled_audio
 from emo_assets.assets.emotion import emotion_inference, quarantine
+from emo_assets.assets.similarity import similarity_index
 from emo_assets.assets.sql_models import build_sql_model_assets
 
 
@@ -28,6 +29,7 @@ def all_assets() -> tuple[dg.AssetsDefinition, ...]:
         emotion_clusters,
         satisfaction_model,
         satisfaction_predictions,
+        similarity_index,
         *build_sql_model_assets(),
     )
 
