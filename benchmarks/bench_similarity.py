@@ -72,7 +72,8 @@ class Clusters:
         rng = np.random.default_rng([seed, 0])
         c = rng.standard_normal((centres, dim), dtype=np.float32)
         self.centres = c / np.linalg.norm(c, axis=1, keepdims=True)
-        self.basis = rng.standard_normal((FACTORS, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+        # a row's factor part has expected norm ``spread`` (FACTORS standard normals through this basis)
+        self.basis = rng.standard_normal((FACTORS, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim * FACTORS))
         self.noise = np.float32(noise * np.sqrt(12.0 / dim))  # uniform(-0.5, 0.5) has variance 1/12
         self.dim, self.seed = dim, seed
 
@@ -242,7 +243,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--day-rows", type=int, default=100_000)
     parser.add_argument("--centres", type=int, default=4000)
-    parser.add_argument("--spread", type=float, default=0.6, help="scale of the 32-d within-cluster factor")
+    parser.add_argument("--spread", type=float, default=0.6, help="norm of the 32-d within-cluster factor")
     parser.add_argument("--noise", type=float, default=0.3, help="scale (norm) of the isotropic noise")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--nlist", type=int, default=4096)
