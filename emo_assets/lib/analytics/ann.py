@@ -61,7 +61,7 @@ class AnnSettings:
 
     nlist: int = 4096
     train_min: int = 160_000
-    nprobe: int = 48
+    nprobe: int = 32
 
     def __post_init__(self) -> None:
         if self.nlist < 1 or self.nprobe < 1:
