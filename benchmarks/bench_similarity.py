@@ -1,36 +1,47 @@
-"""similar_audio in DuckDB against a numpy brute-force top-k, on the same random embeddings, in one run.
+"""Similarity search at scale: the approximate index (lib/analytics/ann.py) against the exact answer.
 
-    .venv/bin/python benchmarks/bench_similarity.py [--rows 100000] [--dim 1024] [--days 10] [--queries 5]
+    .venv/bin/python benchmarks/bench_similarity.py --rows 1000000 [--nlist 1024] [--out result.json]
 
-The embeddings are written as a lake (one Parquet file per day), then queried three ways:
-  numpy          cosine top-k over the in-memory float32 matrix (norms computed per query, as DuckDB does)
-  duckdb table   the similar_audio macro over a DuckDB table holding the embeddings
-  duckdb lake    the similar_audio macro over the warehouse's views on the Parquet lake (what `emo similar` runs)
-Each is the median of ``--queries`` queries; every DuckDB answer is checked against numpy's.
+Synthetic 1024-d embeddings drawn from clusters, generated day by day (``--day-rows``, default
+100,000) from a seed, so memory stays bounded by one day and the same rows can be made again:
+``--centres`` Gaussian cluster centres (unit vectors); a row is its centre plus a 32-d Gaussian factor
+through a fixed random basis (the within-cluster structure, ``--spread``) plus isotropic uniform noise
+(``--noise``), then L2-normalised. The queries are ``--queries`` fresh rows of the same distribution
+(not in the index).
+
+One pass writes every day with ``ann.write_day`` (the asset's own code: the first days are stored
+exactly, the day that reaches ``--train`` vectors trains the IVF, the rest are encoded) into a
+temporary similarity folder, while the exact top-10 of every query is kept by brute force in numpy
+over each day's rows. Then ``ann.load_index`` merges the days, and every query is searched at each
+``--nprobe``: recall@10 against the exact top-10, median and p90 latency of one query at a time.
+Last, the cost of one more day: write_day of ``--day-rows`` new rows (encode + file), then the same
+day again (a re-run: replaced, not duplicated), and in memory ``add_day``.
+The exact SQL macros against numpy: benchmarks/bench_similarity_exact.py.
+Progress goes to stdout line by line; ``--out`` gets the results as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
-import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/helpers.py: the numpy reference
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emo_assets.lib import schemas
-from emo_assets.lib.analytics import similarity
-from emo_assets.lib.store import lake, warehouse
-from tests.helpers import numpy_top_k
+from emo_assets.lib.analytics import ann
+
+FIRST_DAY = dt.date(2025, 1, 1)
+FACTORS = 32
 
 
 def _cpu_model() -> str:
@@ -43,103 +54,208 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _write_lake(root: Path, x: np.ndarray, days: int) -> list[str]:
-    ids = [f"rec{i:07d}" for i in range(len(x))]
-    per = -(-len(x) // days)
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _rss_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+class Clusters:
+    """The synthetic distribution: centres, a shared factor basis, and rows made from a seed."""
+
+    def __init__(self, dim: int, centres: int, spread: float, noise: float, seed: int):
+        rng = np.random.default_rng([seed, 0])
+        c = rng.standard_normal((centres, dim), dtype=np.float32)
+        self.centres = c / np.linalg.norm(c, axis=1, keepdims=True)
+        # a row's factor part has expected norm ``spread`` (FACTORS standard normals through this basis)
+        self.basis = rng.standard_normal((FACTORS, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim * FACTORS))
+        self.noise = np.float32(noise * np.sqrt(12.0 / dim))  # uniform(-0.5, 0.5) has variance 1/12
+        self.dim, self.seed = dim, seed
+
+    def rows(self, n: int, part: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 1, part])
+        x = rng.random((n, self.dim), dtype=np.float32)
+        x -= np.float32(0.5)
+        x *= self.noise
+        x += self.centres[rng.integers(0, len(self.centres), n)]
+        x += rng.standard_normal((n, FACTORS), dtype=np.float32) @ self.basis
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+
+class ExactTopK:
+    """The exact top-k of each query over rows seen so far (brute force in numpy, one chunk at a time)."""
+
+    def __init__(self, queries: np.ndarray, k: int):
+        self.q, self.k = queries, k
+        self.sims = np.full((len(queries), 0), -np.inf, np.float32)
+        self.ids = np.zeros((len(queries), 0), np.int64)
+
+    def update(self, x: np.ndarray, first_id: int) -> None:
+        s = self.q @ x.T
+        sims = np.concatenate([self.sims, s], axis=1)
+        ids = np.concatenate([self.ids, np.broadcast_to(np.arange(first_id, first_id + len(x)), s.shape)], axis=1)
+        keep = np.argsort(-sims, axis=1, kind="stable")[:, : self.k]
+        self.sims, self.ids = np.take_along_axis(sims, keep, 1), np.take_along_axis(ids, keep, 1)
+
+
+def _audio_ids(first: int, n: int) -> list[str]:
+    return [f"r{i:09d}" for i in range(first, first + n)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = Clusters(args.dim, args.centres, args.spread, args.noise, args.seed)
+    queries = data.rows(args.queries, part=10**9)  # a part no day uses
+    exact = ExactTopK(queries, 10)
+    settings = ann.AnnSettings(nlist=args.nlist, train_min=args.train, nprobe=args.nprobes[0])
+    days = -(-args.rows // args.day_rows)
+    result: dict = {
+        "machine": f"nproc={os.cpu_count()}, CPU {_cpu_model()}, load average at start {os.getloadavg()}",
+        "faiss": ann._faiss().__version__,
+        "numpy": np.__version__,
+        "rows": args.rows,
+        "dim": args.dim,
+        "days": days,
+        "day_rows": args.day_rows,
+        "centres": args.centres,
+        "spread": args.spread,
+        "noise": args.noise,
+        "settings": {"nlist": args.nlist, "train_min": args.train},
+    }
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_ann_"))
+    log(f"writing {args.rows} rows as {days} days of {args.day_rows} into {root}")
+    write_s, gen_s, exact_s, train_s = 0.0, 0.0, 0.0, None
+    done = 0
+    t_build = time.perf_counter()
     for d in range(days):
-        day = dt.date(2026, 1, 1) + dt.timedelta(days=d)
-        rows = slice(d * per, min(len(x), (d + 1) * per))
-        n = rows.stop - rows.start
-        lake.write_partition(
-            root,
-            "emotion_embeddings",
-            day.isoformat(),
-            pa.table(
-                {
-                    "audio_id": ids[rows],
-                    "date": pa.array([day] * n, pa.date32()),
-                    "model_id": ["bench"] * n,
-                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[rows].reshape(-1)), x.shape[1]),
-                },
-                schema=schemas.emotion_embeddings_schema(x.shape[1]),
-            ),
-        )
-    return ids
-
-
-def _median_s(fn, queries: list[int]) -> tuple[float, list]:
-    fn(queries[0])  # warm-up: page cache, plan cache
-    times, answers = [], []
-    for q in queries:
+        n = min(args.day_rows, args.rows - done)
+        day = (FIRST_DAY + dt.timedelta(days=d)).isoformat()
         t0 = time.perf_counter()
-        answers.append(fn(q))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), answers
+        x = data.rows(n, part=d)
+        gen_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        exact.update(x, done)
+        exact_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        written = ann.write_day(root, "bench", day, _audio_ids(done, n), x, settings)
+        took = time.perf_counter() - t0
+        if written.trained_now:
+            train_s = took
+        else:
+            write_s += took
+        done += n
+        result["progress"] = {"days_written": d + 1, "rows_written": done, "write_s": round(write_s, 1)}
+        log(
+            f"day {d + 1}/{days} {day}: {n} rows, write_day {took:.1f} s"
+            f"{' (trained the IVF here)' if written.trained_now else ''}; rss {_rss_gb():.1f} GB"
+        )
+        del x
+    build_s = time.perf_counter() - t_build
+    result["build"] = {
+        "total_s": round(build_s, 1),
+        "generate_s": round(gen_s, 1),
+        "exact_topk_s": round(exact_s, 1),
+        "train_day_s": None if train_s is None else round(train_s, 1),
+        "encode_and_write_other_days_s": round(write_s, 1),
+        "bytes_on_disk": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
+    }
+    log(f"build done: {result['build']}")
+
+    t0 = time.perf_counter()
+    index = ann.load_index(root, "bench", settings)
+    result["load_s"] = round(time.perf_counter() - t0, 1)
+    result["rss_after_load_gb"] = round(_rss_gb(), 2)
+    log(f"loaded {index.size} vectors in {result['load_s']} s; rss {result['rss_after_load_gb']} GB")
+
+    truth = [{f"r{i:09d}" for i in row} for row in exact.ids]
+    result["search"] = []
+    for nprobe in args.nprobes:
+        index.search(queries[0], 10, nprobe=nprobe)  # warm-up
+        times, cpu, recalls = [], [], []
+        for q, want in zip(queries, truth):
+            t0, c0 = time.perf_counter(), time.process_time()
+            hits = index.search(q, 10, nprobe=nprobe)
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            recalls.append(len({h.audio_id for h in hits} & want) / 10)
+        row = {
+            "nprobe": nprobe,
+            "recall_at_10": round(float(np.mean(recalls)), 4),
+            "min_recall_at_10": round(float(np.min(recalls)), 2),
+            "median_ms": round(statistics.median(times) * 1000, 2),
+            "p90_ms": round(float(np.percentile(times, 90)) * 1000, 2),
+            "median_cpu_ms": round(statistics.median(cpu) * 1000, 2),  # this process's CPU time: load-independent
+        }
+        result["search"].append(row)
+        log(f"search {row}")
+
+    # One more day: encoded and written (what the asset does), then re-run (replaced), then in memory.
+    next_day = (FIRST_DAY + dt.timedelta(days=days)).isoformat()
+    x = data.rows(args.day_rows, part=days)
+    ids = _audio_ids(args.rows, args.day_rows)
+    t0 = time.perf_counter()
+    ann.write_day(root, "bench", next_day, ids, x, settings)
+    add_file_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ann.write_day(root, "bench", next_day, ids, x, settings)
+    rerun_file_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index.add_day(next_day, ids, x)
+    add_memory_s = time.perf_counter() - t0
+    before = index.size
+    t0 = time.perf_counter()
+    index.add_day(next_day, ids, x)
+    replace_memory_s = time.perf_counter() - t0
+    if index.size != before:
+        raise RuntimeError(f"re-adding a day changed the size {before} -> {index.size}: duplicates")
+    result["one_more_day"] = {
+        "rows": args.day_rows,
+        "write_day_s": round(add_file_s, 1),
+        "write_day_again_s": round(rerun_file_s, 1),
+        "in_memory_add_day_s": round(add_memory_s, 1),
+        "in_memory_replace_day_s": round(replace_memory_s, 1),
+        "day_file_bytes": ann.day_path(root, "bench", next_day).stat().st_size,
+    }
+    result["peak_rss_gb"] = round(_peak_rss_gb(), 2)
+    result["load_average_at_end"] = os.getloadavg()
+    log(f"one more day: {result['one_more_day']}; peak rss {result['peak_rss_gb']} GB")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--days", type=int, default=10)
-    parser.add_argument("--queries", type=int, default=5)
-    parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--day-rows", type=int, default=100_000)
+    parser.add_argument("--centres", type=int, default=4000)
+    parser.add_argument("--spread", type=float, default=0.6, help="norm of the 32-d within-cluster factor")
+    parser.add_argument("--noise", type=float, default=0.3, help="scale (norm) of the isotropic noise")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--nlist", type=int, default=4096)
+    parser.add_argument("--train", type=int, default=160_000, help="vectors that train the IVF (ann train_min)")
+    parser.add_argument("--nprobe", dest="nprobes", type=lambda s: [int(v) for v in s.split(",")], default=[16, 32])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", help="similarity folder to write (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the written index")
+    parser.add_argument("--out", help="write the results (and progress) as JSON here")
     args = parser.parse_args()
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
-    queries = [int(i) for i in rng.choice(args.rows, args.queries, replace=False)]
-    k = args.k
-    with tempfile.TemporaryDirectory() as tmp:
-        lake_dir = Path(tmp) / "lake"
-        t0 = time.perf_counter()
-        ids = _write_lake(lake_dir, x, args.days)
-        write_s = time.perf_counter() - t0
-
-        def numpy_query(q: int):
-            idx, sims = numpy_top_k(x, x[q], k + 1)  # k + 1: the query itself is dropped
-            keep = idx != q
-            return [ids[i] for i in idx[keep][:k]], sims[keep][:k]
-
-        numpy_s, numpy_answers = _median_s(numpy_query, queries)
-
-        con = duckdb.connect()
-        warehouse.refresh_lake_views(con, lake_dir)
-        similarity.create_similarity_macros(con)
-        lake_s, lake_answers = _median_s(
-            lambda q: con.execute("SELECT audio_id, similarity FROM similar_audio(?, ?)", [ids[q], k]).fetchall(),
-            queries,
-        )
-        t0 = time.perf_counter()
-        con.execute("CREATE TABLE embeddings_table AS SELECT * FROM emotion_embeddings")
-        load_s = time.perf_counter() - t0
-        similarity.create_similarity_macros(con, "embeddings_table")
-        table_s, table_answers = _median_s(
-            lambda q: con.execute("SELECT audio_id, similarity FROM similar_audio(?, ?)", [ids[q], k]).fetchall(),
-            queries,
-        )
-        threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-        con.close()
-
-    for (want_ids, want_sims), got_table, got_lake in zip(numpy_answers, table_answers, lake_answers):
-        for got in (got_table, got_lake):
-            assert [g[0] for g in got] == want_ids, (got, want_ids)
-            np.testing.assert_allclose([g[1] for g in got], want_sims, atol=1e-5)
-
-    print(
-        f"machine: nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), CPU {_cpu_model()}, "
-        f"duckdb {duckdb.__version__} ({threads} threads), numpy {np.__version__}"
-    )
-    print(
-        f"data: {args.rows} x {args.dim} float32 in {args.days} Parquet days (written in {write_s:.1f} s); "
-        f"k={k}; median of {args.queries} queries; answers identical to numpy's"
-    )
-    print("| method | median per query | vs numpy |")
-    print("|---|---|---|")
-    print(f"| numpy brute force (cosine, argpartition) | {numpy_s * 1000:.0f} ms | 1.00x |")
-    print(f"| DuckDB similar_audio over a DuckDB table | {table_s * 1000:.0f} ms | {table_s / numpy_s:.2f}x |")
-    print(f"| DuckDB similar_audio over the Parquet lake views | {lake_s * 1000:.0f} ms | {lake_s / numpy_s:.2f}x |")
-    print(f"(loading the table from the lake once: {load_s:.1f} s)")
+    result = run(args)
+    print(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

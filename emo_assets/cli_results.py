@@ -64,7 +64,7 @@ def analyze_cmd(args: argparse.Namespace) -> int:
 
 
 def similar_cmd(args: argparse.Namespace) -> int:
-    from emo_assets.lib.analytics import similarity
+    from emo_assets.lib.analytics import nearest, similarity
     from emo_assets.lib.store import warehouse
 
     resources = _resources(args)
@@ -81,8 +81,8 @@ def similar_cmd(args: argparse.Namespace) -> int:
             _random_note(model)
             try:
                 vector = model.infer([load_mono_16k(target)])[0].embedding
-                neighbours = similarity.similar_to_vector(
-                    con, vector, args.k, model_id=model.model_id, date_from=args.date_from
+                neighbours = nearest.similar_to_vector(
+                    storage.similarity_dir, vector, args.k, model_id=model.model_id, date_from=args.date_from
                 )
             except (AudioDecodeError, ValueError) as exc:
                 return _fail(f"{target}: {exc}")
@@ -93,7 +93,12 @@ def similar_cmd(args: argparse.Namespace) -> int:
             ]
             if not known:
                 return _fail(f"{args.target!r} is neither a file nor an audio_id in {storage.lake_dir}")
-            neighbours = similarity.similar_to_audio(con, args.target, args.k, date_from=args.date_from)
+            try:
+                neighbours = nearest.similar_to_audio(
+                    con, storage.similarity_dir, args.target, args.k, date_from=args.date_from
+                )
+            except ValueError as exc:  # ann.AnnError: no index for the model, a bad k or day
+                return _fail(str(exc))
             what = f"audio_id {args.target}"
         rows = similarity.describe(con, neighbours)
     finally:

@@ -66,6 +66,10 @@ class StorageResource(dg.ConfigurableResource):
         return self.root / "reports"
 
     @property
+    def similarity_dir(self) -> Path:
+        return self.root / "similarity"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.root / "warehouse.duckdb"
 

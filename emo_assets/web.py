@@ -6,7 +6,7 @@ FastAPI with one plain HTML page, served on 127.0.0.1 by default. Needs the ``[w
 Analysis uses the same ``lib/results/analyze.py`` code as ``emo analyze`` (an upload becomes samples
 through ``load_mono_16k``, the function the pipeline's FLAC is made with, so an uploaded file that is in
 the warehouse gets the warehouse's vector and is its own nearest neighbour); neighbours come from the
-``similar_audio`` / ``similar_embedding`` macros. Each result is written to
+approximate similarity index (``lib/analytics/nearest.py``). Each result is written to
 ``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
 
 The model loads in a background thread when the server starts; ``/api/status`` says whether it is
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
-from emo_assets.lib.analytics import similarity
+from emo_assets.lib.analytics import ann, nearest, similarity
 from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
@@ -74,12 +74,15 @@ def create_app(storage, emotion_model) -> FastAPI:
             width = warehouse.embedding_width(con)
             if width is None:
                 return []
-            if audio_id is not None:
-                found = similarity.similar_to_audio(con, audio_id, SIMILAR_K)
-            elif vector is not None and vector.size == width:
-                found = similarity.similar_to_vector(con, vector, SIMILAR_K, model_id=model_id)
-            else:
-                return []
+            try:
+                if audio_id is not None:
+                    found = nearest.similar_to_audio(con, storage.similarity_dir, audio_id, SIMILAR_K)
+                elif vector is not None and vector.size == width:
+                    found = nearest.similar_to_vector(storage.similarity_dir, vector, SIMILAR_K, model_id=model_id)
+                else:
+                    return []
+            except ann.AnnError as exc:
+                raise HTTPException(409, f"similar recordings: {exc}") from exc
             return similarity.describe(con, found)
         finally:
             con.close()

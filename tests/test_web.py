@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 
 from emo_assets.lib import schemas
+from emo_assets.lib.analytics import nearest
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.model.scoring import score_rows, segment_row
 from emo_assets.lib.store import lake
@@ -128,6 +129,7 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
             schema=schemas.AUDIO_FILES,
         ),
     )
+    nearest.index_day(lake_dir, data_dir / "similarity", DAY)  # what the similarity_index asset does
     return ids
 
 

@@ -15,6 +15,7 @@ from emo_assets.assets.analytics import (
 )
 from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.emotion import embedding_index, emotion_tables, lake_views, quarantine
+from emo_assets.assets.similarity import similarity_index
 from emo_assets.assets.sql_models import build_sql_model_assets
 from emo_assets.resources import PACKAGED_SQL_DIR
 
@@ -33,6 +34,7 @@ def all_assets(sql_dir: Path = PACKAGED_SQL_DIR) -> tuple[dg.AssetsDefinition, .
         emotion_clusters,
         satisfaction_model,
         satisfaction_predictions,
+        similarity_index,
         *build_sql_model_assets(Path(sql_dir)),
     )
 

@@ -12,7 +12,7 @@ import pytest
 
 from emo_assets.cli import main
 from emo_assets.lib import schemas
-from emo_assets.lib.analytics import similarity
+from emo_assets.lib.analytics import nearest, similarity
 from emo_assets.lib.store import lake, warehouse
 from tests.helpers import numpy_top_k
 
@@ -150,6 +150,7 @@ def test_emo_similar_by_audio_id_and_by_file(tmp_path, tiny_model_dir, capsys):
         "2026-11-20",
         _embeddings([(ids[i], "2026-11-20", model.model_id, r.embedding.tolist()) for i, r in enumerate(results)]),
     )
+    nearest.index_day(tmp_path / "lake", tmp_path / "similarity", "2026-11-20")  # what similarity_index does
 
     capsys.readouterr()  # what loading the model printed
     assert main(["similar", "id0", "-k", "2", "--json", "--data-dir", str(tmp_path)]) == 0
