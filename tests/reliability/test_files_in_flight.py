@@ -4,6 +4,7 @@ sensor, the asset graph and `emo run` apply the same settle rule (EMO_SETTLE_S).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -17,8 +18,9 @@ from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.cli import main
 from emo_assets.definitions import build_definitions
+from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.store import lake
-from emo_assets.lib.store.deferred import deferred_paths
+from emo_assets.lib.store.deferred import deferred_paths, write_deferred
 from emo_assets.resources import EmotionModelResource, StorageResource
 from tests.helpers import DAY, write_small_day
 
@@ -174,3 +176,30 @@ def test_emo_run_waits_a_bounded_time_then_defers_a_file_still_being_written(
     assert f"    {LIVE}\n" in out
     assert "  processed        3\n" in out and "  unaccounted      0\n" in out
     assert deferred_paths(tmp_path / "lake", DAY) == [LIVE]
+
+
+def test_the_schedule_runs_again_a_day_whose_last_run_deferred_files(tmp_path, tiny_model_dir):
+    day_dir = tmp_path / "raw" / DAY
+    _settled_day(day_dir)
+    (day_dir / "live.wav").write_bytes((day_dir / "call_00.wav").read_bytes())  # just landed
+    out = ingest_day(tmp_path / "raw", DAY, dt.datetime.now(dt.UTC), settle_s=SETTLE_S)  # as the day's run did
+    write_deferred(tmp_path / "lake", DAY, out.deferred)
+    defs = build_definitions(_resources(tmp_path, tiny_model_dir))
+    schedule = defs.get_schedule_def("daily_emotion_schedule")
+    with dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 25, 0, 30, tzinfo=dt.UTC),
+        resources=_resources(tmp_path, tiny_model_dir),
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("2026-11-24", "schedule:2026-11-24"),
+        (DAY, f"schedule:{DAY}:deferred:2026-11-25"),
+    ]
+    write_deferred(tmp_path / "lake", DAY, out.deferred.slice(0, 0))  # the next run took it
+    with dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 26, 0, 30, tzinfo=dt.UTC),
+        resources=_resources(tmp_path, tiny_model_dir),
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2026-11-25"]
