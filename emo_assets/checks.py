@@ -6,6 +6,7 @@ import numpy as np
 from emo_assets.lib import schemas
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import account_day
+from emo_assets.lib.store.deferred import read_deferred
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -60,8 +61,9 @@ def embeddings_match_model(
 
 @dg.asset_check(asset=dg.AssetKey("quarantine"), partitions_def=daily_partitions, blocking=True)
 def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    """Every file under the day's folder `data/raw/YYYY-MM-DD/` is either processed (scored) or
-    quarantined, exactly once: landed = processed + quarantined, by source_path."""
+    """Every file under the day's folder `data/raw/YYYY-MM-DD/` is processed (scored), quarantined
+    or deferred (still being written: the next run takes it), exactly once:
+    landed = processed + quarantined + deferred, by source_path."""
     day = context.partition_key
     account = account_day(
         storage.raw_dir,
@@ -69,7 +71,13 @@ def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: St
         lake.read_partition(storage.lake_dir, "audio_files", day),
         lake.read_partition(storage.lake_dir, "emotion_scores", day),
         lake.read_partition(storage.lake_dir, "quarantine", day),
+        read_deferred(storage.lake_dir, day),
     )
+    if account.deferred:
+        context.log.warning(
+            f"{day}: {len(account.deferred)} file(s) still being written, deferred to the next run: "
+            f"{list(account.deferred)[:20]}"
+        )
     if account.missing:
         context.log.error(
             f"{day}: {len(account.missing)} file(s) neither processed nor quarantined: {list(account.missing)[:20]}"
@@ -85,6 +93,7 @@ def every_file_accounted_for(context: dg.AssetCheckExecutionContext, storage: St
             "landed": len(account.landed),
             "processed": len(account.processed),
             "quarantined": len(account.quarantined),
+            "deferred": dg.MetadataValue.json(list(account.deferred)),
             "missing": dg.MetadataValue.json(list(account.missing)),
             "processed_and_quarantined": dg.MetadataValue.json(list(account.both)),
             "counted_twice": dg.MetadataValue.json(list(account.duplicates)),

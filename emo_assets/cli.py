@@ -57,6 +57,7 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     storage, emotion_model = resources["storage"], resources["emotion_model"]
     model = emotion_model.load()  # fail on a bad model setting before any file is touched
     print(f"emo run {day}: model {model.model_id} on {model.settings.device}, data in {storage.root}", flush=True)
+    _wait_for_files_in_flight(storage, day)
     defs = build_definitions(resources)
     job = defs.resolve_job_def("daily_emotion_job")
     locks = storage.locks_dir
@@ -90,6 +91,13 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
         print(f"emo: error: the run of {day} FAILED at {first[0]}: {first[1]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _wait_for_files_in_flight(storage, day: str) -> None:
+    """An interactive run waits (bounded) for files still being written; the run defers the rest."""
+    from emo_assets.lib.audio.settle import wait_for_day
+
+    wait_for_day(storage.raw_dir, day, storage.settle_seconds, say=lambda line: print(line, flush=True))
 
 
 def _reason(error) -> str:
@@ -126,12 +134,18 @@ def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()
 
     from emo_assets.lib.store import lake
     from emo_assets.lib.store.accounting import account_day
+    from emo_assets.lib.store.deferred import read_deferred
     from emo_assets.lib.store.warehouse import read_copy_path
 
     scores = lake.read_partition(storage.lake_dir, "emotion_scores", day)
     audio_files = lake.read_partition(storage.lake_dir, "audio_files", day)
     account = account_day(
-        storage.raw_dir, day, audio_files, scores, lake.read_partition(storage.lake_dir, "quarantine", day)
+        storage.raw_dir,
+        day,
+        audio_files,
+        scores,
+        lake.read_partition(storage.lake_dir, "quarantine", day),
+        read_deferred(storage.lake_dir, day),
     )
     hours = (pc.sum(audio_files.column("duration_s")).as_py() or 0.0) / 3600 if audio_files is not None else 0.0
     top = Counter(scores.column("emotion").to_pylist()).most_common(3) if scores is not None else []
@@ -144,6 +158,12 @@ def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()
     print(f"  files landed     {len(account.landed)}")
     print(f"  processed        {len(account.processed)}")
     print(f"  quarantined      {len(account.quarantined)}")
+    print(
+        f"  deferred         {len(account.deferred)}"
+        + ("  (still being written: the next run takes them)" * bool(account.deferred))
+    )
+    for src in account.deferred[:20]:
+        print(f"    {src}")
     print(f"  unaccounted      {len(account.missing)}")
     print(f"  hours of audio   {hours:.3f}")
     print(f"  top emotions     {', '.join(f'{e} ({n})' for e, n in top) or '-'}")
@@ -162,16 +182,18 @@ def demo(data_dir: str | None) -> int:
     storage = resources_from_env(data_dir=data_dir)["storage"]
     day = dt.datetime.now(dt.UTC).date().isoformat()
     day_dir = storage.raw_dir / day
+    settle_s = None  # files found there: the settle rule applies as in any run
     if day_dir.exists() and any(day_dir.iterdir()):
         print(f"{day_dir} already has files: running the day as it is")
     else:
         written = write_sample_day(day_dir, seed=0)
+        settle_s = 0.0  # written whole just now, by us: nothing to wait for
         print(f"wrote {len(written)} synthetic recordings to {day_dir}")
     model_dir = storage.models_dir / "random-tiny-seed0"
     if not (model_dir / "model.pt").exists():
         make_test_model(model_dir, size="tiny", seed=0)
         print(f"built a tiny random-weight model in {model_dir}")
-    code = run_day(day, data_dir=str(storage.root), model=str(model_dir))
+    code = run_day(day, data_dir=str(storage.root), model=str(model_dir), settle_s=settle_s)
     print(f"\nTables: lake Parquet under {storage.lake_dir}, DuckDB at {storage.warehouse_path}")
     print(
         f"Try:  emo sql --data-dir {storage.root}   (SQL on {read_copy_path(storage.warehouse_path)})\n{DEMO_QUERIES}"

@@ -68,6 +68,16 @@ def _seconds(env: str, text: str) -> float:
     return value
 
 
+def _rest_seconds(env: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise SettingError(f"{env}={text!r} is not a number of seconds; use 0 (read files at once) or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """A resource field and the environment variable that sets it."""
@@ -82,6 +92,7 @@ class Setting:
 SETTINGS = (
     Setting("EMO_DATA_DIR", "storage", "data_dir"),
     Setting("EMO_SQL_DIR", "storage", "sql_dir", at_load=True),
+    Setting("EMO_SETTLE_S", "storage", "settle_s", _rest_seconds),
     Setting("EMO_MODEL", "emotion_model", "model"),
     Setting("EMO_MODEL_HUB", "emotion_model", "hub"),
     Setting("EMO_DEVICE", "emotion_model", "device"),
@@ -97,7 +108,7 @@ RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "emotion_model": EmotionModelResource,
 }
 
-_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float}
+_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float}
 
 
 def _default(setting: Setting) -> object:

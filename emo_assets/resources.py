@@ -36,6 +36,15 @@ class StorageResource(dg.ConfigurableResource):
 
     data_dir: str = str(PROJECT_ROOT / "data")
     sql_dir: str = str(PACKAGED_SQL_DIR)
+    # Seconds a landed file must rest before a run reads it (None: settle.DEFAULT_SETTLE_S).
+    settle_s: float | None = None
+
+    @property
+    def settle_seconds(self) -> float:
+        """The settle rule's time (lib/audio/settle.py): `emo run`, the schedule and the sensor use it."""
+        from emo_assets.lib.audio import settle
+
+        return settle.DEFAULT_SETTLE_S if self.settle_s is None else self.settle_s
 
     @property
     def root(self) -> Path:

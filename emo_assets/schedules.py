@@ -5,14 +5,21 @@ import datetime as dt
 import dagster as dg
 
 from emo_assets.jobs import daily_emotion_job, day_run_request, models_job
+from emo_assets.lib.store.deferred import days_with_deferred
 from emo_assets.resources import StorageResource
 
 
 @dg.schedule(job=daily_emotion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
-def daily_emotion_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource) -> dg.RunRequest:
-    """Materialize yesterday's partition at 00:30 UTC."""
-    day = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
-    return day_run_request(storage, day, run_key=f"schedule:{day}")
+def daily_emotion_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource) -> list[dg.RunRequest]:
+    """Materialize yesterday's partition at 00:30 UTC; and again every day whose last run deferred
+    files still being written (lib/audio/settle.py), so that they are taken."""
+    today = context.scheduled_execution_time.date()
+    day = (today - dt.timedelta(days=1)).isoformat()
+    requests = [day_run_request(storage, day, run_key=f"schedule:{day}")]
+    for other in days_with_deferred(storage.lake_dir):
+        if other != day:
+            requests.append(day_run_request(storage, other, run_key=f"schedule:{other}:deferred:{today}"))
+    return requests
 
 
 models_schedule = dg.ScheduleDefinition(

@@ -9,14 +9,14 @@ from emo_assets.lib.audio.landing import day_fingerprint, landed_days
 from emo_assets.partitions import START_DATE
 from emo_assets.resources import StorageResource
 
-SETTLE_S = 30.0
-
 
 @dg.sensor(job=daily_emotion_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def raw_files_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """One run per day folder whose files are new or changed since the last run it requested.
 
-    Files modified in the last 30 s are taken as still being copied: the day waits for the next tick.
+    Files still being written (the settle rule shared with every run: ``EMO_SETTLE_S``,
+    lib/audio/settle.py) are left out of the fingerprint: the run takes the settled files and
+    defers the others, and the fingerprint changes when they settle, so the next tick runs the day again.
     """
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     requests, skipped = [], []
@@ -24,7 +24,7 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, storage: StorageResour
         if day < START_DATE:
             skipped.append(dg.SkipReason(f"{day} is before the first partition {START_DATE}"))
             continue
-        fingerprint = day_fingerprint(storage.raw_dir / day, settle_s=SETTLE_S)
+        fingerprint = day_fingerprint(storage.raw_dir / day, settle_s=storage.settle_seconds)
         if fingerprint is None or seen.get(day) == fingerprint:
             continue
         seen[day] = fingerprint

@@ -10,6 +10,18 @@ from tests import helpers
 from tests.helpers import DAY, failed_steps, lake_tables, materialize, warehouse_tables, write_small_day
 
 
+@pytest.fixture(scope="session", autouse=True)
+def files_settle_at_once():
+    """Test days are written whole just before they run: no settle time (EMO_SETTLE_S=0), also for
+    the `emo` processes the tests spawn. The settle rule's own tests set their settle time."""
+    from emo_assets.lib.audio import settle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settle, "DEFAULT_SETTLE_S", 0.0)
+        patch.setenv("EMO_SETTLE_S", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight tiny emotion2vec+ model directory (model id `random-tiny-seed0`)."""

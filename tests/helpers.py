@@ -134,6 +134,7 @@ def leftover_temp_files(data_dir: Path) -> list[str]:
 
 def emo_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMO_", "DAGSTER_HOME"))}
+    env["EMO_SETTLE_S"] = os.environ.get("EMO_SETTLE_S", "0")  # test days are written whole (conftest)
     env.update(extra)
     return env
 

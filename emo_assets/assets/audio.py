@@ -13,6 +13,7 @@ from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import day_lock, lake
+from emo_assets.lib.store.deferred import write_deferred
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource, run_is_active
 
@@ -33,14 +34,24 @@ def audio_files(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     except day_lock.DayLockedError as exc:
         raise dg.Failure(str(exc)) from None
     previous = lake.read_partition(storage.lake_dir, "audio_files", day)
-    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous)
+    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous, settle_s=storage.settle_seconds)
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.AUDIO_FILES, day, out.rejects)
+    write_deferred(storage.lake_dir, day, out.deferred)
     hours = pc.sum(out.rows.column("duration_s")).as_py() or 0.0
     context.log.info(f"{day}: {out.rows.num_rows} audio files, {out.rejects.num_rows} refused")
+    deferred = out.deferred.column("source_path").to_pylist()
+    if deferred:
+        context.log.warning(
+            f"{day}: {len(deferred)} file(s) still being written, deferred to the next run: {deferred[:20]}"
+        )
     return dg.MaterializeResult(
         metadata=table_metadata(
-            out.rows, path, hours_of_audio=dg.MetadataValue.float(hours / 3600), refused=out.rejects.num_rows
+            out.rows,
+            path,
+            hours_of_audio=dg.MetadataValue.float(hours / 3600),
+            refused=out.rejects.num_rows,
+            deferred=dg.MetadataValue.json(deferred),
         )
     )
 

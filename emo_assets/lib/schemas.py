@@ -94,6 +94,18 @@ QUARANTINE = pa.schema(
     ]
 )
 
+# A run's record of the files it left for the next run because they were still being written
+# (lib/audio/settle.py); kept beside the lake tables, not one of them.
+DEFERRED = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("modified_at", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("date", pa.date32()),
+    ]
+)
+
 
 EMOTION_CLUSTERS = pa.schema(
     [
@@ -266,6 +278,7 @@ class StageOutput:
 
     rows: pa.Table
     rejects: pa.Table
+    deferred: pa.Table | None = None  # files still being written, left for the next run (audio_files only)
 
 
 def reject_rows(day: str, stage: Stage, rejects: list[tuple[str, str | None, str]]) -> pa.Table:

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from emo_assets.lib.audio.settle import is_young
+
 
 def is_day_name(name: str) -> bool:
     try:
@@ -17,13 +19,15 @@ def is_day_name(name: str) -> bool:
 
 
 def day_fingerprint(day_dir: Path, settle_s: float = 0.0, now: float | None = None) -> str | None:
-    """A hash of every file's path, size and mtime under ``day_dir``.
+    """A hash of the path, size and mtime of every file under ``day_dir`` that has settled.
 
-    None while any file changed less than ``settle_s`` seconds ago (still being copied), so a
-    run never starts on half an upload.
+    A file still being written (the settle rule, lib/audio/settle.py) is left out: the files that
+    landed earlier are run at once (the run defers the one in flight), and the fingerprint changes
+    when it settles, so the next run takes it. None while no file has settled.
     """
     now = time.time() if now is None else now
     digest = hashlib.sha256()
+    settled = 0
     for root, dirs, files in os.walk(day_dir):
         dirs.sort()
         for name in sorted(files):
@@ -32,11 +36,12 @@ def day_fingerprint(day_dir: Path, settle_s: float = 0.0, now: float | None = No
                 st = path.lstat()
             except OSError:
                 continue
-            if now - st.st_mtime < settle_s:
-                return None
+            if is_young(st.st_mtime, settle_s, now):
+                continue
+            settled += 1
             rel = path.relative_to(day_dir).as_posix()
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
+    return digest.hexdigest() if settled else None
 
 
 def landed_days(raw_root: Path) -> list[str]:

@@ -48,6 +48,7 @@ class RawFile:
     source_path: str
     path: Path
     size_bytes: int
+    mtime_ns: int = 0  # modification time when scanned (the settle rule: lib/audio/settle.py)
 
 
 def scan_day(raw_root: Path, day: str) -> tuple[list[RawFile], list[tuple[str, str]]]:
@@ -96,11 +97,15 @@ def scan_day(raw_root: Path, day: str) -> tuple[list[RawFile], list[tuple[str, s
                 refused.append((_source_path(entry, root), reason))
                 continue
             try:
-                size = entry.stat().st_size
+                st = entry.stat()
             except OSError:
                 refused.append((_source_path(entry, root), REASON_UNREADABLE))
                 continue
-            files.append(RawFile(source_path=_source_path(entry, root), path=entry, size_bytes=size))
+            files.append(
+                RawFile(
+                    source_path=_source_path(entry, root), path=entry, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns
+                )
+            )
 
     files.sort(key=lambda f: f.source_path)
     refused.sort()

@@ -1,4 +1,5 @@
-"""Nothing lost: every file that landed for a day is either processed or quarantined."""
+"""Nothing lost: every file that landed for a day is processed, quarantined, or deferred (still
+being written when the day ran: the next run takes it)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class DayAccount:
     landed: tuple[str, ...]
     processed: tuple[str, ...]
     quarantined: tuple[str, ...]
+    deferred: tuple[str, ...] = ()
 
     @property
     def duplicates(self) -> tuple[str, ...]:
@@ -33,8 +35,8 @@ class DayAccount:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Landed files that are neither processed nor quarantined."""
-        return tuple(sorted(set(self.landed) - set(self.processed) - set(self.quarantined)))
+        """Landed files that are neither processed, quarantined nor deferred."""
+        return tuple(sorted(set(self.landed) - set(self.processed) - set(self.quarantined) - set(self.deferred)))
 
     @property
     def both(self) -> tuple[str, ...]:
@@ -43,8 +45,15 @@ class DayAccount:
 
 
 def account_day(
-    raw_root: Path, day: str, audio_files: pa.Table | None, scores: pa.Table | None, quarantine: pa.Table | None
+    raw_root: Path,
+    day: str,
+    audio_files: pa.Table | None,
+    scores: pa.Table | None,
+    quarantine: pa.Table | None,
+    deferred: pa.Table | None = None,
 ) -> DayAccount:
+    """``deferred``: the day's record of files left for the next run (lib/store/deferred.py); those
+    still landed are accounted for as deferred."""
     files, refused = scan_day(raw_root, day)
     landed = sorted([f.source_path for f in files] + [src for src, _ in refused])
     # Score rows per recording: identical copies share one row; two rows for one recording is a bug.
@@ -59,4 +68,6 @@ def account_day(
             for _ in range(scored[audio_id])
         )
     quarantined = sorted(quarantine.column("source_path").to_pylist()) if quarantine is not None else []
-    return DayAccount(tuple(landed), tuple(processed), tuple(quarantined))
+    held = set(deferred.column("source_path").to_pylist()) if deferred is not None else set()
+    waiting = sorted(held & set(landed))
+    return DayAccount(tuple(landed), tuple(processed), tuple(quarantined), tuple(waiting))
