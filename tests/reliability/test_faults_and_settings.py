@@ -233,7 +233,7 @@ def test_a_file_removed_between_stages_is_accounted_for(tmp_path, tiny_model_dir
     first = _materialize(data_dir, tiny_model_dir, selection=[audio_files])
     assert first.success
     paths[0].unlink()  # removed after it landed, before it was decoded
-    _materialize(data_dir, tiny_model_dir)
+    _materialize(data_dir, tiny_model_dir, selection=dg.AssetSelection.all() - dg.AssetSelection.assets(audio_files))
     lake_dir = data_dir / "lake"
     account = account_day(
         data_dir / "raw",
@@ -244,6 +244,10 @@ def test_a_file_removed_between_stages_is_accounted_for(tmp_path, tiny_model_dir
     )
     gone = f"{DAY}/{paths[0].name}"
     assert account.gone == (gone,)
+    reasons = dict(
+        zip(*lake.read_partition(lake_dir, "quarantine", DAY).select(["source_path", "reason"]).to_pydict().values())
+    )
+    assert reasons[gone] == "removed from the raw folder after it landed, before it was decoded"
     storage = StorageResource(data_dir=str(data_dir))
 
     class Model:

@@ -74,7 +74,13 @@ def resample_day(
                 raise  # a full disk, a read-only or forbidden folder: the step fails, no file is blamed
             except (OSError, MemoryError) as exc:
                 if is_machine_fault(exc):
-                    raise machine_fault(exc, "decoding and resampling", raw_root / sources[audio_id][0]) from exc
+                    raise machine_fault(
+                        exc, "decoding and resampling", raw_root / sorted(sources[audio_id])[0]
+                    ) from exc
+                if isinstance(exc, FileNotFoundError) and not (raw_root / sorted(sources[audio_id])[0]).exists():
+                    reason = "removed from the raw folder after it landed, before it was decoded"
+                    rejects.extend((src, audio_id, reason) for src in sources[audio_id])
+                    continue
                 rejects.extend((src, audio_id, f"could not read or write audio: {exc}") for src in sources[audio_id])
             except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
