@@ -13,7 +13,6 @@ from emo_assets import cli
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.definitions import SETTINGS, SettingError
-from emo_assets.lib.files import faults
 from emo_assets.lib.model.windows import plan_windows
 from emo_assets.lib.schemas import SAMPLE_RATE
 from emo_assets.lib.store import lake
@@ -174,6 +173,8 @@ def test_read_only_data_dir_is_one_clear_line(tmp_path, tiny_model_dir, monkeypa
 
 
 def test_machine_fault_classification():
+    from emo_assets.lib.files import faults
+
     assert faults.is_machine_fault(OSError(errno.ENOSPC, "x"))
     assert faults.is_machine_fault(MemoryError())
     assert faults.is_machine_fault(OSError(errno.EACCES, "x"))
