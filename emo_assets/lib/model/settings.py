@@ -97,7 +97,8 @@ class ModelSettings:
             )
         if self.half and device == "cpu":
             raise _half_on_cpu(device)
-        check_window_s(self.window_s, self.window_overlap_s)
+        # EMO_WINDOW_S against the overlap it is used with (an overlap too large for it is named below)
+        check_window_s(self.window_s, min(self.window_overlap_s, WINDOW_OVERLAP_S))
         if not 0 <= self.window_overlap_s < self.window_s / 2:
             raise ModelSettingError(
                 f"window_overlap_s={self.window_overlap_s} must be >= 0 and below half of EMO_WINDOW_S={self.window_s}"
