@@ -4,8 +4,10 @@ Each recording reaches the model as an :class:`~emo_assets.lib.model.scorer.Audi
 the caller's ``open_audio(path)`` (the asset passes ``lib/audio``'s reader of the day's 16 kHz
 FLAC); the model reads and scores it window by window (:mod:`emo_assets.lib.model.engine`), reading
 the next windows while the current ones run, so memory is bounded whatever the length. A recording
-already scored by the same ``model_id`` in an earlier run of the day is reused, not run through the
-model again.
+already scored by the same ``model_id`` with the same window setting (its stored segments are the
+windows the current ``window_s`` cuts) in an earlier run of the day is reused, not run through the
+model again. The machine's faults (full disk, I/O, memory) raise MachineFault; they are never a
+quarantine row.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, 
 def _previous_results(
     model, scores: pa.Table | None, embeddings: pa.Table | None, segments: pa.Table | None
 ) -> dict[str, tuple[dict, np.ndarray, list[dict]]]:
-    """Results of an earlier run of the day by the same model: (score row, embedding, segment rows)
-    per audio_id, for recordings that have all three."""
+    """Results of an earlier run of the day by the same model and window setting: (score row,
+    embedding, segment rows) per audio_id, for recordings that have all three."""
     if scores is None or embeddings is None or segments is None:
         return {}
     vectors = {
