@@ -44,11 +44,13 @@ def _instance(data_dir: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_day(day: str, refit_models: bool = False, **overrides) -> int:
+def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **overrides) -> int:
     """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
     from emo_assets.definitions import build_definitions, resources_from_env
     from emo_assets.jobs import day_run_config, day_selection
+    from emo_assets.lib.files.faults import check_data_dir
     from emo_assets.lib.store import day_lock
+    from emo_assets.lib.store.accounting import EmptyDayRefused, refuse_empty_day
     from emo_assets.partitions import validate_day
     from emo_assets.resources import run_is_active
 
@@ -56,6 +58,12 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
     resources = resources_from_env(**overrides)
     storage, emotion_model = resources["storage"], resources["emotion_model"]
     model = emotion_model.load()  # fail on a bad model setting before any file is touched
+    check_data_dir(storage.root)  # a file, or a read-only folder: one line, not a traceback
+    try:  # a day whose recordings are gone is not emptied by surprise
+        refuse_empty_day(storage.raw_dir, storage.lake_dir, day, allow_empty=allow_empty, how="--allow-empty")
+    except EmptyDayRefused as exc:
+        print(f"emo: error: {exc}", file=sys.stderr)
+        return 2
     print(f"emo run {day}: model {model.model_id} on {model.settings.device}, data in {storage.root}", flush=True)
     _wait_for_files_in_flight(storage, day)
     defs = build_definitions(resources)
@@ -78,6 +86,10 @@ def run_day(day: str, refit_models: bool = False, **overrides) -> int:
                 run_config={
                     "loggers": {"console": {"config": {"log_level": "INFO"}}},
                     **day_run_config(refit_models),
+                    "ops": {
+                        **day_run_config(refit_models).get("ops", {}),
+                        "audio_files": {"config": {"allow_empty": allow_empty}},
+                    },
                 },
                 raise_on_error=False,
             )
@@ -165,6 +177,8 @@ def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()
     for src in account.deferred[:20]:
         print(f"    {src}")
     print(f"  unaccounted      {len(account.missing)}")
+    if account.gone:  # processed or quarantined, then removed from the raw folder
+        print(f"  removed from raw {len(account.gone)}  ({', '.join(account.gone[:5])})")
     print(f"  hours of audio   {hours:.3f}")
     print(f"  top emotions     {', '.join(f'{e} ({n})' for e, n in top) or '-'}")
     print(f"  model_id         {model.model_id}{'  (random weights)' if model.is_random else ''}")
@@ -228,9 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refit the cluster and satisfaction models and re-assign every day in the warehouse to them",
     )
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="run a day whose raw folder is missing or empty even though it has results (deletes them)",
+    )
     run.set_defaults(
         handler=lambda a: run_day(
-            a.date, refit_models=a.refit_models, model=a.model, hub=a.hub, device=a.device, data_dir=a.data_dir
+            a.date,
+            refit_models=a.refit_models,
+            allow_empty=a.allow_empty,
+            model=a.model,
+            hub=a.hub,
+            device=a.device,
+            data_dir=a.data_dir,
         )
     )
 
@@ -257,12 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from emo_assets.lib.files.faults import MachineFault
     from emo_assets.lib.model.model_dir import ModelLoadError
     from emo_assets.partitions import InvalidDayError
 
     try:
         return args.handler(args)
-    except (ModelLoadError, InvalidDayError, SettingError) as exc:
+    except (ModelLoadError, InvalidDayError, SettingError, MachineFault) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,7 @@ import dagster as dg
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.jobs import daily_emotion_job, models_job
+from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
 from emo_assets.sensors import raw_files_sensor
@@ -59,13 +60,11 @@ def _count(env: str, text: str) -> int:
 
 
 def _seconds(env: str, text: str) -> float:
+    """EMO_WINDOW_S: the model's own rule (ModelSettings checks the same), as a SettingError."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise SettingError(f"{env}={text!r} is not a positive number of seconds")
-    return value
+        return check_window_s(text.strip())
+    except ModelSettingError as exc:
+        raise SettingError(str(exc)) from None
 
 
 def _rest_seconds(env: str, text: str) -> float:

@@ -11,6 +11,7 @@ import importlib.resources
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 
 from emo_assets.lib.model.settings import DEFAULT_MODEL
 from emo_assets.lib.store.paths import fitted_model_path
@@ -110,6 +111,14 @@ class EmotionModelResource(dg.ConfigurableResource):
     threads: int = 0
     window_s: float = 30.0
     frame_granularity: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _check_window(self):
+        """A window the model cannot use is refused when the resource is made, before any file is touched."""
+        from emo_assets.lib.model.settings import check_window_s
+
+        check_window_s(self.window_s)
+        return self
 
     def settings(self):
         """The one settings value, checked (ModelSettingError names the bad EMO_* setting)."""

@@ -11,18 +11,41 @@ import pyarrow.compute as pc
 from emo_assets.assets.metadata import table_metadata
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.files.faults import MachineFault, check_data_dir
 from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import day_lock, lake
+from emo_assets.lib.store.accounting import EmptyDayRefused, refuse_empty_day
 from emo_assets.lib.store.deferred import write_deferred
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource, run_is_active
 
 
+class AudioFilesConfig(dg.Config):
+    """``allow_empty``: run the day even when its raw folder is missing or empty while it has results
+    (which deletes them); `emo run --allow-empty` sets it."""
+
+    allow_empty: bool = False
+
+
 @dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
-def audio_files(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def audio_files(
+    context: dg.AssetExecutionContext, storage: StorageResource, config: AudioFilesConfig
+) -> dg.MaterializeResult:
     """Every file under ``data/raw/<day>/`` that could be read (id = sha256 of the bytes); the
-    first step of a day's run, so it also claims the day for the run."""
+    first step of a day's run, so it also claims the day for the run. A day whose raw folder is
+    missing or empty while it has results is refused unless the run config says ``allow_empty``."""
     day = context.partition_key
+    try:
+        check_data_dir(storage.root)
+        refuse_empty_day(
+            storage.raw_dir,
+            storage.lake_dir,
+            day,
+            allow_empty=config.allow_empty,
+            how="allow_empty: true (run config of audio_files)",
+        )
+    except (MachineFault, EmptyDayRefused) as exc:
+        raise dg.Failure(str(exc)) from None
     try:  # the first step of a day's run: no other run may be working on the same day
         day_lock.claim_day(
             storage.locks_dir,

@@ -11,6 +11,7 @@ from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import AudioDecodeError, probe_audio
 from emo_assets.lib.audio.raw_scan import scan_day, sha256_file
 from emo_assets.lib.audio.settle import REASON_CHANGED, deferred_rows, has_changed, split_settled
+from emo_assets.lib.files.faults import is_machine_fault, machine_fault
 from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
 
 
@@ -41,6 +42,8 @@ def ingest_day(
         try:
             audio_id = sha256_file(raw.path)
         except OSError as exc:
+            if is_machine_fault(exc, own_file=False):
+                raise machine_fault(exc, "reading a landed file", raw.path) from exc
             rejects.append((raw.source_path, None, f"unreadable file: {exc.strerror or exc}"))
             continue
         if raw.size_bytes == 0:
@@ -51,7 +54,9 @@ def ingest_day(
         except AudioDecodeError as exc:
             rejects.append((raw.source_path, audio_id, exc.reason))
             continue
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
+            if is_machine_fault(exc, own_file=False):
+                raise machine_fault(exc, "reading a landed file", raw.path) from exc
             rejects.append((raw.source_path, audio_id, f"unreadable file: {exc.strerror or exc}"))
             continue
         except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept

@@ -22,6 +22,7 @@ import numpy as np
 
 from emo_assets.lib.audio.decode import AudioDecodeError, AudioInfo, decode_audio, probe_audio
 from emo_assets.lib.files.atomic import atomic_write
+from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.schemas import SAMPLE_RATE
 
 __all__ = [
@@ -182,17 +183,31 @@ def write_mono_16k_flac(path: str | os.PathLike, blocks: Iterable[np.ndarray]) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count, sum_squares = 0, 0.0
-    with atomic_write(path) as f:
-        with sf.SoundFile(f, "w", SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
-            for block in blocks:
-                x = np.asarray(block, dtype=np.float32)
-                if not np.isfinite(x).all():
-                    raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
-                pcm = to_pcm16(x)
-                stored = pcm.astype(np.float64) / PCM16_SCALE
-                count += pcm.size
-                sum_squares += float(np.dot(stored, stored))
-                out.write(pcm)
+    try:
+        with atomic_write(path) as f:
+            with sf.SoundFile(f, "w", SAMPLE_RATE, 1, FLAC_SUBTYPE, format="FLAC") as out:
+                for block in blocks:
+                    x = np.asarray(block, dtype=np.float32)
+                    if not np.isfinite(x).all():
+                        raise ValueError(f"write_mono_16k_flac: refusing to write NaN/Inf samples to {path}")
+                    pcm = to_pcm16(x)
+                    stored = pcm.astype(np.float64) / PCM16_SCALE
+                    count += pcm.size
+                    sum_squares += float(np.dot(stored, stored))
+                    try:
+                        out.write(pcm)
+                    except (OSError, MemoryError):
+                        raise
+                    except Exception as exc:  # libsndfile's failed write of finite 16-bit samples: the disk's fault
+                        raise MachineFault(
+                            f"writing the 16 kHz FLAC failed at {path}: {type(exc).__name__}: {exc}; "
+                            f"not the recording's fault, nothing quarantined: check free space and write access "
+                            f"of {path.parent}, then re-run the day"
+                        ) from exc
+    except (OSError, MemoryError) as exc:
+        if is_machine_fault(exc):
+            raise machine_fault(exc, "writing the 16 kHz FLAC", path) from exc
+        raise
     level = SILENCE_FLOOR_DBFS
     if count and sum_squares > 0.0:
         level = max(SILENCE_FLOOR_DBFS, 10.0 * float(np.log10(sum_squares / count)))

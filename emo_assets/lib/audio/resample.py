@@ -12,6 +12,7 @@ import pyarrow as pa
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.files.atomic import remove_stale_temps
+from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
 
 
@@ -69,7 +70,17 @@ def resample_day(
                 done[audio_id] = future.result()
             except AudioDecodeError as exc:
                 rejects.extend((src, audio_id, exc.reason) for src in sources[audio_id])
-            except OSError as exc:
+            except MachineFault:
+                raise  # a full disk, a read-only or forbidden folder: the step fails, no file is blamed
+            except (OSError, MemoryError) as exc:
+                if is_machine_fault(exc):
+                    raise machine_fault(
+                        exc, "decoding and resampling", raw_root / sorted(sources[audio_id])[0]
+                    ) from exc
+                if isinstance(exc, FileNotFoundError) and not (raw_root / sorted(sources[audio_id])[0]).exists():
+                    reason = "removed from the raw folder after it landed, before it was decoded"
+                    rejects.extend((src, audio_id, reason) for src in sources[audio_id])
+                    continue
                 rejects.extend((src, audio_id, f"could not read or write audio: {exc}") for src in sources[audio_id])
             except Exception as exc:  # noqa: BLE001 - no input may break the stage; the reason is kept
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"

@@ -4,8 +4,10 @@ Each recording reaches the model as an :class:`~emo_assets.lib.model.scorer.Audi
 the caller's ``open_audio(path)`` (the asset passes ``lib/audio``'s reader of the day's 16 kHz
 FLAC); the model reads and scores it window by window (:mod:`emo_assets.lib.model.engine`), reading
 the next windows while the current ones run, so memory is bounded whatever the length. A recording
-already scored by the same ``model_id`` in an earlier run of the day is reused, not run through the
-model again.
+already scored by the same ``model_id`` with the same window setting (its stored segments are the
+windows the current ``window_s`` cuts) in an earlier run of the day is reused, not run through the
+model again. The machine's faults (full disk, I/O, memory) raise MachineFault; they are never a
+quarantine row.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.files.faults import is_machine_fault, machine_fault
 from emo_assets.lib.model.scorer import AudioReader, AudioReadError, EmotionScorer
-from emo_assets.lib.model.windows import too_short
-from emo_assets.lib.schemas import reject_rows
+from emo_assets.lib.model.windows import plan_windows, too_short
+from emo_assets.lib.schemas import SAMPLE_RATE, reject_rows
 
 EMOTION_STAGE = schemas.Stage.EMOTION_SCORES
 
@@ -53,8 +56,8 @@ def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, 
 def _previous_results(
     model, scores: pa.Table | None, embeddings: pa.Table | None, segments: pa.Table | None
 ) -> dict[str, tuple[dict, np.ndarray, list[dict]]]:
-    """Results of an earlier run of the day by the same model: (score row, embedding, segment rows)
-    per audio_id, for recordings that have all three."""
+    """Results of an earlier run of the day by the same model and window setting: (score row,
+    embedding, segment rows) per audio_id, for recordings that have all three."""
     if scores is None or embeddings is None or segments is None:
         return {}
     vectors = {
@@ -66,11 +69,23 @@ def _previous_results(
     for row in segments.to_pylist():
         if row["model_id"] == model.model_id:
             windows.setdefault(row["audio_id"], []).append(row)
+    same_window = {a for a, segs in windows.items() if _windowed_as_now(model, segs)}
     return {
         row["audio_id"]: (row, vectors[row["audio_id"]], windows[row["audio_id"]])
         for row in scores.to_pylist()
-        if row["model_id"] == model.model_id and row["audio_id"] in vectors and row["audio_id"] in windows
+        if row["model_id"] == model.model_id and row["audio_id"] in vectors and row["audio_id"] in same_window
     }
+
+
+def _windowed_as_now(model, segments: list[dict]) -> bool:
+    """True when the stored segments are the windows the current settings would cut: a recording
+    scored under another EMO_WINDOW_S is scored again, so one day never mixes two window settings."""
+    spans = sorted((round(s["start_s"] * SAMPLE_RATE), round(s["end_s"] * SAMPLE_RATE)) for s in segments)
+    length = spans[-1][1]
+    planned = plan_windows(length, window_s=model.settings.window_s, overlap_s=model.settings.window_overlap_s)
+    return len(planned) == len(spans) and all(
+        abs(a - c) <= 1 and abs(b - d) <= 1 for (a, b), (c, d) in zip(spans, planned, strict=True)
+    )
 
 
 def segment_row(audio_id: str, date: dt.date, model_id: str, start_s: float, end_s: float, scores) -> dict:
@@ -139,6 +154,11 @@ def score_day(
                 except AudioReadError as exc:
                     unreadable(audio_id, exc)
                     results.append(None)
+                except (OSError, MemoryError) as exc:
+                    if is_machine_fault(exc):
+                        raise machine_fault(exc, "scoring", paths[audio_id]) from exc
+                    reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
+                    results.append(None)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
                     reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
                     results.append(None)
@@ -156,7 +176,9 @@ def score_day(
     for n, audio_id in enumerate(pending, start=1):
         try:
             reader = open_audio(paths[audio_id])
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MemoryError) as exc:
+            if is_machine_fault(exc):  # our own FLAC unreadable for the machine's reasons: fail, blame no file
+                raise machine_fault(exc, "reading the 16 kHz FLAC", paths[audio_id]) from exc
             unreadable(audio_id, exc)
         else:
             reason = too_short(reader.num_samples, model.min_samples)

@@ -30,6 +30,27 @@ class ModelSettingError(ModelLoadError, ValueError):
     """A model setting this machine cannot use; the message names the setting and its accepted values."""
 
 
+WINDOW_OVERLAP_S = 1.0
+
+
+def check_window_s(value: object, overlap_s: float = WINDOW_OVERLAP_S) -> float:
+    """EMO_WINDOW_S as seconds, or ModelSettingError naming it and the accepted values.
+
+    The window rule (:mod:`emo_assets.lib.model.windows`) needs windows longer than twice their
+    overlap (every window longer than ``window_s / 2``, neighbours overlapping ``overlap_s``).
+    """
+    accepted = (
+        f"use a number of seconds greater than {2 * overlap_s:g} (twice the {overlap_s:g} s window overlap), e.g. 30"
+    )
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ModelSettingError(f"EMO_WINDOW_S={value!r} is not a number of seconds; {accepted}") from None
+    if not (seconds > 2 * overlap_s and seconds != float("inf")):
+        raise ModelSettingError(f"EMO_WINDOW_S={value!r} is too short for the window rule; {accepted}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """How to load and run emotion2vec+.
@@ -51,7 +72,7 @@ class ModelSettings:
     precision: str = "fp32"
     threads: int = 0
     window_s: float = 30.0
-    window_overlap_s: float = 1.0
+    window_overlap_s: float = WINDOW_OVERLAP_S
     frames: bool = False
     batch_policy: str = "auto"
     max_batch_s: float = 240.0
@@ -76,8 +97,8 @@ class ModelSettings:
             )
         if self.half and device == "cpu":
             raise _half_on_cpu(device)
-        if not self.window_s > 0:
-            raise ModelSettingError(f"EMO_WINDOW_S={self.window_s} must be a positive number of seconds")
+        # EMO_WINDOW_S against the overlap it is used with (an overlap too large for it is named below)
+        check_window_s(self.window_s, min(self.window_overlap_s, WINDOW_OVERLAP_S))
         if not 0 <= self.window_overlap_s < self.window_s / 2:
             raise ModelSettingError(
                 f"window_overlap_s={self.window_overlap_s} must be >= 0 and below half of EMO_WINDOW_S={self.window_s}"

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from emo_assets.lib import schemas
 from emo_assets.lib.audio.raw_scan import scan_day
+from emo_assets.lib.store import lake
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class DayAccount:
     def missing(self) -> tuple[str, ...]:
         """Landed files that are neither processed, quarantined nor deferred."""
         return tuple(sorted(set(self.landed) - set(self.processed) - set(self.quarantined) - set(self.deferred)))
+
+    @property
+    def gone(self) -> tuple[str, ...]:
+        """Files processed or quarantined by the run that are no longer in the raw folder (removed
+        after they landed): counted apart, so that a row naming a vanished file is never hidden."""
+        return tuple(sorted((set(self.processed) | set(self.quarantined)) - set(self.landed)))
 
     @property
     def both(self) -> tuple[str, ...]:
@@ -71,3 +79,38 @@ def account_day(
     held = set(deferred.column("source_path").to_pylist()) if deferred is not None else set()
     waiting = sorted(held & set(landed))
     return DayAccount(tuple(landed), tuple(processed), tuple(quarantined), tuple(waiting))
+
+
+class EmptyDayRefused(RuntimeError):
+    """A day's raw folder is missing or empty while the lake holds results for it."""
+
+
+def day_results(lake_root: Path, day: str) -> dict[str, int]:
+    """Rows of ``day`` in each lake table that holds any (what re-running an empty day would delete)."""
+    counts = {}
+    for table in schemas.TABLES.values():
+        if table.home != "lake":
+            continue
+        rows = lake.read_partition(lake_root, table.name, day)
+        if rows is not None and rows.num_rows:
+            counts[table.name] = rows.num_rows
+    return counts
+
+
+def refuse_empty_day(raw_root: Path, lake_root: Path, day: str, *, allow_empty: bool, how: str) -> None:
+    """Raise EmptyDayRefused when ``raw_root/day`` is missing or empty but the day has results, unless
+    ``allow_empty``; ``how`` is how the user says so (``--allow-empty``, a run config field)."""
+    if allow_empty:
+        return
+    files, refused = scan_day(raw_root, day)
+    if files or refused:
+        return
+    counts = day_results(lake_root, day)
+    if not counts:
+        return
+    state = "is missing" if not (raw_root / day).is_dir() else "is empty"
+    rows = ", ".join(f"{n} rows of {name}" for name, n in counts.items())
+    raise EmptyDayRefused(
+        f"the raw folder {raw_root / day} {state}, but {day} has results; re-running it would delete {rows} "
+        f"(and the day's warehouse rows). Restore the recordings, or say {how} to empty the day on purpose"
+    )
