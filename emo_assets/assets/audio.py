@@ -8,7 +8,7 @@ import datetime as dt
 import dagster as dg
 import pyarrow.compute as pc
 
-from emo_assets.assets.metadata import table_metadata
+from emo_assets.assets.metadata import table_definition_metadata, table_metadata
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.schemas import Stage
@@ -17,7 +17,12 @@ from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource, run_is_active
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="audio",
+    kinds={"parquet"},
+    metadata=table_definition_metadata("audio_files"),
+)
 def audio_files(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file under ``data/raw/<day>/`` that could be read (id = sha256 of the bytes); the
     first step of a day's run, so it also claims the day for the run."""
@@ -45,7 +50,13 @@ def audio_files(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="audio", deps=[audio_files], kinds={"parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="audio",
+    deps=[audio_files],
+    kinds={"parquet"},
+    metadata=table_definition_metadata("resampled_audio"),
+)
 def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
     day = context.partition_key

@@ -125,9 +125,7 @@ SATISFACTION_PREDICTIONS = pa.schema(
 _AUDIO_ID = "sha256 of the file's bytes (64 hex characters): the recording's identity across days and paths"
 _DATE = "the day (partition) the file landed under data/raw/<day>/"
 _MODEL_ID = "the emotion2vec+ model that scored the recording (its model id as resolved at load)"
-_SCORES = {
-    label: f"score of the class '{label}', 0..1; the nine class scores sum to 1" for label in EMOTION_LABELS
-}
+_SCORES = {label: f"score of the class '{label}', 0..1; the nine class scores sum to 1" for label in EMOTION_LABELS}
 _TOP = {
     "emotion": "the top class: the label with the highest score, one of the nine classes",
     "confidence": "score of the top class, 0..1",

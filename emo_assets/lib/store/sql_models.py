@@ -314,7 +314,9 @@ def column_origins(model: SqlModel, schema: dict[str, dict[str, str]] | None = N
             raise SqlModelError(f"{model.path}: cannot trace column '{name}': {_describe(e)}") from e
         nodes = list(root.walk())
         leaves = [n for n in nodes if not n.downstream and isinstance(n.expression, exp.Table)]
-        sources = tuple(sorted({(leaf.expression.name.lower(), leaf.name.split(".")[-1].strip('"')) for leaf in leaves}))
+        sources = tuple(
+            sorted({(leaf.expression.name.lower(), leaf.name.split(".")[-1].strip('"')) for leaf in leaves})
+        )
         # The first step of the chain that does more than carry a column is where it is computed.
         computed = [_unaliased(n.expression) for n in nodes if not _is_carried(n.expression)]
         computed = [e for e in computed if not isinstance(e, exp.Table)]
