@@ -283,8 +283,8 @@ def apply_comments(con: duckdb.DuckDBPyConnection) -> None:
     for name, text in schemas.MACROS.items():
         if name in macros and macros[name] != text:
             statements.append(f'COMMENT ON MACRO TABLE "{name}" IS {_quote(text)}')
-    for statement in statements:
-        con.execute(statement)
+    if statements:
+        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT")  # one commit, not one per comment
 
 
 EMBEDDING_INDEX = schemas.TABLES["embedding_index"].name
