@@ -40,8 +40,10 @@ def _column_lineage(model: SqlModel, upstream_assets: list[str]) -> dict:
     """``dagster/column_lineage`` from sqlglot's lineage: each output column and the columns of
     upstream assets it is computed from. A model sqlglot cannot trace publishes none (it fails
     loudly when materialized); a column computed from no column (``count(*)``) has no deps."""
+    # the registry's columns let sqlglot expand `*` over our tables (types do not matter to lineage)
+    known = {t.name: {f.name: "UNKNOWN" for f in t.arrow_schema(1)} for t in schemas.TABLES.values()}
     try:
-        origins = column_origins(model)
+        origins = column_origins(model, known)
     except SqlModelError:
         return {}
     deps = {

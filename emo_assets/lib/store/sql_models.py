@@ -317,6 +317,8 @@ def column_origins(model: SqlModel, schema: dict[str, dict[str, str]] | None = N
         sources = tuple(
             sorted({(leaf.expression.name.lower(), leaf.name.split(".")[-1].strip('"')) for leaf in leaves})
         )
+        if name == "*" or any(column == "*" for _, column in sources):
+            raise SqlModelError(f"{model.path}: cannot trace '{name}': a '*' over a table whose columns are unknown")
         # The first step of the chain that does more than carry a column is where it is computed.
         computed = [_unaliased(n.expression) for n in nodes if not _is_carried(n.expression)]
         computed = [e for e in computed if not isinstance(e, exp.Table)]
@@ -335,8 +337,9 @@ def _is_carried(expression: exp.Expression) -> bool:
 
 
 def column_comments(con: duckdb.DuckDBPyConnection, model: SqlModel) -> dict[str, str]:
-    """A comment per output column: a column carried through unchanged from a commented column
-    takes that comment; any other says how it is computed and from which columns."""
+    """A comment per output column of the built table: a column carried through unchanged from a
+    commented column takes that comment; any other says how it is computed and from which
+    columns; when sqlglot cannot trace the query, each column says so and why."""
     rows = con.execute(
         "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() WHERE schema_name = current_schema()"
     ).fetchall()
@@ -345,11 +348,21 @@ def column_comments(con: duckdb.DuckDBPyConnection, model: SqlModel) -> dict[str
     for t, c, data_type, _ in rows:
         if t.lower() != model.name.lower():
             schema.setdefault(t.lower(), {})[c] = data_type
+    try:
+        origins = column_origins(model, schema)
+    except SqlModelError as e:
+        # the table is built; say on each column why it has no derived description
+        reason = str(e).removeprefix(f"{model.path}: ")
+        columns = [c for t, c, _, _ in rows if t.lower() == model.name.lower()]
+        return {c: f"computed in {model.path.name}; sqlglot could not trace it ({reason})" for c in columns}
     comments = {}
-    for origin in column_origins(model, schema):
+    for origin in origins:
         if origin.passthrough and origin.sources[0] in known:
             table, column = origin.sources[0]
             comments[origin.name] = f"{known[origin.sources[0]]} (from {table}.{column})"
+        elif origin.passthrough:
+            table, column = origin.sources[0]
+            comments[origin.name] = f"{table}.{column} unchanged ({table}.{column} has no comment)"
         elif origin.sources:
             names = ", ".join(f"{t}.{c}" for t, c in origin.sources)
             comments[origin.name] = f"computed in {model.path.name}: {origin.expression} (from {names})"

@@ -345,3 +345,17 @@ def test_cluster_profiles_values(warehouse):
     assert c2["mean_angry"] is None and c2["dominant_emotion"] is None
     for row in (c0, c1):
         assert sum(row[f"mean_{e}"] for e in EMOTIONS) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_star_models_are_traced_through_the_warehouse_columns(tmp_path, con):
+    con.execute("create table t as select 1 as a, 2 as b")
+    con.execute("comment on column t.a is 'the a'")
+    materialize_sql_model(con, model_from(tmp_path, "select *, a + b as s from t", "star"))
+    comments = dict(
+        con.execute("select column_name, comment from duckdb_columns() where table_name = 'star'").fetchall()
+    )
+    assert comments == {
+        "a": "the a (from t.a)",
+        "b": "t.b unchanged (t.b has no comment)",
+        "s": "computed in star.sql: t.a + t.b (from t.a, t.b)",
+    }
