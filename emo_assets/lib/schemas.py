@@ -1,5 +1,9 @@
 """Every table of the platform: its schema, natural key, home and meaning, in :data:`TABLES`.
 
+The meaning of each column (and of the warehouse's macros, :data:`MACROS`) lives here too: the
+warehouse writes it as DuckDB comments (``warehouse.apply_comments``) and the assets publish it as
+their Dagster column schema.
+
 One name per thing: a table's name is its asset key, its lake folder (``lake/<name>/``) or its
 DuckDB table, and its entry here. Nothing else keeps a list of tables; the warehouse views, the
 SQL models' lineage and the tests derive theirs from :data:`TABLES`.
