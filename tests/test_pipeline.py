@@ -241,3 +241,82 @@ def test_segments_for_every_recording_and_opt_in_frames(tmp_path, tiny_model_dir
     # frames at 50 Hz
     assert frames[f"{DAY}/long_call.wav"] == pytest.approx(70 * 50, abs=2)
     assert frames[f"{DAY}/short_call.wav"] == pytest.approx(3 * 50, abs=2)
+
+
+def _sql_model_names() -> set[str]:
+    return {
+        k.to_user_string() for a in all_assets() for k, group in a.group_names_by_key.items() if group == "sql_models"
+    }
+
+
+@pytest.mark.parametrize("file_name", ["warehouse.duckdb", "warehouse_read.duckdb"])
+def test_every_table_view_column_and_macro_has_a_comment(pipeline_day, file_name):
+    data_dir, _ = pipeline_day
+    ours = set(schemas.TABLES) | _sql_model_names()
+    con = duckdb.connect(str(data_dir / file_name), read_only=True)
+    try:
+        relations = dict(
+            con.execute(
+                "SELECT table_name, comment FROM duckdb_tables() UNION ALL "
+                "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal"
+            ).fetchall()
+        )
+        columns = con.execute("SELECT table_name, column_name, comment FROM duckdb_columns()").fetchall()
+        macros = dict(
+            con.execute(
+                "SELECT function_name, comment FROM duckdb_functions() WHERE function_type = 'table_macro' AND NOT internal"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    present = ours & set(relations)
+    # every table the day makes is there (emotion_frames is opt-in and off here)
+    assert present == ours - {"emotion_frames"}
+    assert {name for name in present if not relations[name]} == set()
+    missing = [(t, c) for t, c, comment in columns if t in ours and not comment]
+    assert missing == []
+    assert len([c for c in columns if c[0] in ours]) > 100
+    assert set(macros) >= set(schemas.MACROS)
+    assert {name: macros[name] for name in schemas.MACROS} == schemas.MACROS
+    by_column = {(t, c): comment for t, c, comment in columns}
+    assert by_column[("emotion_scores", "confidence")] == "score of the top class, 0..1"
+    assert (
+        by_column[("satisfaction_predictions", "probability")]
+        == schemas.TABLES["satisfaction_predictions"].columns["probability"]
+    )
+    # a column carried through unchanged keeps its source's comment; a computed one says how
+    assert by_column[("daily_emotion_summary", "date")].startswith(schemas.TABLES["audio_files"].columns["date"])
+    assert by_column[("daily_emotion_summary", "mean_confidence")] == (
+        "computed in daily_emotion_summary.sql: AVG(scored.confidence) (from emotion_scores.confidence)"
+    )
+    assert relations["daily_emotion_summary"].startswith("One row per day and embedding model")
+
+
+def test_table_assets_publish_their_column_schema(pipeline_day):
+    _, result = pipeline_day
+    specs = {key.to_user_string(): spec for a in all_assets() for key, spec in a.specs_by_key.items()}
+    for name, table in schemas.TABLES.items():
+        schema = specs[name].metadata["dagster/column_schema"]
+        assert isinstance(schema, dg.TableSchema)
+        assert [c.name for c in schema.columns] == table.arrow_schema(4).names
+        assert all(c.description == table.columns[c.name] for c in schema.columns)
+        assert specs[name].description
+    emotion = [
+        specs[t].description for t in ("emotion_embeddings", "emotion_scores", "emotion_segments", "emotion_frames")
+    ]
+    assert len(set(emotion)) == 4
+    # SQL models: column lineage from sqlglot at definition, the built table's columns on materialization
+    lineage = specs["daily_emotion_summary"].metadata["dagster/column_lineage"]
+    assert lineage.deps_by_column["mean_confidence"] == [
+        dg.TableColumnDep(asset_key=dg.AssetKey("emotion_scores"), column_name="confidence")
+    ]
+    assert lineage.deps_by_column["files"] == []
+    built = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() in _sql_model_names()
+    }
+    assert set(built) == _sql_model_names()
+    for name, metadata in built.items():
+        columns = metadata["dagster/column_schema"].schema.columns
+        assert columns and all(c.description for c in columns), name

@@ -14,6 +14,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
+from emo_assets.assets.metadata import table_definition_metadata
 from emo_assets.lib.analytics import assign, clustering, recordings, satisfaction
 from emo_assets.lib.analytics.fitted import FittedModel
 from emo_assets.lib.results import plots
@@ -128,6 +129,7 @@ def emotion_cluster_model(
     deps=[emotion_cluster_model, EMBEDDINGS],
     group_name="analytics",
     kinds={"duckdb"},
+    metadata=table_definition_metadata("emotion_clusters"),
 )
 def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
@@ -192,6 +194,7 @@ def satisfaction_model(
     deps=[satisfaction_model, EMBEDDINGS, SCORES],
     group_name="analytics",
     kinds={"duckdb"},
+    metadata=table_definition_metadata("satisfaction_predictions"),
 )
 def satisfaction_predictions(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Satisfaction per recording of the day: the model's prediction, or the rule's (``source`` says

@@ -8,7 +8,7 @@ import datetime as dt
 import dagster as dg
 import pyarrow.compute as pc
 
-from emo_assets.assets.metadata import table_metadata
+from emo_assets.assets.metadata import table_definition_metadata, table_metadata
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.files.faults import MachineFault, check_data_dir
@@ -27,7 +27,12 @@ class AudioFilesConfig(dg.Config):
     allow_empty: bool = False
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="audio", kinds={"parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="audio",
+    kinds={"parquet"},
+    metadata=table_definition_metadata("audio_files"),
+)
 def audio_files(
     context: dg.AssetExecutionContext, storage: StorageResource, config: AudioFilesConfig
 ) -> dg.MaterializeResult:
@@ -79,7 +84,13 @@ def audio_files(
     )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="audio", deps=[audio_files], kinds={"parquet"})
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="audio",
+    deps=[audio_files],
+    kinds={"parquet"},
+    metadata=table_definition_metadata("resampled_audio"),
+)
 def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
     day = context.partition_key

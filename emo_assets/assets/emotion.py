@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 
 from emo_assets.assets.audio import audio_files, resampled_audio
-from emo_assets.assets.metadata import table_metadata
+from emo_assets.assets.metadata import table_definition_metadata, table_description, table_metadata
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
@@ -34,7 +34,8 @@ def _spec(table: str) -> dg.AssetSpec:
         deps=[resampled_audio],
         kinds={"parquet"},
         group_name="emotion",
-        description=entry.description[0].upper() + entry.description[1:] + ".",
+        description=table_description(table),
+        metadata=table_definition_metadata(table),
         skippable=entry.opt_in,
     )
 
@@ -141,6 +142,7 @@ def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table)
     deps=[audio_files, resampled_audio, dg.AssetKey("emotion_scores")],
     group_name="emotion",
     kinds={"parquet"},
+    metadata=table_definition_metadata("quarantine"),
 )
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file of the day that a stage could not process, with the stage and the reason."""
@@ -163,9 +165,9 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     deps=[dg.AssetKey("emotion_embeddings")],
     group_name="warehouse",
     kinds={"duckdb"},
-    description=schemas.TABLES["embedding_index"].description[0].upper()
-    + schemas.TABLES["embedding_index"].description[1:]
+    description=table_description("embedding_index")[:-1]
     + ", and the similar_audio / similar_embedding macros over it.",
+    metadata=table_definition_metadata("embedding_index"),
 )
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     day = context.partition_key

@@ -5,6 +5,37 @@ from __future__ import annotations
 import dagster as dg
 import pyarrow as pa
 
+from emo_assets.lib import schemas
+
+COLUMN_SCHEMA = "dagster/column_schema"
+COLUMN_LINEAGE = "dagster/column_lineage"
+
+
+def _type_name(arrow_type: pa.DataType) -> str:
+    if pa.types.is_fixed_size_list(arrow_type):
+        return f"{_type_name(arrow_type.value_type)}[D]"  # D: the model's embedding width
+    return str(arrow_type)
+
+
+def column_schema(table: str) -> dg.TableSchema:
+    """The registry's columns of ``table`` (schemas.TABLES) with their descriptions."""
+    entry = schemas.TABLES[table]
+    arrow = entry.arrow_schema(1)  # any width: an embedding is shown as FLOAT[D]
+    return dg.TableSchema(
+        columns=[dg.TableColumn(f.name, _type_name(f.type), description=entry.columns[f.name]) for f in arrow]
+    )
+
+
+def table_definition_metadata(table: str) -> dict:
+    """What a table asset publishes at definition: its column schema, from the registry."""
+    return {COLUMN_SCHEMA: column_schema(table)}
+
+
+def table_description(table: str) -> str:
+    """The registry's description of ``table`` as a sentence."""
+    text = schemas.TABLES[table].description
+    return text[0].upper() + text[1:] + "."
+
 
 def _cell(value) -> str:
     text = "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from emo_assets.assets.metadata import COLUMN_LINEAGE, COLUMN_SCHEMA
 from emo_assets.lib import schemas
 from emo_assets.lib.store import warehouse
-from emo_assets.lib.store.sql_models import SqlModel, SqlModelError, discover_sql_models, materialize_sql_model
+from emo_assets.lib.store.sql_models import (
+    SqlModel,
+    SqlModelError,
+    column_origins,
+    discover_sql_models,
+    materialize_sql_model,
+    model_comment,
+)
 from emo_assets.resources import StorageResource
 
 # The asset that (re)creates the DuckDB views over the lake tables (assets/emotion.py).
@@ -28,23 +36,61 @@ def _upstream_assets(model: SqlModel, sql_model_names: set[str]) -> list[str]:
     return sorted(deps)
 
 
+def _column_lineage(model: SqlModel, upstream_assets: list[str]) -> dict:
+    """``dagster/column_lineage`` from sqlglot's lineage: each output column and the columns of
+    upstream assets it is computed from. A model sqlglot cannot trace publishes none (it fails
+    loudly when materialized); a column computed from no column (``count(*)``) has no deps."""
+    # the registry's columns let sqlglot expand `*` over our tables (types do not matter to lineage)
+    known = {t.name: {f.name: "UNKNOWN" for f in t.arrow_schema(1)} for t in schemas.TABLES.values()}
+    try:
+        origins = column_origins(model, known)
+    except SqlModelError:
+        return {}
+    deps = {
+        o.name: [
+            dg.TableColumnDep(asset_key=dg.AssetKey(t), column_name=c) for t, c in o.sources if t in upstream_assets
+        ]
+        for o in origins
+    }
+    return {COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps)}
+
+
+def _built_schema(con, table: str) -> dg.TableSchema:
+    """The built table's columns, types and comments, as DuckDB has them."""
+    rows = con.execute(
+        "SELECT column_name, data_type, comment FROM duckdb_columns() "
+        "WHERE table_name = ? AND schema_name = current_schema() ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind, description=comment) for name, kind, comment in rows])
+
+
 def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDefinition:
+    upstream = _upstream_assets(model, sql_model_names)
+    about = model_comment(model)
+
     @dg.asset(
         name=model.name,
-        deps=_upstream_assets(model, sql_model_names),
+        deps=upstream,
         group_name="sql_models",
         kinds={"duckdb", "sql"},
-        description=f"`{model.path.name}`: CREATE OR REPLACE TABLE {model.name} AS <query>\n\n```sql\n{model.sql.strip()}\n```",
-        metadata={"sql_file": dg.MetadataValue.path(str(model.path))},
+        description=(f"{about}\n\n" if about else "")
+        + f"`{model.path.name}`: CREATE OR REPLACE TABLE {model.name} AS <query>\n\n```sql\n{model.sql.strip()}\n```",
+        metadata={"sql_file": dg.MetadataValue.path(str(model.path)), **_column_lineage(model, upstream)},
     )
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         try:
             with warehouse.connect(storage.warehouse_path) as con:
                 rows = materialize_sql_model(con, model)
+                schema = _built_schema(con, model.name)
         except SqlModelError as exc:
             raise dg.Failure(str(exc)) from None
         return dg.MaterializeResult(
-            metadata={"row_count": rows, "upstream_tables": dg.MetadataValue.json(list(model.upstream_tables))}
+            metadata={
+                "row_count": rows,
+                COLUMN_SCHEMA: schema,
+                "upstream_tables": dg.MetadataValue.json(list(model.upstream_tables)),
+            }
         )
 
     return _asset

@@ -1,5 +1,9 @@
 """Every table of the platform: its schema, natural key, home and meaning, in :data:`TABLES`.
 
+The meaning of each column (and of the warehouse's macros, :data:`MACROS`) lives here too: the
+warehouse writes it as DuckDB comments (``warehouse.apply_comments``) and the assets publish it as
+their Dagster column schema.
+
 One name per thing: a table's name is its asset key, its lake folder (``lake/<name>/``) or its
 DuckDB table, and its entry here. Nothing else keeps a list of tables; the warehouse views, the
 SQL models' lineage and the tests derive theirs from :data:`TABLES`.
@@ -13,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pyarrow as pa
@@ -131,6 +135,116 @@ SATISFACTION_PREDICTIONS = pa.schema(
 )
 
 
+# What each column means, its unit and range: one dict per table, applied as DuckDB comments
+# (``COMMENT ON COLUMN``, warehouse.apply_comments) and shown as the asset's column schema in
+# Dagster. Columns shared by several tables are described once here.
+_AUDIO_ID = "sha256 of the file's bytes (64 hex characters): the recording's identity across days and paths"
+_DATE = "the day (partition) the file landed under data/raw/<day>/"
+_MODEL_ID = "the emotion2vec+ model that scored the recording (its model id as resolved at load)"
+_SCORES = {label: f"score of the class '{label}', 0..1; the nine class scores sum to 1" for label in EMOTION_LABELS}
+_TOP = {
+    "emotion": "the top class: the label with the highest score, one of the nine classes",
+    "confidence": "score of the top class, 0..1",
+}
+_EMBEDDING = "emotion2vec+ embedding, FLOAT[D] (D = 1024 for the large model, 768 for base); compare by cosine"
+
+_COLUMNS: dict[str, dict[str, str]] = {
+    "audio_files": {
+        "audio_id": _AUDIO_ID,
+        "source_path": "path of the file as it landed, under data/raw/<day>/",
+        "size_bytes": "file size in bytes",
+        "format": "container format as read by the audio decoder (wav, flac, mp3, ...)",
+        "sample_rate": "sample rate of the original file, in Hz",
+        "channels": "number of channels of the original file",
+        "duration_s": "duration of the original file, in seconds",
+        "ingested_at": "when the file was registered, UTC",
+        "date": _DATE,
+    },
+    "resampled_audio": {
+        "audio_id": _AUDIO_ID,
+        "path": "path of the 16 kHz mono FLAC under the processed-audio folder",
+        "duration_s": "duration of the resampled audio, in seconds",
+        "rms_dbfs": "loudness: RMS level in dBFS, -120..0 (-120 for digital silence)",
+        "is_silent": "true when rms_dbfs is below -60 dBFS; silent audio is still scored",
+        "date": _DATE,
+    },
+    "emotion_embeddings": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "embedding": _EMBEDDING + "; the mean of the final frame features over the recording",
+    },
+    "emotion_scores": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        **_TOP,
+        **_SCORES,
+    },
+    "emotion_segments": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "start_s": "start of the window within the recording, in seconds",
+        "end_s": "end of the window within the recording, in seconds",
+        **_TOP,
+        **_SCORES,
+    },
+    "emotion_frames": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "frame": "frame number within the recording, from 0; one frame per 20 ms (50 Hz)",
+        "start_s": "start of the frame within the recording, in seconds (frame / 50)",
+        **_TOP,
+        **_SCORES,
+        "embedding": _EMBEDDING + "; the frame's own features",
+    },
+    "quarantine": {
+        "source_path": "path of the refused file, under data/raw/<day>/",
+        "audio_id": _AUDIO_ID + "; NULL when the file could not be read",
+        "stage": "the stage that refused the file, named after the table it could not enter: "
+        "audio_files, resampled_audio or emotion_scores",
+        "reason": "why the stage refused the file, in words",
+        "date": _DATE,
+    },
+    "embedding_index": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "embedding": _EMBEDDING + "; a copy of emotion_embeddings.embedding in DuckDB's storage",
+    },
+    "emotion_clusters": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "cluster_id": "cluster of the recording's embedding under model_version, 0..k-1; "
+        "ids of two model versions are unrelated",
+        "pca_x": "first coordinate of the embedding's 2-D PCA projection (unitless, for plotting)",
+        "pca_y": "second coordinate of the embedding's 2-D PCA projection (unitless, for plotting)",
+        "distance": "Euclidean distance from the normalised embedding to its cluster's centroid, >= 0",
+        "model_version": "version of the fitted cluster model that assigned the row",
+    },
+    "satisfaction_predictions": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "label": "predicted satisfaction: 'satisfied' or 'dissatisfied'",
+        "probability": "probability of the predicted label, 0.5..1",
+        "source": "what made the prediction: 'model' (the fitted classifier) or 'rule:emotion_valence' (no fitted model)",
+        "model_version": "version of the fitted satisfaction model that predicted the row",
+    },
+}
+
+# The warehouse's table macros (lib/analytics/similarity.py), applied as COMMENT ON MACRO TABLE.
+MACROS: dict[str, str] = {
+    "similar_audio": "similar_audio(aid, k, date_from := NULL): the k recordings whose embeddings are closest "
+    "(cosine) to recording aid's, same model_id, aid itself left out, one row per recording; columns rank, "
+    "audio_id, date, model_id, similarity (-1..1); an unknown aid raises an error",
+    "similar_embedding": "similar_embedding(vec, k, model := NULL, date_from := NULL): the k recordings whose "
+    "embeddings are closest (cosine) to the vector vec (width D); columns rank, audio_id, date, model_id, "
+    "similarity (-1..1)",
+}
+
+
 def emotion_frames_schema(embed_dim: int) -> pa.Schema:
     """Per-frame (50 Hz) results, written only when frame granularity is switched on."""
     return pa.schema(
@@ -166,7 +280,8 @@ class Table:
     ``home`` is ``lake`` (Parquet, one file per day, a view in DuckDB) or ``warehouse`` (a DuckDB
     table, replaced day by day). The table's name is also its asset key. ``schema_for_width``
     builds the schema of a table holding an embedding, whose width is the model's. ``opt_in``
-    tables exist only when a setting switches them on.
+    tables exist only when a setting switches them on. ``columns`` describes every column:
+    meaning, unit, range.
     """
 
     name: str
@@ -176,6 +291,7 @@ class Table:
     schema: pa.Schema | None = None
     schema_for_width: Callable[[int], pa.Schema] | None = None
     opt_in: bool = False
+    columns: dict[str, str] = field(default_factory=dict)
 
     def arrow_schema(self, embed_dim: int | None = None) -> pa.Schema | None:
         """The table's schema; for an embedding table, None until the width is known."""
@@ -191,6 +307,7 @@ _REGISTRY = (
         ("source_path",),
         "one row per file that landed under data/raw/<day>/ and could be read",
         schema=AUDIO_FILES,
+        columns=_COLUMNS["audio_files"],
     ),
     Table(
         "resampled_audio",
@@ -198,6 +315,7 @@ _REGISTRY = (
         ("audio_id", "date"),
         "one row per distinct recording of the day, as 16 kHz mono FLAC",
         schema=RESAMPLED_AUDIO,
+        columns=_COLUMNS["resampled_audio"],
     ),
     Table(
         "emotion_embeddings",
@@ -205,6 +323,7 @@ _REGISTRY = (
         ("audio_id", "date", "model_id"),
         "the emotion2vec+ embedding of each recording (mean of the final frame features)",
         schema_for_width=emotion_embeddings_schema,
+        columns=_COLUMNS["emotion_embeddings"],
     ),
     Table(
         "emotion_scores",
@@ -212,6 +331,7 @@ _REGISTRY = (
         ("audio_id", "date", "model_id"),
         "the 9-class emotion scores of each recording, its top class and confidence",
         schema=EMOTION_SCORES,
+        columns=_COLUMNS["emotion_scores"],
     ),
     Table(
         "emotion_segments",
@@ -219,6 +339,7 @@ _REGISTRY = (
         ("audio_id", "date", "model_id", "start_s"),
         "the emotion timeline: one row per window of each recording",
         schema=EMOTION_SEGMENTS,
+        columns=_COLUMNS["emotion_segments"],
     ),
     Table(
         "emotion_frames",
@@ -227,6 +348,7 @@ _REGISTRY = (
         "per-frame (50 Hz) scores and embeddings; written only with frame granularity on",
         schema_for_width=emotion_frames_schema,
         opt_in=True,
+        columns=_COLUMNS["emotion_frames"],
     ),
     Table(
         "quarantine",
@@ -234,6 +356,7 @@ _REGISTRY = (
         ("source_path", "stage"),
         "every file of the day a stage could not process, with the stage and the reason",
         schema=QUARANTINE,
+        columns=_COLUMNS["quarantine"],
     ),
     Table(
         "embedding_index",
@@ -241,6 +364,7 @@ _REGISTRY = (
         ("audio_id", "date", "model_id"),
         "the lake's embeddings copied into DuckDB's storage for similarity search",
         schema_for_width=emotion_embeddings_schema,
+        columns=_COLUMNS["embedding_index"],
     ),
     Table(
         "emotion_clusters",
@@ -248,6 +372,7 @@ _REGISTRY = (
         ("audio_id", "date"),
         "each recording of the day assigned to the current cluster model, with its PCA position",
         schema=EMOTION_CLUSTERS,
+        columns=_COLUMNS["emotion_clusters"],
     ),
     Table(
         "satisfaction_predictions",
@@ -255,6 +380,7 @@ _REGISTRY = (
         ("audio_id", "date"),
         "satisfied or dissatisfied per recording, from the fitted model or the valence rule",
         schema=SATISFACTION_PREDICTIONS,
+        columns=_COLUMNS["satisfaction_predictions"],
     ),
 )
 

@@ -20,6 +20,13 @@ def test_every_entry_has_a_schema_holding_its_key(table):
     assert table.home in ("lake", "warehouse") and table.description
 
 
+@pytest.mark.parametrize("table", list(schemas.TABLES.values()), ids=lambda t: t.name)
+def test_every_column_is_described(table):
+    schema = table.arrow_schema(embed_dim=8)
+    assert list(table.columns) == schema.names  # same columns, same order
+    assert all(text.strip() for text in table.columns.values())
+
+
 def test_quarantine_stages_are_tables():
     assert {stage.value for stage in schemas.Stage} <= set(schemas.TABLES)
 

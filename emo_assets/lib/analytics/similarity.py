@@ -30,7 +30,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from emo_assets.lib.store.warehouse import EMBEDDING_INDEX, embedding_width, read_copy_path, refresh_lake_views
+from emo_assets.lib.store.warehouse import (
+    EMBEDDING_INDEX,
+    apply_comments,
+    embedding_width,
+    read_copy_path,
+    refresh_lake_views,
+)
 
 # One row per recording (its newest day among the candidates), then the k most similar. A hash
 # aggregate: a window (row_number() OVER (PARTITION BY audio_id ...)) costs several times the scan.
@@ -141,6 +147,7 @@ def search_connection(warehouse_path: Path, lake_dir: Path) -> duckdb.DuckDBPyCo
     con = duckdb.connect()
     refresh_lake_views(con, Path(lake_dir))
     create_similarity_macros(con)
+    apply_comments(con)
     return con
 
 

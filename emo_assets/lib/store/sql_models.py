@@ -23,6 +23,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from sqlglot.lineage import lineage
+from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokens import TokenType
 
@@ -241,7 +243,8 @@ def _query_text(sql: str) -> str:
 
 
 def materialize_sql_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> int:
-    """Validate ``model`` and replace table ``<name>`` with its result in one transaction.
+    """Validate ``model`` and replace table ``<name>`` with its result in one transaction, commented:
+    the table from the file's leading ``--`` lines, the columns as :func:`column_comments` says.
 
     Returns the row count. Raises ``SqlModelError`` naming the file for an invalid model or any
     DuckDB error (missing table, bad column, ...); the previous table is then left unchanged.
@@ -252,6 +255,7 @@ def materialize_sql_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> in
     try:
         con.execute(f'CREATE OR REPLACE TABLE "{model.name}" AS\n{body}\n')
         row = con.execute(f'SELECT count(*) FROM "{model.name}"').fetchone()
+        _comment_model(con, model)
         con.execute("COMMIT")
     except duckdb.Error as e:
         _rollback(con)
@@ -260,6 +264,122 @@ def materialize_sql_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> in
         _rollback(con)
         raise
     return int(row[0])
+
+
+@dataclass(frozen=True)
+class ColumnOrigin:
+    """Where one output column of a model comes from, as sqlglot's lineage derives it.
+
+    ``sources`` are the (table, column) pairs of real tables it is computed from; ``passthrough``
+    is True when it is one source column carried through unchanged (renames and CTEs allowed);
+    ``expression`` is the SQL that makes it (``AVG(scored.confidence)``).
+    """
+
+    name: str
+    sources: tuple[tuple[str, str], ...]
+    passthrough: bool
+    expression: str
+
+
+def model_comment(model: SqlModel) -> str | None:
+    """The model's description: the ``--`` comment lines at the top of its file, joined."""
+    lines = []
+    for line in model.sql.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--"):
+            lines.append(stripped[2:].strip())
+        elif stripped:
+            break
+    return " ".join(line for line in lines if line) or None
+
+
+def column_origins(model: SqlModel, schema: dict[str, dict[str, str]] | None = None) -> list[ColumnOrigin]:
+    """One :class:`ColumnOrigin` per output column of a valid model, in order (sqlglot's lineage).
+
+    ``schema`` (table -> column -> type) lets sqlglot expand ``SELECT *``. Raises ``SqlModelError``
+    when the model is invalid or sqlglot cannot trace a column.
+    """
+    validate_sql_model(model)
+    query = _parse(model.sql)[0]
+    if schema:
+        try:
+            query = qualify(query, schema=schema, dialect=DIALECT, validate_qualify_columns=False, identify=False)
+        except SqlglotError as e:
+            raise SqlModelError(f"{model.path}: cannot resolve the query's columns: {_describe(e)}") from e
+    origins = []
+    for name in query.named_selects:
+        try:
+            root = lineage(name, query, schema=schema, dialect=DIALECT)
+        except SqlglotError as e:
+            raise SqlModelError(f"{model.path}: cannot trace column '{name}': {_describe(e)}") from e
+        nodes = list(root.walk())
+        leaves = [n for n in nodes if not n.downstream and isinstance(n.expression, exp.Table)]
+        sources = tuple(
+            sorted({(leaf.expression.name.lower(), leaf.name.split(".")[-1].strip('"')) for leaf in leaves})
+        )
+        if name == "*" or any(column == "*" for _, column in sources):
+            raise SqlModelError(f"{model.path}: cannot trace '{name}': a '*' over a table whose columns are unknown")
+        # The first step of the chain that does more than carry a column is where it is computed.
+        computed = [_unaliased(n.expression) for n in nodes if not _is_carried(n.expression)]
+        computed = [e for e in computed if not isinstance(e, exp.Table)]
+        passthrough = len(sources) == 1 and not computed
+        expression = (computed[0] if computed else _unaliased(root.expression)).sql(dialect=DIALECT)
+        origins.append(ColumnOrigin(name, sources, passthrough, expression))
+    return origins
+
+
+def _unaliased(expression: exp.Expression) -> exp.Expression:
+    return expression.this if isinstance(expression, exp.Alias) else expression
+
+
+def _is_carried(expression: exp.Expression) -> bool:
+    return isinstance(_unaliased(expression), (exp.Column, exp.Table))
+
+
+def column_comments(con: duckdb.DuckDBPyConnection, model: SqlModel) -> dict[str, str]:
+    """A comment per output column of the built table: a column carried through unchanged from a
+    commented column takes that comment; any other says how it is computed and from which
+    columns; when sqlglot cannot trace the query, each column says so and why."""
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, comment FROM duckdb_columns() WHERE schema_name = current_schema()"
+    ).fetchall()
+    known = {(t.lower(), c): comment for t, c, _, comment in rows if comment is not None}
+    schema: dict[str, dict[str, str]] = {}
+    for t, c, data_type, _ in rows:
+        if t.lower() != model.name.lower():
+            schema.setdefault(t.lower(), {})[c] = data_type
+    try:
+        origins = column_origins(model, schema)
+    except SqlModelError as e:
+        # the table is built; say on each column why it has no derived description
+        reason = str(e).removeprefix(f"{model.path}: ")
+        columns = [c for t, c, _, _ in rows if t.lower() == model.name.lower()]
+        return {c: f"computed in {model.path.name}; sqlglot could not trace it ({reason})" for c in columns}
+    comments = {}
+    for origin in origins:
+        if origin.passthrough and origin.sources[0] in known:
+            table, column = origin.sources[0]
+            comments[origin.name] = f"{known[origin.sources[0]]} (from {table}.{column})"
+        elif origin.passthrough:
+            table, column = origin.sources[0]
+            comments[origin.name] = f"{table}.{column} unchanged ({table}.{column} has no comment)"
+        elif origin.sources:
+            names = ", ".join(f"{t}.{c}" for t, c in origin.sources)
+            comments[origin.name] = f"computed in {model.path.name}: {origin.expression} (from {names})"
+        else:
+            comments[origin.name] = f"computed in {model.path.name}: {origin.expression}"
+    return comments
+
+
+def _comment_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> None:
+    description = model_comment(model) or f"built by {model.path.name} (the file has no leading -- comment)"
+    con.execute(f'COMMENT ON TABLE "{model.name}" IS {_sql_string(description)}')
+    for column, text in column_comments(con, model).items():
+        con.execute(f'COMMENT ON COLUMN "{model.name}"."{column}" IS {_sql_string(text)}')
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -177,6 +177,7 @@ def connect(path: Path, read_only: bool = False, timeout_s: float | None = None)
         con = _open(path, False, timeout_s)
         try:
             yield con
+            apply_comments(con)
         finally:
             con.close()  # checkpoints: the file alone holds every committed change
         publish_read_copy(path)
@@ -226,6 +227,64 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
                 continue  # an embedding table before the width is known, or a table nobody switched on
             body = _empty_select(schema)
         con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
+def apply_comments(con: duckdb.DuckDBPyConnection) -> None:
+    """Comment every registry table or view present and each of its columns, and our macros, from
+    the descriptions in ``schemas.TABLES`` and ``schemas.MACROS``; read them back with
+    ``duckdb_tables()``, ``duckdb_views()``, ``duckdb_columns()``, ``duckdb_functions()`` or DESCRIBE.
+
+    Run after views and tables are (re)made: ``CREATE OR REPLACE`` drops a comment. Only a comment
+    that differs is written. A column the registry does not describe (a table written by an older
+    schema) keeps no comment; the tests find it.
+    """
+    present = dict(
+        con.execute(
+            "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE schema_name = current_schema() "
+            "UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() WHERE NOT internal AND schema_name = current_schema()"
+        ).fetchall()
+    )
+    current = {
+        (t, c): comment
+        for t, c, comment in con.execute(
+            "SELECT table_name, column_name, comment FROM duckdb_columns() WHERE schema_name = current_schema()"
+        ).fetchall()
+    }
+    current_tables = dict(
+        con.execute(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = current_schema() "
+            "UNION ALL SELECT view_name, comment FROM duckdb_views() WHERE NOT internal AND schema_name = current_schema()"
+        ).fetchall()
+    )
+    statements = []
+    for name, kind in present.items():
+        table = schemas.TABLES.get(name)
+        if table is None:
+            continue  # a SQL model: commented when it is built (sql_models.materialize_sql_model)
+        if current_tables.get(name) != _sentence(table.description):
+            statements.append(f'COMMENT ON {kind} "{name}" IS {_quote(_sentence(table.description))}')
+        for column, text in table.columns.items():
+            if (name, column) in current and current[(name, column)] != text:
+                statements.append(f'COMMENT ON COLUMN "{name}"."{column}" IS {_quote(text)}')
+    macros = dict(
+        con.execute(
+            "SELECT function_name, comment FROM duckdb_functions() "
+            "WHERE function_type = 'table_macro' AND schema_name = current_schema() AND NOT internal"
+        ).fetchall()
+    )
+    for name, text in schemas.MACROS.items():
+        if name in macros and macros[name] != text:
+            statements.append(f'COMMENT ON MACRO TABLE "{name}" IS {_quote(text)}')
+    if statements:
+        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT")  # one commit, not one per comment
 
 
 EMBEDDING_INDEX = schemas.TABLES["embedding_index"].name

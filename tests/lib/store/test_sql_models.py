@@ -7,8 +7,10 @@ import pytest
 from emo_assets.lib.store.sql_models import (
     SqlModel,
     SqlModelError,
+    column_origins,
     discover_sql_models,
     materialize_sql_model,
+    model_comment,
     validate_sql_model,
 )
 from tests.helpers import REPO
@@ -178,6 +180,44 @@ def test_materialize_creates_the_table(tmp_path, con):
     assert con.execute("select list(i order by i) from evens").fetchone()[0] == [0, 2, 4]
 
 
+def test_materialize_comments_the_table_and_its_columns(tmp_path, con):
+    con.execute("create table t as select * from range(5) r(i)")
+    con.execute("comment on column t.i is 'a counter, 0..4'")
+    sql = (
+        "-- Even counters.\n-- Second line.\n\nwith x as (select i as n from t)\n"
+        "select n as i, n * 2 as double, count(*) over () as total from x where n % 2 = 0"
+    )
+    model = model_from(tmp_path, sql, "evens")
+    assert model_comment(model) == "Even counters. Second line."
+    materialize_sql_model(con, model)
+    assert con.execute("select comment from duckdb_tables() where table_name = 'evens'").fetchone()[0] == (
+        "Even counters. Second line."
+    )
+    comments = dict(
+        con.execute("select column_name, comment from duckdb_columns() where table_name = 'evens'").fetchall()
+    )
+    assert comments == {
+        "i": "a counter, 0..4 (from t.i)",  # carried through a CTE and a rename: the source's comment
+        "double": "computed in evens.sql: x.n * 2 (from t.i)",
+        "total": "computed in evens.sql: COUNT(*) OVER ()",
+    }
+
+
+def test_column_origins_trace_through_ctes_and_joins():
+    (model,) = [m for m in discover_sql_models(SQL_DIR) if m.name == "daily_emotion_summary"]
+    origins = {o.name: o for o in column_origins(model)}
+    assert origins["date"].sources == (("audio_files", "date"),) and origins["date"].passthrough
+    assert origins["hours"].sources == (("audio_files", "duration_s"),) and not origins["hours"].passthrough
+    assert origins["files"].sources == ()
+
+
+def test_a_model_without_a_leading_comment_says_so(tmp_path, con):
+    con.execute("create table t as select 1 as a")
+    materialize_sql_model(con, model_from(tmp_path, "select a from t", "plain"))
+    comment = con.execute("select comment from duckdb_tables() where table_name = 'plain'").fetchone()[0]
+    assert comment == "built by plain.sql (the file has no leading -- comment)"
+
+
 def test_syntax_error_names_the_file(tmp_path, con):
     model = model_from(tmp_path, "select from from", "typo")
     with pytest.raises(SqlModelError, match="typo.sql"):
@@ -305,3 +345,17 @@ def test_cluster_profiles_values(warehouse):
     assert c2["mean_angry"] is None and c2["dominant_emotion"] is None
     for row in (c0, c1):
         assert sum(row[f"mean_{e}"] for e in EMOTIONS) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_star_models_are_traced_through_the_warehouse_columns(tmp_path, con):
+    con.execute("create table t as select 1 as a, 2 as b")
+    con.execute("comment on column t.a is 'the a'")
+    materialize_sql_model(con, model_from(tmp_path, "select *, a + b as s from t", "star"))
+    comments = dict(
+        con.execute("select column_name, comment from duckdb_columns() where table_name = 'star'").fetchall()
+    )
+    assert comments == {
+        "a": "the a (from t.a)",
+        "b": "t.b unchanged (t.b has no comment)",
+        "s": "computed in star.sql: t.a + t.b (from t.a, t.b)",
+    }

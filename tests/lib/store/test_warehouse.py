@@ -118,3 +118,35 @@ def test_waiting_for_another_pipeline_writer_names_it(db, caplog, monkeypatch):
 )
 def test_lock_holder_keeps_who_and_drops_the_read_only_hint(duckdb_message, expected):
     assert warehouse.lock_holder(duckdb.IOException(duckdb_message)) == expected
+
+
+def test_apply_comments_survives_recreated_views_and_writes_only_changes(tmp_path):
+    from emo_assets.lib import schemas
+    from emo_assets.lib.analytics.similarity import create_similarity_macros
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    warehouse.refresh_lake_views(con, tmp_path / "lake", embed_dim=4)
+    create_similarity_macros(con)
+    warehouse.apply_comments(con)
+
+    def uncommented():
+        return con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE comment IS NULL AND NOT internal"
+        ).fetchall()
+
+    assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone()[0] >= 5
+    assert uncommented() == []
+    assert con.execute("SELECT comment FROM duckdb_views() WHERE view_name = 'quarantine'").fetchone()[0] == (
+        "Every file of the day a stage could not process, with the stage and the reason."
+    )
+    warehouse.refresh_lake_views(con, tmp_path / "lake", embed_dim=4)  # CREATE OR REPLACE drops comments
+    assert uncommented() != []
+    warehouse.apply_comments(con)
+    assert uncommented() == []
+    macros = dict(
+        con.execute(
+            "SELECT function_name, comment FROM duckdb_functions() WHERE function_type = 'table_macro'"
+        ).fetchall()
+    )
+    assert {name: macros[name] for name in schemas.MACROS} == schemas.MACROS
+    con.close()
