@@ -29,7 +29,7 @@ import dagster as dg
 
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
-from emo_assets.jobs import daily_emotion_job, models_job
+from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
@@ -178,6 +178,7 @@ def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = No
         schedules=[daily_emotion_schedule, models_schedule],
         sensors=[raw_files_sensor],
         resources=dict(resources),
+        executor=RUN_EXECUTOR,
     )
 
 

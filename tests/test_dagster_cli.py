@@ -1,17 +1,21 @@
 """The standard `dagster` command line on our definitions, as a data engineer runs it: selection
 strings parse (Dagster's selection grammar needs the antlr 4.13 runtime, see README "Dependency
-pins"), a selection is materialized for one day, a backfill is queued."""
+pins"), a selection is materialized for one day, a backfill is queued, a launched day runs in the
+run's own process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from emo_assets.definitions import defs
 from emo_assets.lib.store import lake
 from tests.helpers import DAY, OTHER_DAY, REPO, write_small_day
 
@@ -95,3 +99,48 @@ def test_job_backfill_queues_one_run_per_day(dagster_env):
     assert len({r.tags["dagster/backfill"] for r in runs}) == 1
     # queued for the daemon (`dagster dev` runs one); none failed to launch
     assert {r.status for r in runs} == {dg.DagsterRunStatus.QUEUED}
+
+
+# The instance of `dagster dev` without its daemon: a launched run starts at once, as from the UI.
+LAUNCH_NOW_YAML = """\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+def test_day_runs_execute_their_steps_in_the_run_process():
+    definitions = defs()
+    assert definitions.resolve_job_def("daily_emotion_job").executor_def is dg.in_process_executor
+    assert definitions.resolve_job_def("models_job").executor_def is dg.in_process_executor
+    # assets materialized from the UI's asset graph too
+    assert definitions.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
+
+
+def test_job_launch_runs_the_day_in_one_process(dagster_env, tmp_path):
+    """`dagster job launch` goes through the instance's run launcher, like the UI, the schedule and
+    the sensor: a new process runs the whole day, every step in it."""
+    data = tmp_path / "data"
+    write_small_day(data / "raw" / DAY)
+    home = Path(dagster_env["DAGSTER_HOME"])
+    (home / "dagster.yaml").write_text(LAUNCH_NOW_YAML)
+    tags = json.dumps({"dagster/partition": DAY})
+    dagster(dagster_env, "job", "launch", "-j", "daily_emotion_job", "--tags", tags)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        deadline = time.monotonic() + 400
+        while not (run := instance.get_run_by_id(run.run_id)).is_finished:
+            assert time.monotonic() < deadline, f"the launched run is still {run.status}"
+            time.sleep(0.5)
+        events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.is_dagster_event]
+    assert run.status == dg.DagsterRunStatus.SUCCESS, [e.message for e in events if e.is_failure]
+    assert run.tags["dagster/partition"] == DAY
+    step_events = [e for e in events if e.is_step_event]
+    succeeded = {e.step_key for e in step_events if e.is_step_success}
+    assert {"audio_files", "emotion_tables", "emotion_clusters"} <= succeeded
+    assert len({e.pid for e in step_events}) == 1  # one process ran every step
+    scores = lake.read_partition(data / "lake", "emotion_scores", DAY)
+    assert scores.num_rows == 3  # three recordings; notes.wav is quarantined
