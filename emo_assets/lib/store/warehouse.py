@@ -324,13 +324,25 @@ def replace_index_day(con: duckdb.DuckDBPyConnection, day: str, embeddings: pa.T
 
 def replace_day(con: duckdb.DuckDBPyConnection, table: str, day: str, rows: pa.Table) -> None:
     """Replace one day of a warehouse table with ``rows`` in one transaction."""
+    _with_rows(
+        con,
+        rows,
+        [
+            (f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming_rows LIMIT 0', []),
+            (f'DELETE FROM "{table}" WHERE "date" = CAST(? AS DATE)', [day]),
+            (f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming_rows', []),
+        ],
+    )
+
+
+def _with_rows(con: duckdb.DuckDBPyConnection, rows: pa.Table, statements: list[tuple[str, list]]) -> None:
+    """Run ``statements`` (SQL, parameters) in one transaction with ``rows`` registered as ``incoming_rows``."""
     con.register("incoming_rows", rows)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming_rows LIMIT 0')
-            con.execute(f'DELETE FROM "{table}" WHERE "date" = CAST(? AS DATE)', [day])
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming_rows')
+            for sql, params in statements:
+                con.execute(sql, params)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -362,14 +374,4 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) ->
 
     Readers see the old table or the new one, never a mix.
     """
-    con.register("incoming_rows", rows)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows')
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.unregister("incoming_rows")
+    _with_rows(con, rows, [(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows', [])])
