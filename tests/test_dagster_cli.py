@@ -33,6 +33,7 @@ def dagster_env(tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
         EMO_DATA_DIR=str(tmp_path / "data"),
         EMO_MODEL=str(tiny_model_dir),
         EMO_DEVICE="cpu",
+        EMO_SETTLE_S="0",  # the test day is written whole just before the run
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env

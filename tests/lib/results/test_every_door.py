@@ -109,18 +109,18 @@ def test_emo_analyze_gives_the_warehouse_vector(warehouse_day, tiny_model_dir, t
 
 
 def test_emo_similar_file_finds_itself_first_with_similarity_one(warehouse_day, tiny_model_dir, monkeypatch, capsys):
-    from emo_assets.lib.analytics import similarity
+    from emo_assets.lib.analytics import nearest
 
     data_dir, files, ids, vectors = warehouse_day
     monkeypatch.setenv("EMO_WINDOW_S", str(WINDOW_S))
     queried = []
-    real = similarity.similar_to_vector
+    real = nearest.similar_to_vector
 
-    def spy(con, vector, *args, **kwargs):
+    def spy(index_root, vector, *args, **kwargs):
         queried.append(np.asarray(vector, dtype=np.float32))
-        return real(con, vector, *args, **kwargs)
+        return real(index_root, vector, *args, **kwargs)
 
-    monkeypatch.setattr(similarity, "similar_to_vector", spy)
+    monkeypatch.setattr(nearest, "similar_to_vector", spy)
     for name, path in files.items():
         capsys.readouterr()
         args = ["similar", str(path), "-k", "4", "--json", "--data-dir", str(data_dir)]
@@ -197,16 +197,16 @@ def test_emo_web_upload_gives_the_warehouse_vector_and_finds_itself(warehouse_da
 
 
 def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tiny_model_dir, monkeypatch):
-    from emo_assets.lib.analytics import similarity
+    from emo_assets.lib.analytics import nearest
 
     data_dir, files, ids, vectors = warehouse_day
     monkeypatch.setenv("EMO_WINDOW_S", str(WINDOW_S))
     queried = []
-    real = similarity.similar_to_vector
+    real = nearest.similar_to_vector
     monkeypatch.setattr(
-        similarity,
+        nearest,
         "similar_to_vector",
-        lambda con, vector, *a, **kw: queried.append(vector) or real(con, vector, *a, **kw),
+        lambda root, vector, *a, **kw: queried.append(vector) or real(root, vector, *a, **kw),
     )
     path = files["stereo_44k.flac"]
     args = ["similar", str(path), "--json", "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]
