@@ -4,9 +4,8 @@ one run per day partition), executed by run workers; all of them share one insta
 ends in the tables.
 
 The test gets a database of its own on the cluster's Postgres server, so it never mixes with the runs
-of `make cluster-up`'s instance, and drops it afterwards. Runs use the in-process executor (as `emo run`
-does): the default multiprocess executor starts a Python process per step, which on 2 shared cores
-costs minutes per day and tests nothing more about the instance.
+of `make cluster-up`'s instance, and drops it afterwards. The backfill is launched with no run config,
+as the UI does: the job's own executor (in-process, one process per run) runs each day.
 """
 
 from __future__ import annotations
@@ -213,7 +212,6 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
                 },
             },
             "partitionNames": DAYS,
-            "runConfigData": {"execution": {"config": {"in_process": {}}}},
         }
         launched = _graphql(web_port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
