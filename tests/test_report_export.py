@@ -18,7 +18,7 @@ from emo_assets.lib import schemas
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake
-from emo_assets.resources import EmotionModelResource, StorageResource
+from tests.helpers import resources
 
 DAY = "2026-11-21"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,10 +35,7 @@ def day(tmp_path_factory, tiny_model_dir):
     result = dg.materialize(
         list(all_assets()),
         partition_key=DAY,
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu"),
-        },
+        resources=resources(data_dir, tiny_model_dir),
     )
     assert result.success
     return data_dir, result

@@ -14,6 +14,7 @@ from emo_assets.definitions import build_definitions
 from emo_assets.lib.analytics.clustering import load_fitted_cluster_model
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 from emo_assets.resources import EmotionModelResource, StorageResource
+from tests.helpers import resources
 
 DAY = "2026-11-21"
 N_CLIPS = 24
@@ -32,10 +33,7 @@ def test_labels_train_a_satisfaction_model_and_predictions_say_so(tmp_path, tiny
     result = dg.materialize(
         list(all_assets()),
         partition_key=DAY,
-        resources={
-            "storage": StorageResource(data_dir=str(tmp_path)),
-            "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu"),
-        },
+        resources=resources(tmp_path, tiny_model_dir),
     )
     assert result.success
     meta = result.asset_materializations_for_node("satisfaction_model")[0].metadata
