@@ -3,11 +3,30 @@
 ``<lake>/<table>/date=YYYY-MM-DD/part-0.parquet``. A day is replaced as a whole: the new file is
 written under a hidden temporary name in the same folder and renamed over the old one, so a
 reader sees either the old day or the new day, never half a file.
+
+Integrity: every partition is written with Parquet page checksums (a CRC32 per data page, verified
+on every read) and its SHA-256 is recorded beside the tables, in
+``<lake>/_checksums/<table>/date=YYYY-MM-DD/part-0.parquet.sha256`` (the table folders hold only
+Parquet). The page checksums cover the data pages; the SHA-256 also covers the footer (schema,
+offsets, statistics), where a flipped bit can change what is read without failing a page check. A
+file that fails either, or cannot be parsed (truncated: no magic bytes), raises
+:class:`CorruptPartitionError`; :func:`read_reusable` reports it as set aside, and the stage that
+writes the table recomputes it from its source. The old SHA-256 is removed before the new file is
+renamed into place and the new one recorded after: a writer killed in between leaves a whole file
+without a recorded SHA-256 (read with its page checksums only), never a file with a wrong one.
+A file the machine cannot read (permission, I/O error) is not corrupt: it raises
+:class:`~emo_assets.lib.files.faults.MachineFault`.
+
+Every byte read or hashed goes through :func:`file_sha256` and :func:`_parquet` and every path is
+made by :func:`partition_file` and :func:`checksum_file`, so another file system changes only those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +36,34 @@ import pyarrow.parquet as pq
 
 from emo_assets.lib import schemas
 from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
+from emo_assets.lib.files.faults import is_machine_fault, machine_fault
 
 PART_NAME = "part-0.parquet"
+CHECKSUMS = "_checksums"
+CHECKSUM_SUFFIX = ".sha256"
+# Every partition: zstd pages, each with its CRC32.
+WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
+
+
+class CorruptPartitionError(RuntimeError):
+    """A lake file that fails its integrity check (SHA-256, page checksum) or cannot be parsed."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"lake file {path} is corrupt ({reason}); re-run the day: the step that writes this table "
+            "recomputes it from its source"
+        )
+
+
+@dataclass(frozen=True)
+class Reused:
+    """A stage's previous partition of a day: its rows (None when absent or corrupt) and, when it
+    failed its integrity check and was set aside, why (``corrupt``)."""
+
+    rows: pa.Table | None
+    corrupt: str | None = None
 
 
 def partition_dir(lake_root: Path, table: str, day: str) -> Path:
@@ -29,19 +74,80 @@ def partition_file(lake_root: Path, table: str, day: str) -> Path:
     return partition_dir(lake_root, table, day) / PART_NAME
 
 
+def checksum_file(lake_root: Path, partition: Path) -> Path:
+    """Where the SHA-256 of the lake file ``partition`` is recorded."""
+    relative = Path(partition).relative_to(Path(lake_root))
+    return Path(lake_root) / CHECKSUMS / relative.with_name(relative.name + CHECKSUM_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def recorded_sha256(lake_root: Path, partition: Path) -> str | None:
+    """The SHA-256 recorded when ``partition`` was written; None for a file written before
+    checksums were recorded, or by a writer killed between the rename and the record."""
+    recorded = checksum_file(lake_root, partition)
+    return recorded.read_text().strip() if recorded.exists() else None
+
+
+def verify_partition(lake_root: Path, partition: Path) -> None:
+    """Raise :class:`CorruptPartitionError` when ``partition`` differs from its recorded SHA-256."""
+    expected = recorded_sha256(lake_root, partition)
+    if expected is None:
+        return
+    actual = file_sha256(partition)
+    if actual != expected:
+        raise CorruptPartitionError(partition, f"SHA-256 {actual[:12]}... differs from the recorded {expected[:12]}...")
+
+
+def _parquet(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    return pq.read_table(path, schema=schema, page_checksum_verification=True)
+
+
+def read_partition_file(lake_root: Path, path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """One lake file, verified: its SHA-256 against the recorded one, then every page's CRC32."""
+    try:
+        verify_partition(lake_root, path)
+        return _parquet(path, schema)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the machine's or the file system's, not the bytes'
+            if is_machine_fault(exc):
+                raise machine_fault(exc, "reading the lake", path) from exc
+            raise
+        # truncated (no magic bytes), a page whose CRC32 differs, a footer that does not parse
+        raise CorruptPartitionError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
 def table_glob(lake_root: Path, table: str) -> str:
     """The glob DuckDB reads a lake table with (temporary files start with '.' and never match)."""
     return str(Path(lake_root) / table / "date=*" / "*.parquet")
 
 
+@contextmanager
+def _replacing(lake_root: Path, target: Path) -> Iterator[Path]:
+    """:func:`atomic_path` for a partition, recording its SHA-256: the old record is removed just
+    before the new file is renamed into place, the new one written just after."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = checksum_file(lake_root, target)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
+    remove_stale_temps(target.parent, PART_NAME)
+    remove_stale_temps(record.parent, record.name)
+    with atomic_path(target) as tmp:
+        yield tmp
+        digest = file_sha256(tmp)
+        record.unlink(missing_ok=True)
+    with atomic_path(record) as tmp_record:
+        tmp_record.write_text(digest + "\n")
+
+
 def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Path:
     """Replace one day of a lake table with ``rows`` atomically; returns the file written."""
     target = partition_file(lake_root, table, day)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
-    remove_stale_temps(target.parent, PART_NAME)
-    with atomic_path(target) as tmp:
-        pq.write_table(rows, tmp, compression="zstd")
+    with _replacing(lake_root, target) as tmp:
+        pq.write_table(rows, tmp, **WRITE_OPTIONS)
     return target
 
 
@@ -51,22 +157,31 @@ def write_partition_batches(
     """:func:`write_partition` for rows that come batch by batch: each batch is written as it comes,
     so the day's rows never sit in memory together. Returns the file written and its row count."""
     target = partition_file(lake_root, table, day)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target.parent, PART_NAME)
     rows = 0
-    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            rows += batch.num_rows
+    with _replacing(lake_root, target) as tmp:
+        with pq.ParquetWriter(tmp, schema, **WRITE_OPTIONS) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
     return target, rows
 
 
 def read_partition(lake_root: Path, table: str, day: str) -> pa.Table | None:
-    """One day of a lake table, or None if that day was never written."""
+    """One day of a lake table, or None if that day was never written; raises
+    :class:`CorruptPartitionError` when the file fails its integrity check."""
     path = partition_file(lake_root, table, day)
     if not path.exists():
         return None
-    return pq.read_table(path)
+    return read_partition_file(lake_root, path)
+
+
+def read_reusable(lake_root: Path, table: str, day: str) -> Reused:
+    """A stage's own previous partition of the day, to reuse rows from: one that fails its
+    integrity check is set aside (the stage recomputes it from its source), saying why."""
+    try:
+        return Reused(read_partition(lake_root, table, day))
+    except CorruptPartitionError as exc:
+        return Reused(None, str(exc))
 
 
 def read_table(lake_root: Path, table: str, schema: pa.Schema | None = None) -> pa.Table | None:
@@ -74,7 +189,7 @@ def read_table(lake_root: Path, table: str, schema: pa.Schema | None = None) -> 
     files = sorted((Path(lake_root) / table).glob(f"date=*/{PART_NAME}"))
     if not files:
         return None
-    tables = [pq.read_table(f, schema=schema) if schema is not None else pq.read_table(f) for f in files]
+    tables = [read_partition_file(lake_root, f, schema) for f in files]
     return pa.concat_tables(tables, promote_options="default")
 
 

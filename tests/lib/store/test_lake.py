@@ -3,11 +3,15 @@ gathered into one table."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from emo_assets.lib import schemas
+from emo_assets.lib.files.faults import MachineFault
 from emo_assets.lib.schemas import Stage, reject_rows
 from emo_assets.lib.store import lake
 
@@ -64,3 +68,82 @@ def test_a_failure_midway_keeps_the_old_day(tmp_path):
         lake.write_partition_batches(tmp_path, "emotion_frames", "2026-11-20", _batches(5, fail_after=3), SCHEMA)
     assert pq.read_table(path).num_rows == 6
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+# Integrity: page checksums and a recorded SHA-256 per partition (issue 12 item 3)
+
+ROWS = pa.table({"audio_id": [f"a{i}" for i in range(50)], "x": [float(i) for i in range(50)]})
+
+
+def _flip(path, pos: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[pos] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_partition_records_its_sha256_beside_the_tables_and_carries_page_checksums(tmp_path):
+    path = lake.write_partition(tmp_path, "t", DAY, ROWS)
+    record = tmp_path / "_checksums" / "t" / f"date={DAY}" / "part-0.parquet.sha256"
+    assert lake.checksum_file(tmp_path, path) == record
+    assert record.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # the table folder holds only Parquet
+    assert lake.read_partition(tmp_path, "t", DAY).equals(ROWS)
+
+
+def test_every_single_byte_flip_is_caught(tmp_path):
+    path = lake.write_partition(tmp_path, "t", DAY, ROWS)
+    original = path.read_bytes()
+    for pos in range(len(original)):
+        _flip(path, pos)
+        with pytest.raises(lake.CorruptPartitionError, match="SHA-256"):
+            lake.read_partition(tmp_path, "t", DAY)
+        path.write_bytes(original)
+    assert lake.read_partition(tmp_path, "t", DAY).equals(ROWS)
+
+
+def test_without_its_recorded_sha256_a_flipped_data_page_fails_its_page_checksum(tmp_path):
+    path = lake.write_partition(tmp_path, "t", DAY, ROWS)
+    lake.checksum_file(tmp_path, path).unlink()  # a writer killed between the rename and the record
+    assert lake.read_partition(tmp_path, "t", DAY).equals(ROWS)  # a whole file reads unverified by hash
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)  # the float column's pages
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    _flip(path, start + chunk.total_compressed_size - 4)  # the last bytes of its last page's data
+    with pytest.raises(lake.CorruptPartitionError, match="CRC"):
+        lake.read_partition(tmp_path, "t", DAY)
+
+
+def test_a_truncated_partition_is_corrupt_and_set_aside_for_reuse(tmp_path):
+    path = lake.write_partition(tmp_path, "t", DAY, ROWS)
+    lake.checksum_file(tmp_path, path).unlink()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(lake.CorruptPartitionError, match="magic bytes") as caught:
+        lake.read_partition(tmp_path, "t", DAY)
+    assert str(path) in str(caught.value) and "re-run the day" in str(caught.value)
+    reused = lake.read_reusable(tmp_path, "t", DAY)
+    assert reused.rows is None and "magic bytes" in reused.corrupt
+    assert lake.read_reusable(tmp_path, "t", DAY).corrupt  # still set aside until the stage rewrites it
+    lake.write_partition(tmp_path, "t", DAY, ROWS)  # the stage recomputes and writes it
+    assert lake.read_reusable(tmp_path, "t", DAY) == lake.Reused(lake.read_partition(tmp_path, "t", DAY), None)
+    assert lake.read_reusable(tmp_path, "absent", DAY) == lake.Reused(None, None)
+
+
+@pytest.mark.parametrize("where", ["file_sha256", "_parquet"])
+def test_a_disk_that_cannot_be_read_is_the_machine_s_fault_not_corruption(tmp_path, monkeypatch, where):
+    lake.write_partition(tmp_path, "t", DAY, ROWS)
+
+    def io_error(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(args[0]))
+
+    monkeypatch.setattr(lake, where, io_error)
+    with pytest.raises(MachineFault, match="reading the lake failed at .*part-0.parquet: Input/output error"):
+        lake.read_partition(tmp_path, "t", DAY)
+    with pytest.raises(MachineFault):  # never set aside as corrupt: the data may well be fine
+        lake.read_reusable(tmp_path, "t", DAY)
+
+
+def test_read_table_verifies_every_day(tmp_path):
+    lake.write_partition(tmp_path, "t", DAY, ROWS)
+    other = lake.write_partition(tmp_path, "t", "2026-11-21", ROWS)
+    _flip(other, other.stat().st_size // 2)
+    with pytest.raises(lake.CorruptPartitionError, match="2026-11-21"):
+        lake.read_table(tmp_path, "t")
