@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 
 from emo_assets.lib import schemas
+from emo_assets.lib.model.scoring import SCORE_SUM_TOLERANCE, scores_off
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import account_day
 from emo_assets.lib.store.deferred import read_deferred
@@ -12,11 +13,14 @@ from emo_assets.resources import EmotionModelResource, StorageResource
 
 SCORES = dg.AssetKey("emotion_scores")
 EMBEDDINGS = dg.AssetKey("emotion_embeddings")
-SCORE_SUM_TOLERANCE = 1e-5
+NAMED_ROWS = 20  # failing rows a check names
 
 
 def _day_table(storage: StorageResource, table: str, day: str):
-    rows = lake.read_partition(storage.lake_dir, table, day)
+    try:
+        rows = lake.read_partition(storage.lake_dir, table, day)
+    except lake.CorruptPartitionError as exc:
+        raise dg.Failure(str(exc)) from None
     if rows is None:
         raise dg.Failure(f"no {table} for {day}")
     return rows
@@ -24,20 +28,37 @@ def _day_table(storage: StorageResource, table: str, day: str):
 
 @dg.asset_check(asset=SCORES, partitions_def=daily_partitions, blocking=True)
 def scores_sum_to_one(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    """The 9 scores of every recording are a probability distribution (sum 1 within 1e-5), no NaN."""
-    scores = _day_table(storage, "emotion_scores", context.partition_key)
+    """The 9 scores of every recording are a probability distribution (sum 1 within 1e-5), no NaN;
+    a failure names the recordings (their audio_id)."""
+    result = scores_check_result(_day_table(storage, "emotion_scores", context.partition_key))
+    if not result.passed:
+        context.log.error(f"{context.partition_key}: {result.description}")
+    return result
+
+
+def scores_check_result(scores) -> dg.AssetCheckResult:
+    """:func:`scores_sum_to_one` on one day's ``emotion_scores`` rows; a failure names the rows."""
     matrix = (
         np.column_stack([scores.column(c).to_numpy() for c in schemas.EMOTION_LABELS])
         if scores.num_rows
         else np.zeros((0, 9))
-    )
-    deviation = np.abs(matrix.astype(np.float64).sum(axis=1) - 1.0)
-    bad = [a for a, ok in zip(scores.column("audio_id").to_pylist(), deviation <= SCORE_SUM_TOLERANCE) if not ok]
+    ).astype(np.float64)
+    deviation = np.abs(matrix.sum(axis=1) - 1.0)
+    bad = scores_off(scores)
+    description = None
+    if bad:
+        named = ", ".join(bad[:NAMED_ROWS]) + (f" and {len(bad) - NAMED_ROWS} more" if len(bad) > NAMED_ROWS else "")
+        description = (
+            f"{len(bad)} recording(s) whose 9 scores are not finite or do not sum to 1 within "
+            f"{SCORE_SUM_TOLERANCE:g}: audio_id {named}; re-run the day: they are scored again"
+        )
     return dg.AssetCheckResult(
-        passed=not bad and bool(np.isfinite(matrix).all()),
+        passed=not bad,
+        description=description,
         metadata={
-            "max_deviation": float(deviation.max()) if len(deviation) else 0.0,
-            "failing_audio_ids": dg.MetadataValue.json(bad[:20]),
+            "max_deviation": float(deviation[np.isfinite(deviation)].max()) if np.isfinite(deviation).any() else 0.0,
+            "failing_audio_ids": dg.MetadataValue.json(bad[:NAMED_ROWS]),
+            "failing_rows": len(bad),
             "non_finite": int((~np.isfinite(matrix)).sum()),
         },
     )

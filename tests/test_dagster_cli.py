@@ -76,7 +76,7 @@ def test_asset_materialize_selects_one_day_of_the_audio_stage(dagster_env, tmp_p
     assert resampled.num_rows == 3  # three recordings; notes.wav is quarantined
     assert [round(d, 2) for d in resampled.column("duration_s").to_pylist()] == [1.5, 1.5, 1.5]
     for path in resampled.column("path").to_pylist():
-        assert Path(path).is_file() and path.endswith(".flac")
+        assert (data / path).is_file() and path.endswith(".flac")  # relative to the data directory
     landed = lake.read_partition(data / "lake", "audio_files", DAY)  # notes.wav is no audio: rejected
     assert sorted(landed.column("source_path").to_pylist()) == [f"{DAY}/call_{i:02d}.wav" for i in range(3)]
     assert sorted(resampled.column("audio_id").to_pylist()) == sorted(landed.column("audio_id").to_pylist())

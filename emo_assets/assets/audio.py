@@ -9,6 +9,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from emo_assets.assets.metadata import table_definition_metadata, table_metadata
+from emo_assets.assets.repair import day_input, repairs, reusable
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.files.faults import MachineFault, check_data_dir
@@ -61,8 +62,8 @@ def audio_files(
         )
     except day_lock.DayLockedError as exc:
         raise dg.Failure(str(exc)) from None
-    previous = lake.read_partition(storage.lake_dir, "audio_files", day)
-    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous, settle_s=storage.settle_seconds)
+    previous = reusable(context, storage, "audio_files", day)
+    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous.rows, settle_s=storage.settle_seconds)
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.AUDIO_FILES, day, out.rejects)
     write_deferred(storage.lake_dir, day, out.deferred)
@@ -80,6 +81,7 @@ def audio_files(
             hours_of_audio=dg.MetadataValue.float(hours / 3600),
             refused=out.rejects.num_rows,
             deferred=dg.MetadataValue.json(deferred),
+            **repairs(context, "audio_files", day, previous, out.rows),
         )
     )
 
@@ -94,11 +96,16 @@ def audio_files(
 def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
     day = context.partition_key
-    landed = lake.read_partition(storage.lake_dir, "audio_files", day)
-    if landed is None:
-        raise dg.Failure(f"no audio_files for {day}: materialize audio_files for this day first")
-    previous = lake.read_partition(storage.lake_dir, "resampled_audio", day)
-    out = resample_day(landed, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous)
+    landed = day_input(storage, "audio_files", day, "audio_files")
+    previous = reusable(context, storage, "resampled_audio", day)
+    out = resample_day(
+        landed,
+        storage.raw_dir,
+        storage.resampled_dir / f"date={day}",
+        day,
+        previous=previous.rows,
+        data_root=storage.root,
+    )
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)
     silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
@@ -110,5 +117,6 @@ def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource)
             hours_of_audio=dg.MetadataValue.float((pc.sum(out.rows.column("duration_s")).as_py() or 0.0) / 3600),
             silent_recordings=silent,
             quarantined=out.rejects.num_rows,
+            **repairs(context, "resampled_audio", day, previous, out.rows),
         )
     )

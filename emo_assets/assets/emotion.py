@@ -9,9 +9,11 @@ import pyarrow as pa
 
 from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.metadata import table_definition_metadata, table_description, table_metadata
+from emo_assets.assets.repair import day_input, repairs, reusable
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
+from emo_assets.lib.audio.resample import resolve_paths
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
@@ -40,13 +42,6 @@ def _spec(table: str) -> dg.AssetSpec:
     )
 
 
-def _day_input(storage: StorageResource, table: str, day: str, asset: str) -> pa.Table:
-    rows = lake.read_partition(storage.lake_dir, table, day)
-    if rows is None:
-        raise dg.Failure(f"no {table} for {day}: materialize {asset} for this day first")
-    return rows
-
-
 @dg.multi_asset(
     name="emotion_tables",
     specs=[_spec(t) for t in EMOTION_TABLES],
@@ -66,21 +61,24 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         context.log.warning(
             f"model {model.model_id} has RANDOM weights: its emotions are meaningless (set EMO_MODEL for real ones)"
         )
-    resampled = _day_input(storage, "resampled_audio", day, "resampled_audio")
-    landed = _day_input(storage, "audio_files", day, "audio_files")
+    resampled = resolve_paths(day_input(storage, "resampled_audio", day, "resampled_audio"), storage.root)
+    landed = day_input(storage, "audio_files", day, "audio_files")
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 25 == 0:
             context.log.info(f"{day}: inference {done}/{total}")
 
+    previous = {
+        t: reusable(context, storage, t, day) for t in ("emotion_scores", "emotion_embeddings", "emotion_segments")
+    }
     out = score_day(
         resampled,
         landed,
         model,
         day,
-        previous_scores=lake.read_partition(storage.lake_dir, "emotion_scores", day),
-        previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
-        previous_segments=lake.read_partition(storage.lake_dir, "emotion_segments", day),
+        previous_scores=previous["emotion_scores"].rows,
+        previous_embeddings=previous["emotion_embeddings"].rows,
+        previous_segments=previous["emotion_segments"].rows,
         open_audio=FlacReader,
         progress=progress,
     )
@@ -95,14 +93,24 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
         yield dg.MaterializeResult(
             asset_key="emotion_embeddings",
-            metadata={**table_metadata(out.embeddings, path), "embed_dim": model.embed_dim, **common},
+            metadata={
+                **table_metadata(out.embeddings, path),
+                "embed_dim": model.embed_dim,
+                **repairs(context, "emotion_embeddings", day, previous["emotion_embeddings"], out.embeddings),
+                **common,
+            },
         )
     if "emotion_scores" in selected:
         path = lake.write_partition(storage.lake_dir, "emotion_scores", day, out.scores)
         lake.write_rejects(storage.lake_dir, EMOTION_STAGE, day, out.rejects)
         yield dg.MaterializeResult(
             asset_key="emotion_scores",
-            metadata={**table_metadata(out.scores, path), **_distribution_metadata(storage, day, out.scores), **common},
+            metadata={
+                **table_metadata(out.scores, path),
+                **_distribution_metadata(storage, day, out.scores),
+                **repairs(context, "emotion_scores", day, previous["emotion_scores"], out.scores, out.repaired),
+                **common,
+            },
         )
     if "emotion_segments" in selected:
         path = lake.write_partition(storage.lake_dir, "emotion_segments", day, out.segments)
@@ -111,6 +119,7 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             metadata={
                 **table_metadata(out.segments, path),
                 "window_s": dg.MetadataValue.float(model.settings.window_s),
+                **repairs(context, "emotion_segments", day, previous["emotion_segments"], out.segments),
                 **common,
             },
         )
@@ -171,7 +180,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 )
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     day = context.partition_key
-    embeddings = _day_input(storage, "emotion_embeddings", day, "emotion_embeddings")
+    embeddings = day_input(storage, "emotion_embeddings", day, "emotion_embeddings")
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, embeddings)
         similarity.create_similarity_macros(con)

@@ -20,11 +20,28 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _resample_one(raw_path: Path, flac_path: Path) -> dict:
+def stored_path(flac_path: Path, data_root: Path | None) -> str:
+    """``resampled_audio.path``: the FLAC relative to the data directory, so a copied, moved or
+    restored data directory points at its own files (:func:`resolve_paths` gives usable paths);
+    absolute when there is no data directory (a caller outside the pipeline)."""
+    if data_root is None:
+        return str(flac_path)
+    # not resolved: a resampled/ folder that is a symlink to another disk stays under the data directory
+    return Path(os.path.abspath(flac_path)).relative_to(os.path.abspath(data_root)).as_posix()
+
+
+def resolve_paths(resampled: pa.Table, data_root: Path) -> pa.Table:
+    """``resampled_audio`` rows with ``path`` resolved against the data directory (a path written
+    absolute, before paths were stored relative, stays as it is)."""
+    paths = [str(Path(data_root) / p) for p in resampled.column("path").to_pylist()]
+    return resampled.set_column(resampled.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
+
+
+def _resample_one(raw_path: Path, flac_path: Path, data_root: Path | None) -> dict:
     """Decode, downmix, resample and write block by block: memory bounded for any length."""
     written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
     return {
-        "path": str(flac_path),
+        "path": stored_path(flac_path, data_root),
         "duration_s": written.duration_s,
         "rms_dbfs": written.rms_dbfs,
         "is_silent": written.rms_dbfs < SILENT_BELOW_DBFS,
@@ -38,11 +55,16 @@ def resample_day(
     day: str,
     previous: pa.Table | None = None,
     workers: int | None = None,
+    data_root: Path | None = None,
 ) -> StageOutput:
     """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day.
 
     A recording whose FLAC from a previous run of the day is still in place is not decoded again.
-    FLACs of recordings no longer in the day are removed: the day is the unit.
+    FLACs of recordings no longer in the day are removed: the day is the unit. ``path`` is stored
+    relative to ``data_root`` (the data directory holding ``out_dir``; the asset passes it), absolute
+    without one. A previous row's absolute path (written before paths were relative) is made
+    relative when it lies in ``data_root``; one outside it (a copied data directory's rows naming the
+    original's FLACs) is not reused: the recording is decoded again into ``out_dir``.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -54,14 +76,19 @@ def resample_day(
     done = {}
     if previous is not None:
         for row in previous.to_pylist():
-            if row["audio_id"] in sources and Path(row["path"]).exists():
-                done[row["audio_id"]] = {k: row[k] for k in ("path", "duration_s", "rms_dbfs", "is_silent")}
+            flac = Path(row["path"]) if data_root is None else Path(data_root) / row["path"]
+            inside = data_root is None or Path(os.path.abspath(flac)).is_relative_to(os.path.abspath(data_root))
+            if row["audio_id"] in sources and inside and flac.exists():
+                kept = {k: row[k] for k in ("duration_s", "rms_dbfs", "is_silent")}
+                done[row["audio_id"]] = {"path": stored_path(flac, data_root), **kept}
 
     todo = sorted(a for a in sources if a not in done)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
         futures = {
-            audio_id: pool.submit(_resample_one, raw_root / sorted(sources[audio_id])[0], out_dir / f"{audio_id}.flac")
+            audio_id: pool.submit(
+                _resample_one, raw_root / sorted(sources[audio_id])[0], out_dir / f"{audio_id}.flac", data_root
+            )
             for audio_id in todo
         }
         rejects = []

@@ -6,7 +6,8 @@ FLAC); the model reads and scores it window by window (:mod:`emo_assets.lib.mode
 the next windows while the current ones run, so memory is bounded whatever the length. A recording
 already scored by the same ``model_id`` with the same window setting (its stored segments are the
 windows the current ``window_s`` cuts) in an earlier run of the day is reused, not run through the
-model again. The machine's faults (full disk, I/O, memory) raise MachineFault; they are never a
+model again, unless its stored rows fail :func:`unsound_score_rows` (a bit changed after they were
+written): then it is scored again and named in ``ScoringOutput.repaired``. The machine's faults (full disk, I/O, memory) raise MachineFault; they are never a
 quarantine row.
 """
 
@@ -38,6 +39,44 @@ class ScoringOutput:
     rejects: pa.Table
     reused: int  # recordings whose results came from an earlier run of the day
     inferred: int  # recordings run through the model
+    # recordings whose stored rows of an earlier run failed the row checks, scored again
+    repaired: tuple[str, ...] = ()
+
+
+# How far a recording's nine scores may sum from 1 (the ``scores_sum_to_one`` check's rule).
+SCORE_SUM_TOLERANCE = 1e-5
+
+
+def _score_matrix(rows: pa.Table) -> np.ndarray:
+    if not rows.num_rows:
+        return np.zeros((0, len(schemas.EMOTION_LABELS)))
+    return np.column_stack([rows.column(c).to_numpy() for c in schemas.EMOTION_LABELS]).astype(np.float64)
+
+
+def scores_off(rows: pa.Table) -> list[str]:
+    """The ``audio_id``s of rows whose nine scores are not a probability distribution: a score that
+    is NaN or infinite, or a sum more than :data:`SCORE_SUM_TOLERANCE` from 1."""
+    matrix = _score_matrix(rows)
+    bad = ~np.isfinite(matrix).all(axis=1) | ~(np.abs(matrix.sum(axis=1) - 1.0) <= SCORE_SUM_TOLERANCE)
+    return sorted({a for a, b in zip(rows.column("audio_id").to_pylist(), bad) if b})
+
+
+def unsound_score_rows(rows: pa.Table) -> list[str]:
+    """The ``audio_id``s of ``emotion_scores`` or ``emotion_segments`` rows that cannot be what the
+    model wrote: :func:`scores_off`, or ``confidence`` not the top score, or ``emotion`` not a class
+    holding it."""
+    matrix = _score_matrix(rows)
+    bad = set(scores_off(rows))
+    if rows.num_rows:
+        top = matrix.max(axis=1)
+        confidence = rows.column("confidence").to_numpy().astype(np.float64)
+        labels = list(schemas.EMOTION_LABELS)
+        named = np.array(
+            [matrix[i, labels.index(e)] if e in labels else np.nan for i, e in enumerate(rows["emotion"].to_pylist())]
+        )
+        wrong = (confidence != top) | (named != top)
+        bad |= {a for a, w in zip(rows.column("audio_id").to_pylist(), wrong) if w}
+    return sorted(bad)
 
 
 def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, **extra) -> dict:
@@ -55,26 +94,34 @@ def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, 
 
 def _previous_results(
     model, scores: pa.Table | None, embeddings: pa.Table | None, segments: pa.Table | None
-) -> dict[str, tuple[dict, np.ndarray, list[dict]]]:
+) -> tuple[dict[str, tuple[dict, np.ndarray, list[dict]]], set[str]]:
     """Results of an earlier run of the day by the same model and window setting: (score row,
-    embedding, segment rows) per audio_id, for recordings that have all three."""
+    embedding, segment rows) per audio_id, for recordings that have all three and whose rows are
+    sound; and the audio_ids whose rows are not (a score row or segment :func:`unsound_score_rows`
+    names, an embedding with a NaN or infinite value)."""
     if scores is None or embeddings is None or segments is None:
-        return {}
-    vectors = {
-        row["audio_id"]: np.asarray(row["embedding"], dtype=np.float32)
-        for row in embeddings.to_pylist()
-        if row["model_id"] == model.model_id and len(row["embedding"]) == model.embed_dim
-    }
+        return {}, set()
+    unsound = set(unsound_score_rows(scores)) | set(unsound_score_rows(segments))
+    vectors = {}
+    for row in embeddings.to_pylist():
+        if row["model_id"] == model.model_id and len(row["embedding"]) == model.embed_dim:
+            vectors[row["audio_id"]] = np.asarray(row["embedding"], dtype=np.float32)
+            if not np.isfinite(vectors[row["audio_id"]]).all():
+                unsound.add(row["audio_id"])
     windows: dict[str, list[dict]] = {}
     for row in segments.to_pylist():
         if row["model_id"] == model.model_id:
             windows.setdefault(row["audio_id"], []).append(row)
     same_window = {a for a, segs in windows.items() if _windowed_as_now(model, segs)}
-    return {
+    reusable = {
         row["audio_id"]: (row, vectors[row["audio_id"]], windows[row["audio_id"]])
         for row in scores.to_pylist()
-        if row["model_id"] == model.model_id and row["audio_id"] in vectors and row["audio_id"] in same_window
+        if row["model_id"] == model.model_id
+        and row["audio_id"] in vectors
+        and row["audio_id"] in same_window
+        and row["audio_id"] not in unsound
     }
+    return reusable, unsound
 
 
 def _windowed_as_now(model, segments: list[dict]) -> bool:
@@ -115,7 +162,7 @@ def score_day(
     for audio_id, src in zip(audio_files.column("audio_id").to_pylist(), audio_files.column("source_path").to_pylist()):
         sources.setdefault(audio_id, []).append(src)
 
-    reusable = _previous_results(model, previous_scores, previous_embeddings, previous_segments)
+    reusable, unsound = _previous_results(model, previous_scores, previous_embeddings, previous_segments)
     paths = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
     score_out: dict[str, dict] = {}
     emb_out: dict[str, np.ndarray] = {}
@@ -216,6 +263,7 @@ def score_day(
         rejects=reject_rows(day, EMOTION_STAGE, rejects),
         reused=len(reusable.keys() & set(ids)),
         inferred=inferred,
+        repaired=tuple(sorted(unsound & set(paths))),
     )
 
 

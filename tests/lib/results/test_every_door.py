@@ -26,6 +26,7 @@ from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.cli import main
 from emo_assets.lib.audio.load import load_mono_16k
+from emo_assets.lib.audio.resample import resolve_paths
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource, StorageResource
@@ -77,7 +78,9 @@ def warehouse_day(tmp_path_factory, tiny_model_dir):
 def test_the_lake_flac_holds_what_load_mono_16k_gives(warehouse_day):
     data_dir, files, ids, _ = warehouse_day
     resampled = lake.read_partition(data_dir / "lake", "resampled_audio", DAY)
-    flac_of = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
+    flac_of = dict(
+        zip(resampled.column("audio_id").to_pylist(), resolve_paths(resampled, data_dir)["path"].to_pylist())
+    )
     for name, path in files.items():
         stored, sample_rate = sf.read(flac_of[ids[name]], dtype="float32")
         assert sample_rate == 16000
@@ -99,7 +102,9 @@ def test_emo_analyze_gives_the_warehouse_vector(warehouse_day, tiny_model_dir, t
         np.testing.assert_array_equal(np.load(folder / "embedding.npy")[0], vectors[ids[name]], err_msg=name)
 
     # the written-out audio is a door too: the exported WAV and the lake's FLAC give the same vector again
-    flac_of = dict(zip(resampled.column("audio_id").to_pylist(), resampled.column("path").to_pylist()))
+    flac_of = dict(
+        zip(resampled.column("audio_id").to_pylist(), resolve_paths(resampled, data_dir)["path"].to_pylist())
+    )
     for name in files:
         for n, written in enumerate([run / Path(name).stem / "processed_audio.wav", Path(flac_of[ids[name]])]):
             out = tmp_path / f"{Path(name).stem}_{n}"
