@@ -97,7 +97,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
         print(f"emo: error: {exc}", file=sys.stderr)
         return 3
     failures = run_failures(result)
-    print_summary(storage, day, model, failures)
+    print_summary(storage, day, model, failures, run_repairs(result))
     if failures:
         first = failures[0]
         print(f"emo: error: the run of {day} FAILED at {first[0]}: {first[1]}", file=sys.stderr)
@@ -136,12 +136,29 @@ def run_failures(result) -> list[tuple[str, str]]:
         if not check.passed:
             found = {k: v.value for k, v in check.metadata.items() if v.value not in (0, [], None, "")}
             failures.append(
-                (f"check {check.check_name} on {check.asset_key.to_user_string()}", f"did not pass: {found}")
+                (
+                    f"check {check.check_name} on {check.asset_key.to_user_string()}",
+                    f"did not pass: {check.description or found}",
+                )
             )
     return failures
 
 
-def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()) -> None:
+def run_repairs(result) -> dict[str, list[str]]:
+    """table -> the audio_ids the run recomputed because their lake data failed its integrity check
+    (the ``repaired_audio_ids`` of each materialization), for the tables that had any."""
+    repaired = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        ids = materialization.metadata.get("repaired_audio_ids")
+        if ids is not None and ids.value:
+            repaired[materialization.asset_key.to_user_string()] = list(ids.value)
+    return repaired
+
+
+def print_summary(
+    storage, day: str, model, failures: list[tuple[str, str]] = (), repaired: dict[str, list[str]] | None = None
+) -> None:
     import pyarrow.compute as pc
 
     from emo_assets.lib.store import lake
@@ -179,6 +196,11 @@ def print_summary(storage, day: str, model, failures: list[tuple[str, str]] = ()
     print(f"  unaccounted      {len(account.missing)}")
     if account.gone:  # processed or quarantined, then removed from the raw folder
         print(f"  removed from raw {len(account.gone)}  ({', '.join(account.gone[:5])})")
+    if repaired:  # lake data that failed its integrity check, recomputed from the FLACs or raw files
+        ids = sorted({a for table_ids in repaired.values() for a in table_ids})
+        print(f"  repaired         {len(ids)}  (stored data failed its integrity check: recomputed from its source)")
+        for table, table_ids in sorted(repaired.items()):
+            print(f"    {table}: {', '.join(table_ids[:5])}{' ...' if len(table_ids) > 5 else ''}")
     print(f"  hours of audio   {hours:.3f}")
     print(f"  top emotions     {', '.join(f'{e} ({n})' for e, n in top) or '-'}")
     print(f"  model_id         {model.model_id}{'  (random weights)' if model.is_random else ''}")

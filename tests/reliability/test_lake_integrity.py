@@ -199,3 +199,22 @@ def test_legacy_absolute_paths_are_made_relative_and_foreign_ones_decoded_again(
     ).rows
     assert copied.column("path").to_pylist() == again.column("path").to_pylist()
     assert all((copy / p).is_file() for p in copied.column("path").to_pylist())
+
+
+def test_emo_run_says_which_recordings_it_repaired(tmp_path, tiny_model_dir, rel, capsys, monkeypatch):
+    from emo_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    rel.write_small_day(tmp_path / "raw" / DAY)
+    argv = ["run", "--date", DAY, "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main(argv) == 0
+    assert "repaired" not in capsys.readouterr().out
+    ids = sorted(lake.read_partition(tmp_path / "lake", "emotion_scores", DAY).column("audio_id").to_pylist())
+    scores = lake.partition_file(tmp_path / "lake", "emotion_scores", DAY)
+    _flip(scores, [scores.stat().st_size // 2])
+
+    assert main(argv) == 0
+    summary = capsys.readouterr().out.split(f"Summary for {DAY}")[-1].splitlines()
+    assert "  repaired         3  (stored data failed its integrity check: recomputed from its source)" in summary
+    assert f"    emotion_scores: {', '.join(ids)}" in summary
+    assert not any(line.strip().startswith("resampled_audio:") for line in summary)  # it was sound
