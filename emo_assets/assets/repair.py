@@ -28,7 +28,7 @@ def day_input(storage: StorageResource, table: str, day: str, asset: str) -> pa.
     try:
         rows = lake.read_partition(storage.lake_dir, table, day)
     except lake.CorruptPartitionError as exc:
-        raise dg.Failure(f"{exc} (the {asset} step)") from None
+        raise dg.Failure(f"{exc} (the {asset} step writes it)") from None
     if rows is None:
         raise dg.Failure(f"no {table} for {day}: materialize {asset} for this day first")
     return rows

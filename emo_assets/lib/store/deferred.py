@@ -32,5 +32,13 @@ def deferred_paths(lake_root: Path, day: str) -> list[str]:
 
 
 def days_with_deferred(lake_root: Path) -> list[str]:
-    """Days whose last run left files for the next run."""
-    return [day for day in lake.partition_days(lake_root, DEFERRED) if deferred_paths(lake_root, day)]
+    """Days whose last run left files for the next run, and days whose record of that fails its
+    integrity check (the day's next run writes it again)."""
+    days = []
+    for day in lake.partition_days(lake_root, DEFERRED):
+        try:
+            if deferred_paths(lake_root, day):
+                days.append(day)
+        except lake.CorruptPartitionError:
+            days.append(day)
+    return days

@@ -147,3 +147,15 @@ def test_read_table_verifies_every_day(tmp_path):
     _flip(other, other.stat().st_size // 2)
     with pytest.raises(lake.CorruptPartitionError, match="2026-11-21"):
         lake.read_table(tmp_path, "t")
+
+
+def test_a_corrupt_deferred_record_makes_its_day_run_again(tmp_path):
+    from emo_assets.lib.store.deferred import days_with_deferred, write_deferred
+
+    empty = schemas.DEFERRED.empty_table()
+    write_deferred(tmp_path, DAY, empty)
+    write_deferred(tmp_path, "2026-11-21", empty)
+    assert days_with_deferred(tmp_path) == []
+    record = lake.partition_file(tmp_path, "_deferred", "2026-11-21")
+    record.write_bytes(record.read_bytes()[:50])
+    assert days_with_deferred(tmp_path) == ["2026-11-21"]  # not a schedule tick failing on every day
