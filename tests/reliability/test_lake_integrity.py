@@ -218,3 +218,35 @@ def test_emo_run_says_which_recordings_it_repaired(tmp_path, tiny_model_dir, rel
     assert "  repaired         3  (stored data failed its integrity check: recomputed from its source)" in summary
     assert f"    emotion_scores: {', '.join(ids)}" in summary
     assert not any(line.strip().startswith("resampled_audio:") for line in summary)  # it was sound
+
+
+KILLED_BEFORE_THE_RECORD = """
+import os, signal, sys
+from pathlib import Path
+import pyarrow as pa
+from emo_assets.lib.store import lake
+
+real = lake.atomic_path
+
+def dying(path):
+    if str(path).endswith(".sha256"):  # the new file is in place, its SHA-256 not yet recorded
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path)
+
+lake.atomic_path = dying
+lake.write_partition(Path(sys.argv[1]), "t", "2026-11-20", pa.table({"x": [1, 2, 3]}))
+print("not killed")
+"""
+
+
+def test_a_writer_killed_between_the_file_and_its_record_leaves_a_readable_day(tmp_path, rel):
+    lake.write_partition(tmp_path, "t", DAY, pa.table({"x": [9]}))
+    child = rel.python_child(KILLED_BEFORE_THE_RECORD, str(tmp_path))
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == -9, (out, err)
+    path = lake.partition_file(tmp_path, "t", DAY)
+    assert not lake.checksum_file(tmp_path, path).exists()  # the old record went before the rename
+    assert lake.read_reusable(tmp_path, "t", DAY) == lake.Reused(pa.table({"x": [1, 2, 3]}))  # not "corrupt"
+    lake.write_partition(tmp_path, "t", DAY, pa.table({"x": [4]}))  # the day's next run records it again
+    assert lake.recorded_sha256(tmp_path, path) == lake.file_sha256(path)
+    assert rel.leftover_temp_files(tmp_path) == []
