@@ -128,19 +128,25 @@ def table_glob(lake_root: Path, table: str) -> str:
 @contextmanager
 def _replacing(lake_root: Path, target: Path) -> Iterator[Path]:
     """:func:`atomic_path` for a partition, recording its SHA-256: the old record is removed just
-    before the new file is renamed into place, the new one written just after."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    record = checksum_file(lake_root, target)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
-    remove_stale_temps(target.parent, PART_NAME)
-    remove_stale_temps(record.parent, record.name)
-    with atomic_path(target) as tmp:
-        yield tmp
-        digest = file_sha256(tmp)
-        record.unlink(missing_ok=True)
-    with atomic_path(record) as tmp_record:
-        tmp_record.write_text(digest + "\n")
+    before the new file is renamed into place, the new one written just after. A full disk, a
+    read-only or forbidden folder raises :class:`MachineFault`; the old day and its record stay."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        record = checksum_file(lake_root, target)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
+        remove_stale_temps(target.parent, PART_NAME)
+        remove_stale_temps(record.parent, record.name)
+        with atomic_path(target) as tmp:
+            yield tmp
+            digest = file_sha256(tmp)
+            record.unlink(missing_ok=True)
+        with atomic_path(record) as tmp_record:
+            tmp_record.write_text(digest + "\n")
+    except OSError as exc:
+        if is_machine_fault(exc):
+            raise machine_fault(exc, "writing the lake", target) from exc
+        raise
 
 
 def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Path:

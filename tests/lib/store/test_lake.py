@@ -159,3 +159,18 @@ def test_a_corrupt_deferred_record_makes_its_day_run_again(tmp_path):
     record = lake.partition_file(tmp_path, "_deferred", "2026-11-21")
     record.write_bytes(record.read_bytes()[:50])
     assert days_with_deferred(tmp_path) == ["2026-11-21"]  # not a schedule tick failing on every day
+
+
+def test_a_full_disk_while_writing_is_the_machine_s_fault_and_keeps_the_old_day(tmp_path, monkeypatch):
+    path = lake.write_partition(tmp_path, "t", DAY, ROWS)
+    recorded = lake.recorded_sha256(tmp_path, path)
+
+    def full(table, where, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lake.pq, "write_table", full)
+    with pytest.raises(MachineFault, match="writing the lake failed at .*part-0.parquet: No space left on device"):
+        lake.write_partition(tmp_path, "t", DAY, ROWS.slice(0, 1))
+    assert lake.recorded_sha256(tmp_path, path) == recorded
+    assert lake.read_partition(tmp_path, "t", DAY).equals(ROWS)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
