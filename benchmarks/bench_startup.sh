@@ -11,7 +11,7 @@
 set -u
 HERE=$(cd "$(dirname "$0")/.." && pwd); MODEL=$1; OTHER=$2; D=${3:-/tmp/emo-bench/startup}
 PY=${PY:-$HERE/.venv/bin/python}
-mkdir -p "$D"
+mkdir -p "$D"; D=$(cd "$D" && pwd)
 PYTHONPATH=$HERE "$PY" -c "
 import sys; sys.path.insert(0, '$HERE/benchmarks')
 from bench_inference import synth_clip
@@ -23,7 +23,8 @@ echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
 t import_funasr_full env PYTHONPATH="$HERE" "$PY" -c "import funasr.models.emotion2vec.model"
 t import_emotion2vec_only env PYTHONPATH="$HERE" "$PY" -c "from emo_assets.lib.model.funasr_import import funasr_class as c; c('model_classes','Emotion2vec'); c('tokenizer_classes','CharTokenizer')"
 t import_torch "$PY" -c "import torch"
-analyze() { local name=$1 checkout=$2 prec=$3; t "$name" env PYTHONPATH="$checkout" EMO_PRECISION=$prec EMO_DEVICE=cpu "$PY" -m emo_assets.cli analyze "$D/clip10.wav" --model "$MODEL" --out "$D/out_$name"; }
+# Run from the checkout itself: `python -m` puts the current folder first on sys.path, before PYTHONPATH.
+analyze() { local name=$1 checkout=$2 prec=$3; (cd "$checkout" && t "$name" env PYTHONPATH="$checkout" EMO_PRECISION=$prec EMO_DEVICE=cpu "$PY" -m emo_assets.cli analyze "$D/clip10.wav" --model "$MODEL" --out "$D/out_$name"); }
 analyze analyze_other_fp32 "$OTHER" fp32
 analyze analyze_this_fp32 "$HERE" fp32
 analyze analyze_other_int8 "$OTHER" int8
