@@ -34,10 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/funasr_reference.py
+
+from common import cpu_model  # this script's folder is on sys.path
+
+from tests.funasr_reference import funasr_auto_model
+
 SR = 16_000
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
 
 # ---------------------------------------------------------------- inputs
 
@@ -88,19 +93,6 @@ def ensure_model(model_dir: Path) -> Path:
     return model_dir
 
 
-def load_auto_model(model_dir: Path, threads: int):
-    from funasr import AutoModel
-
-    return AutoModel(
-        model=str(model_dir),
-        device="cpu",
-        ncpu=threads,
-        disable_update=True,
-        disable_pbar=True,
-        log_level="ERROR",
-    )
-
-
 # ---------------------------------------------------------------- measurements
 
 
@@ -130,7 +122,7 @@ def short_clips(
     from emo_assets.lib.model.engine import EmotionModel
     from emo_assets.lib.model.settings import ModelSettings, torch_threads
 
-    auto = load_auto_model(model_dir, threads)
+    auto = funasr_auto_model(model_dir, threads)
     torch.set_num_threads(threads)  # funasr sets ncpu itself; make it explicit
     module = auto.model
     engines = {
@@ -227,7 +219,7 @@ def long_child(model_dir: Path, seconds: float, precision: str, threads: int, wi
     from emo_assets.lib.model.settings import ModelSettings
 
     wave = make_long(seconds)
-    auto = load_auto_model(model_dir, threads)
+    auto = funasr_auto_model(model_dir, threads)
     settings = ModelSettings(device="cpu", precision=precision, threads=threads, window_s=window_s)
     engine = EmotionModel(auto.model, settings)
     del auto
@@ -271,7 +263,7 @@ def funasr_long_child(model_dir: Path, seconds: float, threads: int) -> dict:
     limit = 8 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     wave = make_long(seconds)
-    auto = load_auto_model(model_dir, threads)
+    auto = funasr_auto_model(model_dir, threads)
     start = time.perf_counter()
     try:
         auto.generate(wave, granularity="utterance")
@@ -293,7 +285,7 @@ def profile_forwards(model_dir: Path) -> None:
     from emo_assets.lib.model.masked_forward import encode
     from emo_assets.lib.model.settings import ModelSettings
 
-    module = load_auto_model(model_dir, 1).model
+    module = funasr_auto_model(model_dir, 1).model
     torch.set_num_threads(1)
     wave = torch.from_numpy(synth_clip(8.0, seed=7))
     lengths = torch.tensor([len(wave)])
@@ -352,18 +344,10 @@ def machine() -> dict:
     import funasr
     import torch
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
         "torch": torch.__version__,
         "funasr": funasr.__version__,
@@ -437,31 +421,6 @@ def main() -> None:
     if args.profile:
         profile_forwards(args.model_dir)
         return
-    if args.only_long:
-        for precision in ("fp32", "int8"):
-            row = run_child(
-                [
-                    "--child",
-                    "long",
-                    "--precision",
-                    precision,
-                    "--model-dir",
-                    str(args.model_dir),
-                    "--long-s",
-                    str(args.long_s),
-                    "--threads",
-                    str(args.threads),
-                    "--window-s",
-                    str(args.window_s),
-                ]
-            )
-            print(json.dumps(row), flush=True)
-        return
-    clips = make_clips(args.clips)
-    result["clip_seconds"] = [round(len(c) / SR, 2) for c in clips]
-    print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
-    result["short"] = short_clips(args.model_dir, clips, args.threads, args.group_size, tuple(args.skip_systems))
-    print(json.dumps(result["short"]["systems"]), flush=True)
     common = [
         "--model-dir",
         str(args.model_dir),
@@ -472,6 +431,15 @@ def main() -> None:
         "--window-s",
         str(args.window_s),
     ]
+    if args.only_long:
+        for precision in ("fp32", "int8"):
+            print(json.dumps(run_child(["--child", "long", "--precision", precision, *common])), flush=True)
+        return
+    clips = make_clips(args.clips)
+    result["clip_seconds"] = [round(len(c) / SR, 2) for c in clips]
+    print(f"short clips: {len(clips)} clips, {sum(result['clip_seconds']):.0f} s", flush=True)
+    result["short"] = short_clips(args.model_dir, clips, args.threads, args.group_size, tuple(args.skip_systems))
+    print(json.dumps(result["short"]["systems"]), flush=True)
     result["long"] = []
     for precision in () if args.skip_long else ("fp32", "int8"):
         print(f"long recording ({args.long_s:.0f} s), {precision} ...", flush=True)

@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -38,20 +37,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import cpu_model  # this script's folder is on sys.path
+
 from emo_assets.lib.analytics import ann
 
 FIRST_DAY = dt.date(2025, 1, 1)
 FACTORS = 32
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _peak_rss_gb() -> float:
@@ -115,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = ann.AnnSettings(nlist=args.nlist, train_min=args.train, nprobe=args.nprobes[0])
     days = -(-args.rows // args.day_rows)
     result: dict = {
-        "machine": f"nproc={os.cpu_count()}, CPU {_cpu_model()}, load average at start {os.getloadavg()}",
+        "machine": f"nproc={os.cpu_count()}, CPU {cpu_model()}, load average at start {os.getloadavg()}",
         "faiss": ann._faiss().__version__,
         "numpy": np.__version__,
         "rows": args.rows,

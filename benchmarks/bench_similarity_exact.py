@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,20 +26,12 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/helpers.py: the numpy reference
 
+from common import cpu_model  # this script's folder is on sys.path
+
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.store import lake, warehouse
 from tests.helpers import numpy_top_k
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _write_lake(root: Path, x: np.ndarray, days: int) -> list[str]:
@@ -127,7 +118,7 @@ def main() -> None:
             np.testing.assert_allclose([g[1] for g in got], want_sims, atol=1e-5)
 
     print(
-        f"machine: nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), CPU {_cpu_model()}, "
+        f"machine: nproc={os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), CPU {cpu_model()}, "
         f"duckdb {duckdb.__version__} ({threads} threads), numpy {np.__version__}"
     )
     print(

@@ -6,6 +6,7 @@ environment variables (EMO_DATA_DIR, EMO_MODEL, EMO_MODEL_HUB, EMO_DEVICE, ...).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
-from emo_assets.lib.model.settings import DEFAULT_MODEL
+from emo_assets.lib.model.settings import ModelSettings
 from emo_assets.lib.store.paths import fitted_model_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,14 +104,15 @@ class EmotionModelResource(dg.ConfigurableResource):
     those of :class:`emo_assets.lib.model.settings.ModelSettings` (``threads=0``: every core this
     process may use; ``frame_granularity``: also write ``emotion_frames``)."""
 
-    model: str = DEFAULT_MODEL
-    hub: str = "ms"
-    device: str = "auto"
-    half: bool = False
-    precision: str = "fp32"
-    threads: int = 0
-    window_s: float = 30.0
-    frame_granularity: bool = False
+    # Dagster's launchpad needs the fields declared; their defaults are ModelSettings' own.
+    model: str = ModelSettings.model
+    hub: str = ModelSettings.hub
+    device: str = ModelSettings.device
+    half: bool = ModelSettings.half
+    precision: str = ModelSettings.precision
+    threads: int = ModelSettings.threads
+    window_s: float = ModelSettings.window_s
+    frame_granularity: bool = ModelSettings.frames
 
     @pydantic.model_validator(mode="after")
     def _check_window(self):
@@ -120,20 +122,11 @@ class EmotionModelResource(dg.ConfigurableResource):
         check_window_s(self.window_s)
         return self
 
-    def settings(self):
-        """The one settings value, checked (ModelSettingError names the bad EMO_* setting)."""
-        from emo_assets.lib.model.settings import ModelSettings
-
-        return ModelSettings(
-            model=self.model,
-            hub=self.hub,
-            device=self.device,
-            half=self.half,
-            precision=self.precision,
-            threads=self.threads,
-            window_s=self.window_s,
-            frames=self.frame_granularity,
-        )
+    def settings(self) -> ModelSettings:
+        """The one settings value, checked (ModelSettingError names the bad EMO_* setting): every
+        field of this resource that ModelSettings has, and ``frame_granularity`` as ``frames``."""
+        shared = {f.name for f in dataclasses.fields(ModelSettings)} & set(type(self).model_fields)
+        return ModelSettings(**{name: getattr(self, name) for name in shared}, frames=self.frame_granularity)
 
     def load(self):
         """The model (an EmotionScorer), described now (every setting resolved and checked) and

@@ -62,6 +62,15 @@ def materialize(data_dir: Path, model_dir: Path, day: str = DAY, assets=None, **
     )
 
 
+def schedule_tick(defs: dg.Definitions, resources: dict, when: dt.datetime) -> list[dg.RunRequest]:
+    """The run requests ``daily_emotion_schedule`` of ``defs`` makes when it ticks at ``when``."""
+    schedule = defs.get_schedule_def("daily_emotion_schedule")
+    with dg.build_schedule_context(
+        scheduled_execution_time=when, resources=resources, repository_def=defs.get_repository_def()
+    ) as context:
+        return schedule.evaluate_tick(context).run_requests
+
+
 def failed_steps(result) -> list[str]:
     return sorted(e.step_key for e in result.all_events if e.is_step_failure)
 

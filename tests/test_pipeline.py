@@ -17,7 +17,7 @@ from emo_assets.lib import schemas
 from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
 from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource, StorageResource
-from tests.helpers import materialize, resources
+from tests.helpers import materialize, resources, schedule_tick
 
 DAY = "2026-11-20"
 
@@ -167,13 +167,8 @@ def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
     (tmp_path / "raw" / DAY).mkdir(parents=True)
     write_encoded(tmp_path / "raw" / DAY / "a.wav", np.zeros(16000, np.float32), 16000, "wav_pcm_16")
     defs = build_definitions(resources(tmp_path, tiny_model_dir))
-    schedule = defs.get_schedule_def("daily_emotion_schedule")
-    with dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 11, 21, 0, 30, tzinfo=dt.UTC),
-        resources=resources(tmp_path, tiny_model_dir),
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        request = schedule.evaluate_tick(context).run_requests[0]
+    when = dt.datetime(2026, 11, 21, 0, 30, tzinfo=dt.UTC)
+    request = schedule_tick(defs, resources(tmp_path, tiny_model_dir), when)[0]
     assert request.partition_key == "2026-11-20"
 
     sensor = defs.get_sensor_def("raw_files_sensor")

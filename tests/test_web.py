@@ -235,6 +235,15 @@ def _browser(playwright, chromium: str):
     return playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
 
 
+def _show_warehouse_recording(page, url: str, audio_id: str) -> None:
+    """Open the page, pick ``audio_id`` from the warehouse's recordings and wait for its result."""
+    page.goto(url)
+    page.wait_for_selector(f"#recording option[value='{audio_id}']", state="attached")
+    page.select_option("#recording", audio_id)
+    page.click("#show")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+
+
 def test_upload_shows_emotions_and_downloads_result_json(web_server, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -295,11 +304,7 @@ def test_pick_a_recording_from_the_warehouse(web_server, chromium):
         browser = _browser(p, chromium)
         try:
             page = browser.new_page()
-            page.goto(url)
-            page.wait_for_selector(f"#recording option[value='{ids['call_0.wav']}']", state="attached")
-            page.select_option("#recording", ids["call_0.wav"])
-            page.click("#show")
-            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            _show_warehouse_recording(page, url, ids["call_0.wav"])
             assert page.inner_text("#emotion").endswith(expected.emotion)
             rows = page.query_selector_all("#similar tbody tr")
             # the recording itself is left out of its neighbours
@@ -427,11 +432,7 @@ def test_warehouse_recording_shows_its_emotion_segments(gated_server, chromium, 
         browser = _browser(p, chromium)
         try:
             page = browser.new_page()
-            page.goto(url)
-            page.wait_for_selector(f"#recording option[value='{ids['long_call.wav']}']", state="attached")
-            page.select_option("#recording", ids["long_call.wav"])
-            page.click("#show")
-            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            _show_warehouse_recording(page, url, ids["long_call.wav"])
             rects = page.locator("#timeline svg rect.segment")
             expect(rects).to_have_count(len(long_rows))
             assert [r.get_attribute("data-emotion") for r in rects.all()] == [r["emotion"] for r in long_rows]

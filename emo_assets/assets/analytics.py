@@ -40,13 +40,17 @@ def _all_embeddings(storage: StorageResource) -> pa.Table:
     return lake.newest_model_rows(table)
 
 
-def _loader(load, asset: str):
+def _assign_day(storage: StorageResource, model_asset: str, load, table: str, day: str, rows_for_day):
+    """``day`` of ``table`` assigned with the fitted model of ``model_asset`` (lib/analytics/assign.py);
+    a model never fitted fails the run with what to materialize."""
+
     def checked(path) -> FittedModel:
         if not path.exists():
-            raise dg.Failure(f"no fitted model at {path}: materialize {asset} first")
+            raise dg.Failure(f"no fitted model at {path}: materialize {model_asset} first")
         return load(path)
 
-    return checked
+    path = storage.fitted_model_path(model_asset)
+    return assign.assign_day(path, checked, storage.warehouse_path, table, day, rows_for_day)
 
 
 def _fit_satisfaction(storage: StorageResource) -> FittedModel:
@@ -134,11 +138,10 @@ def emotion_cluster_model(
 def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
     day = context.partition_key
-    path = storage.fitted_model_path(clustering.ASSET)
-    fitted, rows = assign.assign_day(
-        path,
-        _loader(clustering.load_fitted_cluster_model, "emotion_cluster_model"),
-        storage.warehouse_path,
+    fitted, rows = _assign_day(
+        storage,
+        clustering.ASSET,
+        clustering.load_fitted_cluster_model,
         "emotion_clusters",
         day,
         lambda f, d: assign.cluster_rows_for_day(f, storage.lake_dir, d),
@@ -200,7 +203,6 @@ def satisfaction_predictions(context: dg.AssetExecutionContext, storage: Storage
     """Satisfaction per recording of the day: the model's prediction, or the rule's (``source`` says
     which); every row has the model_version it was assigned with."""
     day = context.partition_key
-    path = storage.fitted_model_path(satisfaction.ASSET)
     notes = []
 
     def rows_for_day(f: FittedModel, d: str):
@@ -208,10 +210,10 @@ def satisfaction_predictions(context: dg.AssetExecutionContext, storage: Storage
         notes.append(note)
         return rows
 
-    fitted, rows = assign.assign_day(
-        path,
-        _loader(satisfaction.load_fitted_satisfaction_model, "satisfaction_model"),
-        storage.warehouse_path,
+    fitted, rows = _assign_day(
+        storage,
+        satisfaction.ASSET,
+        satisfaction.load_fitted_satisfaction_model,
         "satisfaction_predictions",
         day,
         rows_for_day,

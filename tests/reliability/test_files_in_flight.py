@@ -22,7 +22,7 @@ from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.deferred import deferred_paths, write_deferred
 from emo_assets.resources import EmotionModelResource, StorageResource
-from tests.helpers import DAY, write_small_day
+from tests.helpers import DAY, schedule_tick, write_small_day
 
 SETTLE_S = 1.0
 LIVE = f"{DAY}/live.wav"
@@ -185,21 +185,15 @@ def test_the_schedule_runs_again_a_day_whose_last_run_deferred_files(tmp_path, t
     out = ingest_day(tmp_path / "raw", DAY, dt.datetime.now(dt.UTC), settle_s=SETTLE_S)  # as the day's run did
     write_deferred(tmp_path / "lake", DAY, out.deferred)
     defs = build_definitions(_resources(tmp_path, tiny_model_dir))
-    schedule = defs.get_schedule_def("daily_emotion_schedule")
-    with dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 11, 25, 0, 30, tzinfo=dt.UTC),
-        resources=_resources(tmp_path, tiny_model_dir),
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        requests = schedule.evaluate_tick(context).run_requests
+    requests = schedule_tick(
+        defs, _resources(tmp_path, tiny_model_dir), dt.datetime(2026, 11, 25, 0, 30, tzinfo=dt.UTC)
+    )
     assert [(r.partition_key, r.run_key) for r in requests] == [
         ("2026-11-24", "schedule:2026-11-24"),
         (DAY, f"schedule:{DAY}:deferred:2026-11-25"),
     ]
     write_deferred(tmp_path / "lake", DAY, out.deferred.slice(0, 0))  # the next run took it
-    with dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 11, 26, 0, 30, tzinfo=dt.UTC),
-        resources=_resources(tmp_path, tiny_model_dir),
-        repository_def=defs.get_repository_def(),
-    ) as context:
-        assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2026-11-25"]
+    requests = schedule_tick(
+        defs, _resources(tmp_path, tiny_model_dir), dt.datetime(2026, 11, 26, 0, 30, tzinfo=dt.UTC)
+    )
+    assert [r.partition_key for r in requests] == ["2026-11-25"]

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emo_assets.lib.model.masked_forward import conv_front_end_gemms, encode, quantize_int8
+from emo_assets.lib.model.int8 import Int8Network, quantise
+from emo_assets.lib.model.masked_forward import encode
 from emo_assets.lib.model.scorer import ArrayReader, AudioReader, AudioReadError, EmotionResult, Frames, Segment
 from emo_assets.lib.model.settings import ModelSettings, torch_threads
 from emo_assets.lib.model.windows import (
@@ -52,6 +53,15 @@ def inference_dtype(device: str, half: bool) -> torch.dtype:
     return torch.float16 if half else torch.float32
 
 
+def check_int8(device: torch.device | str, dtype: torch.dtype) -> None:
+    """int8 is dynamic quantisation for the CPU in float32: anything else is a ValueError."""
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        raise ValueError(
+            "precision='int8' is dynamic quantisation for CPU in float32; "
+            "use device='cpu' without half, or precision='fp32' on GPUs"
+        )
+
+
 def prepare_module(module: nn.Module, *, device: torch.device | str, dtype: torch.dtype, precision: str) -> nn.Module:
     """Return the module ready to run: eval mode, on ``device`` in ``dtype``, optionally int8.
 
@@ -60,13 +70,8 @@ def prepare_module(module: nn.Module, *, device: torch.device | str, dtype: torc
     """
     device = torch.device(device)
     if precision == "int8":
-        if device.type != "cpu" or dtype != torch.float32:
-            raise ValueError(
-                "precision='int8' is dynamic quantisation for CPU in float32; "
-                "use device='cpu' without half, or precision='fp32' on GPUs"
-            )
-        names = {n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n != "proj"}
-        return quantize_int8(copy.deepcopy(module).to("cpu", torch.float32).eval(), names)
+        check_int8(device, dtype)
+        return quantise(module).module
     if precision != "fp32":
         raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
     param = next(module.parameters())
@@ -104,6 +109,8 @@ class EmotionModel:
     quantising works on a copy. int8 (CPU only): dynamic int8 for every linear layer but the
     classification head and for the conv front end after its first layer; measured on the large
     architecture: embedding cosine >= 0.9996 and scores within 0.003 of fp32 (BENCHMARKS.md).
+    ``int8``: that network already made (:mod:`emo_assets.lib.model.int8`, e.g. read from its cache);
+    ``module`` is then the int8 network's own module.
     """
 
     labels = EMOTION_LABELS
@@ -116,6 +123,7 @@ class EmotionModel:
         token_index: Sequence[int] | None = None,
         model_id: str = "",
         is_random: bool = False,
+        int8: Int8Network | None = None,
     ) -> None:
         self.settings = (settings or ModelSettings()).resolved()
         self.model_id = model_id
@@ -135,10 +143,15 @@ class EmotionModel:
         if not self.token_index or not all(0 <= t < n_tokens for t in self.token_index):
             raise ValueError(f"token_index must hold indices in [0, {n_tokens}), got {token_index}")
         precision = self.settings.precision
-        self.module = prepare_module(module, device=self.device, dtype=self.dtype, precision=precision)
-        self.conv_gemms = None
-        if precision == "int8" and enc.modality_cfg.extractor_mode == "layer_norm":
-            self.conv_gemms = conv_front_end_gemms(module)
+        if int8 is not None and precision != "int8":
+            raise ValueError(f"an int8 network was given for precision={precision!r}; pass the float module")
+        if precision == "int8":
+            check_int8(self.device, self.dtype)
+            int8 = int8 or quantise(module)
+            self.module, self.conv_gemms = int8.module, int8.conv_gemms
+        else:
+            self.module = prepare_module(module, device=self.device, dtype=self.dtype, precision=precision)
+            self.conv_gemms = None
         self.conv_spec = tuple(tuple(layer) for layer in enc.feature_enc_layers)
         self.frame_hop = int(np.prod([stride for _, _, stride in self.conv_spec]))
         self.min_samples = min_samples(self.conv_spec)

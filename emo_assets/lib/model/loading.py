@@ -30,6 +30,7 @@ from emo_assets.lib.schemas import EMOTION_LABELS
 
 if TYPE_CHECKING:
     from emo_assets.lib.model.engine import EmotionModel
+    from emo_assets.lib.model.int8 import Int8Network
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,13 @@ def load_model(model: ModelSettings | ModelDescription) -> EmotionModel:
 
     description = describe_model(model) if isinstance(model, ModelSettings) else model
     settings = description.settings
+    int8 = None
     try:
-        module, tokens = build_module(description.model_dir)
+        if settings.precision == "int8":
+            int8, tokens = _int8_network(description.model_dir)
+            module = int8.module
+        else:
+            module, tokens = build_module(description.model_dir)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -92,7 +98,7 @@ def load_model(model: ModelSettings | ModelDescription) -> EmotionModel:
             "re-download it or point EMO_MODEL at another model directory"
         ) from exc
     dtype = inference_dtype(settings.device, settings.half)
-    if (settings.device, dtype) != ("cpu", torch.float32):
+    if int8 is None and (settings.device, dtype) != ("cpu", torch.float32):
         module.to(device=settings.device, dtype=dtype)  # in place: one copy of the weights
     module.eval()
     return EmotionModel(
@@ -101,14 +107,29 @@ def load_model(model: ModelSettings | ModelDescription) -> EmotionModel:
         token_index=label_order(tokens),
         model_id=description.model_id,
         is_random=description.is_random,
+        int8=int8,
     )
 
 
-def build_module(model_dir: Path) -> tuple[Any, list[str]]:
+def _int8_network(model_dir: Path) -> tuple[Int8Network, list[str]]:
+    """The int8 network from its cache beside the model (quantised and cached on a miss), and the tokens."""
+    from emo_assets.lib.model.int8 import load_int8
+
+    tokens: list[str] = []
+
+    def build(weights: bool):
+        module, tokens[:] = build_module(model_dir, weights=weights)
+        return module.eval()
+
+    return load_int8(model_dir, lambda: build(False), lambda: build(True)), tokens
+
+
+def build_module(model_dir: Path, *, weights: bool = True) -> tuple[Any, list[str]]:
     """funasr's own model and tokenizer classes, built as funasr's AutoModel builds them from the
     directory's config.yaml and tokens.txt, but on the meta device, with ``model.pt`` memory-mapped
     and assigned in place: one copy of the weights, where AutoModel holds three while loading
-    (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor."""
+    (random init, the loaded file, a deep copy). ``load_weights`` checks every tensor.
+    ``weights=False``: the network stays on the meta device, for a cached int8 state to fill."""
     import torch
     from omegaconf import OmegaConf
 
@@ -127,8 +148,9 @@ def build_module(model_dir: Path) -> tuple[Any, list[str]]:
         module = model_class(model_conf=OmegaConf.to_container(config.model_conf, resolve=True), vocab_size=len(tokens))
     # The pre-training decoder is not in published checkpoints and inference never runs it.
     module.modality_encoders["AUDIO"].remove_pretraining_modules(keep_decoder=False)
-    scope_map = OmegaConf.to_container(config.scope_map) if config.get("scope_map") else None
-    load_weights(module, model_dir / "model.pt", scope_map)
+    if weights:
+        scope_map = OmegaConf.to_container(config.scope_map) if config.get("scope_map") else None
+        load_weights(module, model_dir / "model.pt", scope_map)
     return module, tokens
 
 

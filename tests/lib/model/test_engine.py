@@ -18,6 +18,7 @@ from emo_assets.lib.model.engine import EmotionModel, inference_dtype, prepare_m
 from emo_assets.lib.model.scorer import ArrayReader, AudioReadError
 from emo_assets.lib.model.settings import ModelSettings, torch_threads
 from emo_assets.lib.model.windows import frame_keep_ranges, pack_batches, plan_windows, weighted_mean
+from tests.funasr_reference import funasr_auto_model
 
 SR = 16_000
 # 32 clips: the 400-sample minimum and its neighbours, odd lengths, up to 6 s.
@@ -73,19 +74,7 @@ def _clips(lengths, seed=0):
 
 @pytest.fixture(scope="module")
 def auto_model(tiny_model_dir):
-    from funasr import AutoModel
-
-    before = torch.get_num_threads()
-    model = AutoModel(
-        model=str(tiny_model_dir),
-        device="cpu",
-        ncpu=before,
-        disable_update=True,
-        disable_pbar=True,
-        log_level="ERROR",
-    )
-    torch.set_num_threads(before)
-    return model
+    return funasr_auto_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

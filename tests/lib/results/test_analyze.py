@@ -16,6 +16,7 @@ from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.model.model_dir import EMOTION_TOKENS
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
+from tests.funasr_reference import funasr_auto_model
 
 
 @pytest.fixture(scope="module")
@@ -138,15 +139,7 @@ def test_too_short_is_refused_with_the_minimum(model):
 @pytest.fixture(scope="module")
 def funasr_model(tiny_model_dir):
     """funasr's own AutoModel on the same random weights (as tests/lib/model/ builds it)."""
-    import torch
-    from funasr import AutoModel
-
-    before = torch.get_num_threads()
-    auto_model = AutoModel(
-        model=str(tiny_model_dir), device="cpu", disable_update=True, disable_pbar=True, log_level="ERROR"
-    )
-    torch.set_num_threads(before)
-    return auto_model
+    return funasr_auto_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
