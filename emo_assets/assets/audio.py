@@ -42,6 +42,7 @@ def audio_files(
     day = context.partition_key
     try:
         check_data_dir(storage.root)
+        storage.check_lake()
         refuse_empty_day(
             storage.raw_dir,
             storage.lake_dir,
@@ -98,7 +99,7 @@ def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource)
     if landed is None:
         raise dg.Failure(f"no audio_files for {day}: materialize audio_files for this day first")
     previous = lake.read_partition(storage.lake_dir, "resampled_audio", day)
-    out = resample_day(landed, storage.raw_dir, storage.resampled_dir / f"date={day}", day, previous=previous)
+    out = resample_day(landed, storage.raw_dir, storage.resampled_day_dir(day), day, previous=previous)
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)
     silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0

@@ -1,4 +1,10 @@
-"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool."""
+"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool.
+
+The FLACs go to a local folder, or to an object-store folder (``s3://bucket/prefix/_resampled/date=<day>``,
+a URI): each FLAC is then written to a local temporary file and uploaded as one object, so a FLAC in the
+store is always whole. A day's ``resampled_audio`` partition, written after its FLACs, is what readers
+trust: a FLAC it does not name is never read.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import pyarrow as pa
 
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
+from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import remove_stale_temps
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
@@ -20,9 +27,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _resample_one(raw_path: Path, flac_path: Path) -> dict:
+def _resample_one(raw_path: Path, flac_path: Path | str) -> dict:
     """Decode, downmix, resample and write block by block: memory bounded for any length."""
-    written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
+    if objectstore.is_remote(flac_path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="emo-flac-") as tmp:
+            local = Path(tmp) / flac_path.rsplit("/", 1)[-1]
+            written = write_mono_16k_flac(local, stream_mono_16k(raw_path))
+            objectstore.put_file(local, flac_path)
+    else:
+        written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
     return {
         "path": str(flac_path),
         "duration_s": written.duration_s,
@@ -34,7 +49,7 @@ def _resample_one(raw_path: Path, flac_path: Path) -> dict:
 def resample_day(
     audio_files: pa.Table,
     raw_root: Path,
-    out_dir: Path,
+    out_dir: Path | str,
     day: str,
     previous: pa.Table | None = None,
     workers: int | None = None,
@@ -42,7 +57,8 @@ def resample_day(
     """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day.
 
     A recording whose FLAC from a previous run of the day is still in place is not decoded again.
-    FLACs of recordings no longer in the day are removed: the day is the unit.
+    FLACs of recordings no longer in the day are removed: the day is the unit. ``out_dir`` is a
+    local folder or an object-store URI.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -51,17 +67,24 @@ def resample_day(
     ):
         sources.setdefault(audio_id, []).append(source_path)
 
+    remote = objectstore.is_remote(out_dir)
+    stored = set(objectstore.glob(objectstore.join(out_dir, "*.flac"))) if remote else None
     done = {}
     if previous is not None:
         for row in previous.to_pylist():
-            if row["audio_id"] in sources and Path(row["path"]).exists():
+            if row["audio_id"] in sources and (row["path"] in stored if remote else Path(row["path"]).exists()):
                 done[row["audio_id"]] = {k: row[k] for k in ("path", "duration_s", "rms_dbfs", "is_silent")}
 
     todo = sorted(a for a in sources if a not in done)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not remote:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def flac_path(audio_id: str) -> Path | str:
+        return objectstore.join(out_dir, f"{audio_id}.flac") if remote else out_dir / f"{audio_id}.flac"
+
     with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
         futures = {
-            audio_id: pool.submit(_resample_one, raw_root / sorted(sources[audio_id])[0], out_dir / f"{audio_id}.flac")
+            audio_id: pool.submit(_resample_one, raw_root / sorted(sources[audio_id])[0], flac_path(audio_id))
             for audio_id in todo
         }
         rejects = []
@@ -86,10 +109,14 @@ def resample_day(
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
                 rejects.extend((src, audio_id, reason) for src in sources[audio_id])
 
-    for stale in out_dir.glob("*.flac"):
-        if stale.stem not in done:
-            stale.unlink()
-    remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
+    if remote:  # an upload is whole or absent: no temporary objects to sweep
+        for stale in stored - {flac_path(a) for a in done}:
+            objectstore.remove(stale)
+    else:
+        for stale in out_dir.glob("*.flac"):
+            if stale.stem not in done:
+                stale.unlink()
+        remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
     rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
     return StageOutput(
