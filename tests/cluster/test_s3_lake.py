@@ -183,9 +183,12 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
     assert lake.read_partition(s3_lake, "quarantine", DAY) is None
     assert lake.read_partition(s3_lake, "emotion_scores", DAY) is None
 
+    uploaded = _modified(f"{s3_lake}/_resampled")
+    time.sleep(1.5)  # S3 times have whole seconds: a FLAC uploaded again would show a later time
     code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
     assert code == 0, err[-3000:]
-    assert _objects(f"{s3_lake}/_resampled") == flacs  # reused, not decoded again
+    assert _objects(f"{s3_lake}/_resampled") == flacs
+    assert _modified(f"{s3_lake}/_resampled") == uploaded  # reused, not decoded and uploaded again
     assert not (data_dir / "lake").exists() and not (data_dir / "resampled").exists()  # all in the bucket
     s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
     assert set(s3_tables) == set(local_tables)
@@ -198,6 +201,11 @@ def _objects(uri: str) -> dict[str, bytes]:
     """Every object under ``uri``: its path -> its bytes."""
     fs = objectstore.filesystem(uri)
     return {path: fs.cat_file(path) for path in fs.find(objectstore.fs_path(uri))}
+
+
+def _modified(uri: str) -> dict[str, object]:
+    fs = objectstore.filesystem(uri)
+    return {path: fs.info(path)["LastModified"] for path in fs.find(objectstore.fs_path(uri))}
 
 
 # A run that stops in the middle of its day: resampled_audio's decoding blocks once the FLACs are

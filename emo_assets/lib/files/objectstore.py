@@ -46,7 +46,7 @@ def split_uri(uri: str, setting: str = SETTING) -> tuple[str, str, str]:
             f"{setting}={uri!r} is not an object-store URI this project can use; use {known}, "
             f"or leave {setting} unset for the local lake under the data directory"
         )
-    bucket, _, prefix = rest.strip("/").partition("/")
+    bucket, _, prefix = rest.rstrip("/").partition("/")
     if not bucket:
         raise ValueError(f"{setting}={uri!r} names no bucket; use {scheme}://bucket/prefix")
     return scheme, bucket, prefix.strip("/")
