@@ -175,6 +175,7 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
     finally:
         _s3("start")
     assert code == 1
+    print(next((line for line in err.splitlines() if "object store did not answer" in line), err[-2000:]))
     assert "ObjectStoreError" in err and "the object store did not answer" in err, err[-3000:]
     assert "nothing quarantined" in err and cluster_env["AWS_ENDPOINT_URL"] in err, err[-3000:]
     assert cluster_env["AWS_SECRET_ACCESS_KEY"] not in err.replace(cluster_env["AWS_ACCESS_KEY_ID"], "")
@@ -261,6 +262,7 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
 
         code, out, err = _finish(_emo_run(machine_b, tiny_model_dir, env))
         assert code == 3, (out[-2000:], err[-3000:])
+        print(err.strip().splitlines()[-1])
         assert f"day {DAY} is being processed by emo run --date {DAY}" in err
         assert f"pid {run_a.pid}" in err and lock in err, err[-2000:]
         assert lake.read_partition(s3_lake, "emotion_scores", DAY) is None  # B wrote nothing
@@ -281,6 +283,7 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
     code, out, err = _finish(_emo_run(machine_b, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     assert "took over the day lock" in err and "is gone" in err, err[-3000:]
+    print(next(line for line in err.splitlines() if "took over the day lock" in line))
     assert not _objects(f"{s3_lake}/_locks"), "a finished `emo run` deletes its lock object"
     s3_tables, local_tables = _tables(machine_b, s3_lake), _tables(local_day, local_day / "lake")
     for name, rows in local_tables.items():
