@@ -12,7 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$PWD/data/cluster
 PY=${PYTHON:-$PWD/.venv/bin/python}
-BIN=$(dirname "$PY")
 [ -f "$DIR/env.sh" ] && [ -f "$DIR/s3.port" ] || { echo "cluster: not up (make cluster-up)" >&2; exit 1; }
 PORT=$(cat "$DIR/s3.port")
 
@@ -33,7 +32,7 @@ stop_s3() {
 start_s3() {
   running && { echo "cluster: S3 server already running" >&2; return 1; }
   MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$DIR/s3-recording.jsonl" \
-    setsid "$BIN/moto_server" -H 127.0.0.1 -p "$PORT" >>"$DIR/logs/s3.log" 2>&1 &
+    setsid "$PY" cluster/moto_server_recorded.py -H 127.0.0.1 -p "$PORT" >>"$DIR/logs/s3.log" 2>&1 &
   echo $! >"$DIR/pids/s3.pid"
   "$PY" cluster/ready.py s3-replay "http://127.0.0.1:$PORT"
   echo "cluster: S3 (moto) on http://127.0.0.1:$PORT again, its objects replayed"

@@ -73,7 +73,7 @@ export AWS_ACCESS_KEY_ID=emo-cluster AWS_SECRET_ACCESS_KEY=emo-cluster AWS_DEFAU
 echo "$S3_PORT" >"$DIR/s3.port"
 rm -f "$DIR/s3-recording.jsonl"
 MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$DIR/s3-recording.jsonl" \
-  setsid "$BIN/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$DIR/logs/s3.log" 2>&1 &
+  setsid "$PY" cluster/moto_server_recorded.py -H 127.0.0.1 -p "$S3_PORT" >"$DIR/logs/s3.log" 2>&1 &
 echo $! >"$DIR/pids/s3.pid"
 "$PY" cluster/ready.py s3 "http://127.0.0.1:$S3_PORT" "$BUCKET"
 echo "cluster: S3 (moto) on http://127.0.0.1:$S3_PORT, bucket $BUCKET"
