@@ -298,3 +298,72 @@ def test_unreachable_bucket_is_refused_before_any_file_is_touched(cluster_env, t
     assert code == 2, (out[-2000:], err[-2000:])
     assert "EMO_LAKE_URI=s3://no-such-bucket-emo/lake" in err and "does not exist" in err, err[-2000:]
     assert not (data_dir / "lake").exists() and not (data_dir / "locks").exists()
+
+
+HOLD_THE_DAY = textwrap.dedent(
+    """
+    import sys, time
+    from emo_assets.lib.store import day_lock
+
+    locks, day, go_at, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    time.sleep(max(0.0, go_at - time.time()))  # every child tries at the same instant
+    try:
+        with day_lock.hold_day(locks, day, holder="racer"):
+            print("won", flush=True)
+            time.sleep(hold_s)
+    except day_lock.DayLockedError:
+        print("refused", flush=True)
+    """
+)
+
+
+def test_of_runs_racing_for_a_day_the_store_accepts_exactly_one_and_its_lock_is_renewed(cluster_env, s3_lake, tmp_path):
+    """Four processes take the day's lock object at the same instant (If-None-Match: *): one wins,
+    three are refused; the winner renews the object while it holds it and deletes it at the end."""
+    from emo_assets.lib.store import object_lock
+
+    locks = f"{s3_lake}/_locks"
+    env = {**emo_env(**{k: cluster_env[k] for k in AWS_VARS}), "PYTHONPATH": str(PROJECT_ROOT)}
+    go_at = time.time() + 8  # time for the children to import
+    hold_s = object_lock.RENEW_S * 2.5
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_DAY, locks, DAY, str(go_at), str(hold_s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(max(0.0, go_at - time.time()) + 2)
+    first = object_lock.read_lock(object_lock.lock_uri(locks, DAY))
+    time.sleep(object_lock.RENEW_S * 1.5)
+    later = object_lock.read_lock(object_lock.lock_uri(locks, DAY))
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err[-2000:]
+        outcomes.append(out.strip())
+    assert sorted(outcomes) == ["refused", "refused", "refused", "won"]
+    assert first is not None and later is not None
+    assert later[0]["pid"] == first[0]["pid"] and later[0]["renewed_at"] > first[0]["renewed_at"]
+    assert object_lock.read_lock(object_lock.lock_uri(locks, DAY)) is None  # released
+
+
+def test_a_dagster_run_claim_on_the_bucket_follows_the_instance(cluster_env, s3_lake):
+    """A Dagster run's claim (its first step, in a process that has ended since) refuses another run
+    while the instance says the first is active, and is taken over once it is finished."""
+    from emo_assets.lib.store import day_lock, object_lock
+
+    locks = f"{s3_lake}/_locks"
+    claim = "from emo_assets.lib.store import day_lock; import sys; day_lock.claim_day(sys.argv[1], sys.argv[2], 'run-1', 'dagster run run-1', lambda r: True)"
+    env = {**emo_env(**{k: cluster_env[k] for k in AWS_VARS}), "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-c", claim, locks, DAY], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    with pytest.raises(day_lock.DayLockedError, match=r"processed by run run-1, dagster run run-1 \(pid"):
+        day_lock.claim_day(locks, DAY, "run-2", "dagster run run-2", is_active=lambda run_id: True, wait_s=0)
+    day_lock.claim_day(locks, DAY, "run-2", "dagster run run-2", is_active=lambda run_id: run_id != "run-1")
+    info, _ = object_lock.read_lock(object_lock.lock_uri(locks, DAY))
+    assert (info["run_id"], info["pid"]) == ("run-2", os.getpid())

@@ -76,7 +76,7 @@ class _Held:
         self.stop.set()
         self.thread.join(timeout=RENEW_S * 2)
         with self.guard:
-            current = _read(self.uri)
+            current = read_lock(self.uri)
             if current is not None and current[1] == self.etag:  # still ours
                 objectstore.remove(self.uri)
 
@@ -103,7 +103,7 @@ def _put(uri: str, info: dict, *, create: bool = False, if_match: str | None = N
     return out["ETag"]
 
 
-def _read(uri: str) -> tuple[dict, str] | None:
+def read_lock(uri: str) -> tuple[dict, str] | None:
     """The lock's content and ETag, read consistently (the ETag before and after agree); None if absent."""
     fs = objectstore.filesystem(uri)
     path = objectstore.fs_path(uri)
@@ -177,7 +177,7 @@ def _acquire(uri: str, info: dict, is_active, wait_s: float, refused: Callable[[
             return _put(uri, info, create=True)
         except FileExistsError:
             pass
-        current = _read(uri)
+        current = read_lock(uri)
         if current is not None:
             holder, etag = current
             reason = stale_reason(holder, is_active)
