@@ -94,7 +94,7 @@ def _publish_remote(target: str, write) -> None:
         objectstore.put_file(local, target)
 
 
-def write_partition(lake_root: LakeRoot, table: str, day: str, rows: pa.Table) -> Path:
+def write_partition(lake_root: LakeRoot, table: str, day: str, rows: pa.Table) -> Path | str:
     """Replace one day of a lake table with ``rows`` atomically; returns the file written."""
     target = partition_file(lake_root, table, day)
     if _is_remote(lake_root):
@@ -110,7 +110,7 @@ def write_partition(lake_root: LakeRoot, table: str, day: str, rows: pa.Table) -
 
 def write_partition_batches(
     lake_root: LakeRoot, table: str, day: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
-) -> tuple[Path, int]:
+) -> tuple[Path | str, int]:
     """:func:`write_partition` for rows that come batch by batch: each batch is written as it comes,
     so the day's rows never sit in memory together. Returns the file written and its row count."""
     target = partition_file(lake_root, table, day)
