@@ -50,5 +50,5 @@ if [ -f "$DIR/ray.tmpdir" ]; then
   rm -rf "$RAY_TMP" "$DIR/ray.tmpdir"
 fi
 
-rm -f "$DIR/env.sh"
+rm -f "$DIR/env.sh" "$DIR/s3.port" "$DIR/s3-recording.jsonl"
 exit $status

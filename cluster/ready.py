@@ -2,6 +2,7 @@
 
     python cluster/ready.py ports N                       N free TCP ports on 127.0.0.1, one line
     python cluster/ready.py s3 ENDPOINT BUCKET            wait for the S3 server, create BUCKET
+    python cluster/ready.py s3-replay ENDPOINT            wait for a restarted S3 server, replay its recording
     python cluster/ready.py ray GCS_ADDRESS NODES         wait until NODES Ray nodes are alive
     python cluster/ready.py dagster                       create the instance's tables ($DAGSTER_HOME)
 
@@ -52,6 +53,18 @@ def s3_bucket(endpoint: str, bucket: str) -> None:
     wait(f"the S3 server at {endpoint}", attempt)
 
 
+def s3_replay(endpoint: str) -> None:
+    """A restarted moto server gets back the objects it held: it replays the requests it recorded."""
+    import urllib.request
+
+    def attempt():
+        urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
+
+    wait(f"the S3 server at {endpoint}", attempt)
+    replay = urllib.request.Request(f"{endpoint}/moto-api/recorder/replay-recording", method="POST")
+    urllib.request.urlopen(replay, timeout=TIMEOUT_S).close()
+
+
 def ray_nodes(address: str, nodes: int) -> None:
     import ray
 
@@ -86,12 +99,14 @@ def main(argv: list[str]) -> None:
         print(" ".join(str(p) for p in free_ports(int(args[0]))))
     elif command == "s3":
         s3_bucket(args[0], args[1])
+    elif command == "s3-replay":
+        s3_replay(args[0])
     elif command == "ray":
         ray_nodes(args[0], int(args[1]))
     elif command == "dagster":
         dagster_instance()
     else:
-        sys.exit(f"cluster/ready.py: unknown command {command!r} (ports, s3, ray, dagster)")
+        sys.exit(f"cluster/ready.py: unknown command {command!r} (ports, s3, s3-replay, ray, dagster)")
 
 
 if __name__ == "__main__":

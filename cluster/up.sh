@@ -66,9 +66,14 @@ if [ -z "$("$PG_BIN/psql" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datn
 fi
 echo "cluster: postgres on 127.0.0.1:$PG_PORT (data in $DIR/pg)"
 
-# --- S3: moto's server, state in memory (a restart empties it).
+# --- S3: moto's server. Its state is in memory; it records every request it serves to
+# s3-recording.jsonl, and cluster/s3.sh replays them when it restarts the server, so objects
+# survive a restart of the S3 server as on a real store (cluster-down/up starts empty).
 export AWS_ACCESS_KEY_ID=emo-cluster AWS_SECRET_ACCESS_KEY=emo-cluster AWS_DEFAULT_REGION=us-east-1
-setsid "$BIN/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$DIR/logs/s3.log" 2>&1 &
+echo "$S3_PORT" >"$DIR/s3.port"
+rm -f "$DIR/s3-recording.jsonl"
+MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$DIR/s3-recording.jsonl" \
+  setsid "$PY" cluster/moto_server_recorded.py -H 127.0.0.1 -p "$S3_PORT" >"$DIR/logs/s3.log" 2>&1 &
 echo $! >"$DIR/pids/s3.pid"
 "$PY" cluster/ready.py s3 "http://127.0.0.1:$S3_PORT" "$BUCKET"
 echo "cluster: S3 (moto) on http://127.0.0.1:$S3_PORT, bucket $BUCKET"

@@ -48,7 +48,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
     """Materialize the whole graph for ``day`` in-process; print a summary. Returns an exit code."""
     from emo_assets.definitions import build_definitions, resources_from_env
     from emo_assets.jobs import day_run_config, day_selection
-    from emo_assets.lib.files.faults import check_data_dir
+    from emo_assets.lib.files.faults import MachineFault, check_data_dir
     from emo_assets.lib.store import day_lock
     from emo_assets.lib.store.accounting import EmptyDayRefused, refuse_empty_day
     from emo_assets.partitions import validate_day
@@ -59,6 +59,11 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
     storage, emotion_model = resources["storage"], resources["emotion_model"]
     model = emotion_model.load()  # fail on a bad model setting before any file is touched
     check_data_dir(storage.root)  # a file, or a read-only folder: one line, not a traceback
+    try:
+        storage.check_lake()  # an object-store lake whose bucket does not answer: one line, before any write
+    except MachineFault as exc:
+        print(f"emo: error: {exc}", file=sys.stderr)
+        return 2
     try:  # a day whose recordings are gone is not emptied by surprise
         refuse_empty_day(storage.raw_dir, storage.lake_dir, day, allow_empty=allow_empty, how="--allow-empty")
     except EmptyDayRefused as exc:
@@ -74,7 +79,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
         with day_lock.hold_day(locks, day, holder=f"emo run --date {day}"):
             # Two first runs at once would both create the instance's SQLite schema and collide.
             with day_lock.hold_day(
-                locks, "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60
+                storage.root / "locks", "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60
             ):
                 instance = _instance(storage.root)
                 instance.get_runs(limit=1)  # creates the run storage while we hold the lock

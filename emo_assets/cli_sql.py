@@ -29,6 +29,7 @@ def _connect(data_dir: str | None):
     import duckdb
 
     from emo_assets.definitions import resources_from_env
+    from emo_assets.lib.store import lake
     from emo_assets.lib.store.warehouse import read_copy_path
 
     storage = resources_from_env(data_dir=data_dir)["storage"]
@@ -38,7 +39,9 @@ def _connect(data_dir: str | None):
             f"no analysts' warehouse at {path}: run `emo demo` or `emo run --date YYYY-MM-DD` first "
             "(or point --data-dir / EMO_DATA_DIR at the data directory)"
         )
-    return duckdb.connect(str(path), read_only=True), path
+    con = duckdb.connect(str(path), read_only=True)
+    lake.attach_duckdb(con, storage.lake_dir)  # the lake views of an object-store lake read through fsspec
+    return con, path
 
 
 def run_statements(con, text: str, max_rows: int) -> None:

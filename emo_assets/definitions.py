@@ -77,6 +77,20 @@ def _rest_seconds(env: str, text: str) -> float:
     return value
 
 
+def _lake_uri(env: str, text: str) -> str | None:
+    """EMO_LAKE_URI: empty is the local lake; else a URI whose scheme we serve (the bucket is checked
+    to answer when a run starts: StorageResource.check_lake)."""
+    from emo_assets.lib.files.objectstore import split_uri
+
+    if not text.strip():
+        return None
+    try:
+        split_uri(text.strip(), env)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class Setting:
     """A resource field and the environment variable that sets it."""
@@ -92,6 +106,7 @@ SETTINGS = (
     Setting("EMO_DATA_DIR", "storage", "data_dir"),
     Setting("EMO_SQL_DIR", "storage", "sql_dir", at_load=True),
     Setting("EMO_SETTLE_S", "storage", "settle_s", _rest_seconds),
+    Setting("EMO_LAKE_URI", "storage", "lake_uri", _lake_uri),
     Setting("EMO_MODEL", "emotion_model", "model"),
     Setting("EMO_MODEL_HUB", "emotion_model", "hub"),
     Setting("EMO_DEVICE", "emotion_model", "device"),
@@ -107,7 +122,7 @@ RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "emotion_model": EmotionModelResource,
 }
 
-_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float}
+_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float, _lake_uri: str}
 
 
 def _default(setting: Setting) -> object:

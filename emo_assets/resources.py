@@ -34,10 +34,14 @@ def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 class StorageResource(dg.ConfigurableResource):
     """Where things live: the data directory (landing zone, lake, resampled audio, fitted models,
-    reports, locks, warehouse) and the folder of the analysts' SQL models."""
+    reports, locks, warehouse) and the folder of the analysts' SQL models. ``lake_uri``
+    (``s3://bucket/prefix``) moves the lake tables, the resampled audio and the day locks to an
+    object store; the rest stays in the data directory."""
 
     data_dir: str = str(PROJECT_ROOT / "data")
     sql_dir: str = str(PACKAGED_SQL_DIR)
+    # None: the lake under data_dir (lake/, resampled/, locks/). A URI: all three in the object store.
+    lake_uri: str | None = None
     # Seconds a landed file must rest before a run reads it (None: settle.DEFAULT_SETTLE_S).
     settle_s: float | None = None
 
@@ -56,13 +60,48 @@ class StorageResource(dg.ConfigurableResource):
     def raw_dir(self) -> Path:
         return self.root / "raw"
 
-    @property
-    def lake_dir(self) -> Path:
-        return self.root / "lake"
+    @pydantic.field_validator("lake_uri")
+    @classmethod
+    def _check_lake_uri(cls, value: str | None) -> str | None:
+        """A URI the project cannot use is refused when the resource is made, before any file is touched."""
+        if not value:
+            return None
+        from emo_assets.lib.files.objectstore import split_uri
+
+        try:
+            scheme, bucket, prefix = split_uri(value)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        return f"{scheme}://{bucket}/{prefix}".rstrip("/")
+
+    def check_lake(self) -> None:
+        """At a run's start: an object-store lake's bucket answers (ObjectStoreError naming EMO_LAKE_URI)."""
+        if self.lake_uri:
+            from emo_assets.lib.files.objectstore import check_reachable
+
+            check_reachable(self.lake_uri)
 
     @property
-    def resampled_dir(self) -> Path:
-        return self.root / "resampled"
+    def lake_dir(self) -> Path | str:
+        """The lake's root: ``data/lake``, or the URI ``lake_uri`` (lib/store/lake.py takes both)."""
+        return self.lake_uri or self.root / "lake"
+
+    @property
+    def resampled_dir(self) -> Path | str:
+        """The 16 kHz FLACs: ``data/resampled``, or ``<lake_uri>/_resampled`` in the object store."""
+        return f"{self.lake_uri}/_resampled" if self.lake_uri else self.root / "resampled"
+
+    @property
+    def resampled_root(self) -> Path | str:
+        """What ``resampled_audio.path`` is relative to, the folder holding :attr:`resampled_dir`: the data
+        directory (``resampled/date=<day>/<audio_id>.flac``), or ``lake_uri`` (``_resampled/date=<day>/...``)."""
+        return self.lake_uri or self.root
+
+    def resampled_day_dir(self, day: str) -> Path | str:
+        """The folder of one day's 16 kHz FLACs (``date=<day>`` under :attr:`resampled_dir`)."""
+        if self.lake_uri:
+            return f"{self.resampled_dir}/date={day}"
+        return self.resampled_dir / f"date={day}"
 
     @property
     def labels_dir(self) -> Path:
@@ -86,8 +125,9 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def locks_dir(self) -> Path:
-        """One lock and lease per day (a second run of a running day is refused)."""
-        return self.root / "locks"
+        """One lock and lease per day (a second run of a running day is refused): ``data/locks``, or
+        ``<lake_uri>/_locks`` so that every machine writing to the bucket sees them (lib/store/day_lock.py)."""
+        return f"{self.lake_uri}/_locks" if self.lake_uri else self.root / "locks"
 
     @property
     def sql_models_dir(self) -> Path:

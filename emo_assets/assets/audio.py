@@ -43,6 +43,7 @@ def audio_files(
     day = context.partition_key
     try:
         check_data_dir(storage.root)
+        storage.check_lake()
         refuse_empty_day(
             storage.raw_dir,
             storage.lake_dir,
@@ -94,17 +95,18 @@ def audio_files(
     metadata=table_definition_metadata("resampled_audio"),
 )
 def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/``."""
+    """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/`` (with
+    EMO_LAKE_URI, ``<lake_uri>/_resampled/date=<day>/`` in the object store)."""
     day = context.partition_key
     landed = day_input(storage, "audio_files", day, "audio_files")
     previous = reusable(context, storage, "resampled_audio", day)
     out = resample_day(
         landed,
         storage.raw_dir,
-        storage.resampled_dir / f"date={day}",
+        storage.resampled_day_dir(day),
         day,
         previous=previous.rows,
-        data_root=storage.root,
+        data_root=storage.resampled_root,
     )
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)

@@ -61,7 +61,7 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         context.log.warning(
             f"model {model.model_id} has RANDOM weights: its emotions are meaningless (set EMO_MODEL for real ones)"
         )
-    resampled = resolve_paths(day_input(storage, "resampled_audio", day, "resampled_audio"), storage.root)
+    resampled = resolve_paths(day_input(storage, "resampled_audio", day, "resampled_audio"), storage.resampled_root)
     landed = day_input(storage, "audio_files", day, "audio_files")
 
     def progress(done: int, total: int) -> None:

@@ -12,7 +12,7 @@ import dagster as dg
 
 from emo_assets.assets.metadata import COLUMN_LINEAGE, COLUMN_SCHEMA
 from emo_assets.lib import schemas
-from emo_assets.lib.store import warehouse
+from emo_assets.lib.store import lake, warehouse
 from emo_assets.lib.store.sql_models import (
     SqlModel,
     SqlModelError,
@@ -81,6 +81,7 @@ def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDef
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         try:
             with warehouse.connect(storage.warehouse_path) as con:
+                lake.attach_duckdb(con, storage.lake_dir)  # the lake views of an object-store lake
                 rows = materialize_sql_model(con, model)
                 schema = _built_schema(con, model.name)
         except SqlModelError as exc:

@@ -162,7 +162,10 @@ _COLUMNS: dict[str, dict[str, str]] = {
     },
     "resampled_audio": {
         "audio_id": _AUDIO_ID,
-        "path": "the 16 kHz mono FLAC, relative to the data directory (resampled/date=YYYY-MM-DD/<audio_id>.flac)",
+        "path": (
+            "the 16 kHz mono FLAC, relative to the data directory (resampled/date=YYYY-MM-DD/<audio_id>.flac), "
+            "or to EMO_LAKE_URI when the lake is in an object store (_resampled/date=YYYY-MM-DD/<audio_id>.flac)"
+        ),
         "duration_s": "duration of the resampled audio, in seconds",
         "rms_dbfs": "loudness: RMS level in dBFS, -120..0 (-120 for digital silence)",
         "is_silent": "true when rms_dbfs is below -60 dBFS; silent audio is still scored",

@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from emo_assets.lib.store import lake
 from emo_assets.lib.store.warehouse import (
     EMBEDDING_INDEX,
     apply_comments,
@@ -143,9 +144,11 @@ def search_connection(warehouse_path: Path, lake_dir: Path) -> duckdb.DuckDBPyCo
     else an in-memory DuckDB with the lake views and these macros."""
     copy = read_copy_path(Path(warehouse_path))
     if copy.exists():
-        return duckdb.connect(str(copy), read_only=True)
+        con = duckdb.connect(str(copy), read_only=True)
+        lake.attach_duckdb(con, lake_dir)  # its lake views, when the lake is in an object store
+        return con
     con = duckdb.connect()
-    refresh_lake_views(con, Path(lake_dir))
+    refresh_lake_views(con, lake_dir)
     create_similarity_macros(con)
     apply_comments(con)
     return con

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from emo_assets.lib.audio.decode import AudioDecodeError, AudioInfo, decode_audio, probe_audio
+from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.schemas import SAMPLE_RATE
@@ -226,9 +228,11 @@ class FlacReader:
     def __init__(self, path: str | os.PathLike) -> None:
         import soundfile as sf
 
-        self.path = Path(path)
+        # A FLAC in an object store (a URI) is read through fsspec, range by range.
+        self.path = path if objectstore.is_remote(path) else Path(path)
         try:
-            info = sf.info(str(self.path))
+            with self._source() as source:
+                info = sf.info(source)
         except sf.LibsndfileError as exc:
             self._raise_unless_missing(exc)
         if (info.samplerate, info.channels) != (SAMPLE_RATE, 1):
@@ -241,7 +245,7 @@ class FlacReader:
         import soundfile as sf
 
         try:
-            with sf.SoundFile(str(self.path)) as flac:
+            with self._source() as source, sf.SoundFile(source) as flac:
                 flac.seek(offset)
                 samples = flac.read(n, dtype="float32")
         except sf.LibsndfileError as exc:
@@ -250,8 +254,13 @@ class FlacReader:
             raise AudioDecodeError(f"resampled audio changed while read: samples {offset}-{offset + n}", self.path)
         return samples
 
+    def _source(self):
+        """What soundfile opens: the local file's name, or a file object reading the remote FLAC."""
+        return objectstore.open_input(self.path) if isinstance(self.path, str) else nullcontext(str(self.path))
+
     def _raise_unless_missing(self, exc: Exception):
-        with open(self.path, "rb"):  # a missing or forbidden file is an OSError, not bad audio
+        # a missing or forbidden file is an OSError, not bad audio
+        with objectstore.open_input(self.path) if isinstance(self.path, str) else open(self.path, "rb"):
             pass
         raise AudioDecodeError(f"not a readable FLAC: {exc}", self.path) from exc
 

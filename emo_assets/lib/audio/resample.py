@@ -1,4 +1,10 @@
-"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool."""
+"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool.
+
+The FLACs go to a local folder, or to an object-store folder (``s3://bucket/prefix/_resampled/date=<day>``,
+a URI): each FLAC is then written to a local temporary file and uploaded as one object, so a FLAC in the
+store is always whole. A day's ``resampled_audio`` partition, written after its FLACs, is what readers
+trust: a FLAC it does not name is never read.
+"""
 
 from __future__ import annotations
 
@@ -11,35 +17,60 @@ import pyarrow as pa
 
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
+from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import remove_stale_temps
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
+
+
+def _inside(location: Path | str, root: Path | str) -> bool:
+    try:
+        objectstore.relative(location, root)
+    except ValueError:
+        return False
+    return True
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def stored_path(flac_path: Path, data_root: Path | None) -> str:
-    """``resampled_audio.path``: the FLAC relative to the data directory, so a copied, moved or
-    restored data directory points at its own files (:func:`resolve_paths` gives usable paths);
-    absolute when there is no data directory (a caller outside the pipeline)."""
+def stored_path(flac_path: Path | str, data_root: Path | str | None) -> str:
+    """``resampled_audio.path``: the FLAC relative to ``data_root``, the folder or URI holding the
+    resampled audio (the data directory, or the lake's URI for FLACs in an object store), so a copied,
+    moved or restored data directory points at its own files (:func:`resolve_paths` gives usable
+    paths); absolute when there is no data directory (a caller outside the pipeline)."""
     if data_root is None:
         return str(flac_path)
     # not resolved: a resampled/ folder that is a symlink to another disk stays under the data directory
-    return Path(os.path.abspath(flac_path)).relative_to(os.path.abspath(data_root)).as_posix()
+    return objectstore.relative(flac_path, data_root)
 
 
-def resolve_paths(resampled: pa.Table, data_root: Path) -> pa.Table:
-    """``resampled_audio`` rows with ``path`` resolved against the data directory (a path written
-    absolute, before paths were stored relative, stays as it is)."""
-    paths = [str(Path(data_root) / p) for p in resampled.column("path").to_pylist()]
+def locate(path: str, data_root: Path | str | None) -> Path | str:
+    """Where the FLAC of a ``resampled_audio.path`` is: resolved against ``data_root`` (a local path or a
+    URI); a path written absolute, before paths were stored relative, stays as it is."""
+    if objectstore.is_remote(path):
+        return path
+    return Path(path) if data_root is None else objectstore.join(data_root, path)
+
+
+def resolve_paths(resampled: pa.Table, data_root: Path | str) -> pa.Table:
+    """``resampled_audio`` rows with ``path`` resolved against ``data_root`` (:func:`locate`)."""
+    paths = [str(locate(p, data_root)) for p in resampled.column("path").to_pylist()]
     return resampled.set_column(resampled.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
 
 
-def _resample_one(raw_path: Path, flac_path: Path, data_root: Path | None) -> dict:
+def _resample_one(raw_path: Path, flac_path: Path | str, data_root: Path | str | None) -> dict:
     """Decode, downmix, resample and write block by block: memory bounded for any length."""
-    written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
+    if objectstore.is_remote(flac_path):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="emo-flac-") as tmp:
+            local = Path(tmp) / flac_path.rsplit("/", 1)[-1]
+            written = write_mono_16k_flac(local, stream_mono_16k(raw_path))
+            objectstore.put_file(local, flac_path)
+    else:
+        written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
     return {
         "path": stored_path(flac_path, data_root),
         "duration_s": written.duration_s,
@@ -51,20 +82,21 @@ def _resample_one(raw_path: Path, flac_path: Path, data_root: Path | None) -> di
 def resample_day(
     audio_files: pa.Table,
     raw_root: Path,
-    out_dir: Path,
+    out_dir: Path | str,
     day: str,
     previous: pa.Table | None = None,
     workers: int | None = None,
-    data_root: Path | None = None,
+    data_root: Path | str | None = None,
 ) -> StageOutput:
     """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day.
 
     A recording whose FLAC from a previous run of the day is still in place is not decoded again.
-    FLACs of recordings no longer in the day are removed: the day is the unit. ``path`` is stored
-    relative to ``data_root`` (the data directory holding ``out_dir``; the asset passes it), absolute
-    without one. A previous row's absolute path (written before paths were relative) is made
-    relative when it lies in ``data_root``; one outside it (a copied data directory's rows naming the
-    original's FLACs) is not reused: the recording is decoded again into ``out_dir``.
+    FLACs of recordings no longer in the day are removed: the day is the unit. ``out_dir`` is a
+    local folder or an object-store URI. ``path`` is stored relative to ``data_root`` (the data
+    directory holding ``out_dir``, or the lake URI holding it; the asset passes it), absolute without
+    one. A previous row's absolute path (written before paths were relative) is made relative when it
+    lies in ``data_root``; one outside it (a copied data directory's rows naming the original's FLACs)
+    is not reused: the recording is decoded again into ``out_dir``.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -73,21 +105,28 @@ def resample_day(
     ):
         sources.setdefault(audio_id, []).append(source_path)
 
+    remote = objectstore.is_remote(out_dir)
+    stored = set(objectstore.glob(objectstore.join(out_dir, "*.flac"))) if remote else None
     done = {}
     if previous is not None:
         for row in previous.to_pylist():
-            flac = Path(row["path"]) if data_root is None else Path(data_root) / row["path"]
-            inside = data_root is None or Path(os.path.abspath(flac)).is_relative_to(os.path.abspath(data_root))
-            if row["audio_id"] in sources and inside and flac.exists():
+            flac = locate(row["path"], data_root)
+            inside = data_root is None or _inside(flac, data_root)
+            if row["audio_id"] in sources and inside and (flac in stored if remote else flac.exists()):
                 kept = {k: row[k] for k in ("duration_s", "rms_dbfs", "is_silent")}
                 done[row["audio_id"]] = {"path": stored_path(flac, data_root), **kept}
 
     todo = sorted(a for a in sources if a not in done)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not remote:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def flac_path(audio_id: str) -> Path | str:
+        return objectstore.join(out_dir, f"{audio_id}.flac")
+
     with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
         futures = {
             audio_id: pool.submit(
-                _resample_one, raw_root / sorted(sources[audio_id])[0], out_dir / f"{audio_id}.flac", data_root
+                _resample_one, raw_root / sorted(sources[audio_id])[0], flac_path(audio_id), data_root
             )
             for audio_id in todo
         }
@@ -113,10 +152,14 @@ def resample_day(
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
                 rejects.extend((src, audio_id, reason) for src in sources[audio_id])
 
-    for stale in out_dir.glob("*.flac"):
-        if stale.stem not in done:
-            stale.unlink()
-    remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
+    if remote:  # an upload is whole or absent: no temporary objects to sweep
+        for stale in stored - {flac_path(a) for a in done}:
+            objectstore.remove(stale)
+    else:
+        for stale in out_dir.glob("*.flac"):
+            if stale.stem not in done:
+                stale.unlink()
+        remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
     rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
     return StageOutput(

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from emo_assets.lib import schemas
-from emo_assets.lib.files.faults import is_machine_fault, machine_fault
+from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
 from emo_assets.lib.model.scorer import AudioReader, AudioReadError, EmotionScorer
 from emo_assets.lib.model.windows import plan_windows, too_short
 from emo_assets.lib.schemas import SAMPLE_RATE, reject_rows
@@ -201,6 +201,8 @@ def score_day(
                 except AudioReadError as exc:
                     unreadable(audio_id, exc)
                     results.append(None)
+                except MachineFault:
+                    raise  # the disk or the object store failed, not the recording: the step fails
                 except (OSError, MemoryError) as exc:
                     if is_machine_fault(exc):
                         raise machine_fault(exc, "scoring", paths[audio_id]) from exc

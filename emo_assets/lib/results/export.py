@@ -53,7 +53,7 @@ def export_day(lake_dir: Path, day: str, out_dir: Path, fmt: str) -> list[Path]:
     """Write the day's embeddings and scores in ``fmt``; returns the files written."""
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    scores, matrix = day_rows(Path(lake_dir), day)
+    scores, matrix = day_rows(lake_dir, day)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     score_matrix = (

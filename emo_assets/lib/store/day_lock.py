@@ -15,6 +15,10 @@ multiprocess executor runs each step in its own process):
 
 The lock files are never deleted: unlinking a file another process is waiting on would let two
 processes lock two different inodes of the same name.
+
+With the lake in an object store, ``locks_dir`` is a URI (``s3://bucket/prefix/_locks``) and every
+function below keeps its meaning across machines through one lock object per day, created with a
+conditional write (:mod:`emo_assets.lib.store.object_lock`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.files.flock import exclusive_flock
 
@@ -76,6 +81,12 @@ def _info(holder: str, run_id: str | None = None) -> dict:
 @contextmanager
 def hold_day(locks_dir: Path, day: str, holder: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the day's exclusive lock; wait up to ``wait_s`` seconds, then raise DayLockedError."""
+    if objectstore.is_remote(locks_dir):
+        from emo_assets.lib.store import object_lock
+
+        with object_lock.hold(locks_dir, day, holder, wait_s, _refused_by_object(day)):
+            yield
+        return
     path = lock_path(locks_dir, day)
     key = str(path)
     with _held_guard:
@@ -115,6 +126,10 @@ def hold_day(locks_dir: Path, day: str, holder: str, wait_s: float = 0.0) -> Ite
 
 def holds_day(locks_dir: Path, day: str) -> bool:
     """True if this process holds the day's lock (e.g. `emo run` around its in-process run)."""
+    if objectstore.is_remote(locks_dir):
+        from emo_assets.lib.store import object_lock
+
+        return bool(object_lock.holds(locks_dir, day))
     with _held_guard:
         return str(lock_path(locks_dir, day)) in _held
 
@@ -126,8 +141,11 @@ def read_lease(locks_dir: Path, day: str) -> dict:
 def check_lease(locks_dir: Path, day: str, run_id: str | None, is_active: Callable[[str], bool]) -> None:
     """Raise DayLockedError if the day's lease belongs to another run that ``is_active``.
 
-    Call it while holding the day's lock (:func:`hold_day`).
+    Call it while holding the day's lock (:func:`hold_day`). A lock object (lake in an object store)
+    is its own lease: holding it is the check.
     """
+    if objectstore.is_remote(locks_dir):
+        return
     lease = read_lease(locks_dir, day)
     owner = lease.get("run_id")
     if lease.get("whole_run_lock"):
@@ -149,6 +167,11 @@ def claim_day(
     Waits up to ``wait_s`` for the lock (another run's claim takes milliseconds; an `emo run` holds
     it for its whole run, and is then refused after the wait).
     """
+    if objectstore.is_remote(locks_dir):
+        from emo_assets.lib.store import object_lock
+
+        object_lock.claim(locks_dir, day, run_id, holder, is_active, wait_s, _refused_by_object(day))
+        return
     whole_run = holds_day(locks_dir, day)
     with hold_day(locks_dir, day, holder=holder, wait_s=wait_s):
         if not whole_run:
@@ -156,3 +179,15 @@ def claim_day(
         lease = {**_info(holder, run_id), "whole_run_lock": whole_run}
         with atomic_write(lease_path(locks_dir, day)) as f:
             f.write(json.dumps(lease).encode("utf-8"))
+
+
+def _refused_by_object(day: str) -> Callable[[dict, str], DayLockedError]:
+    def refused(info: dict, uri: str) -> DayLockedError:
+        run = f"run {info['run_id']}, " if info.get("run_id") else ""
+        return DayLockedError(
+            f"day {day} is being processed by {run}{_describe(info)}, on a machine sharing the lake's bucket; a "
+            "second run of the same day is refused so that their rows never mix. Wait for it to finish, then run "
+            f"again (lock object {uri})."
+        )
+
+    return refused

@@ -17,17 +17,25 @@ without a recorded SHA-256 (read with its page checksums only), never a file wit
 A file the machine cannot read (permission, I/O error) is not corrupt: it raises
 :class:`~emo_assets.lib.files.faults.MachineFault`.
 
-Every byte read or hashed goes through :func:`file_sha256` and :func:`_parquet` and every path is
-made by :func:`partition_file` and :func:`checksum_file`, so another file system changes only those.
+The lake root is a local folder (a ``Path``) or an object-store URI (``s3://bucket/prefix``, the
+setting ``EMO_LAKE_URI``): :func:`lake_filesystem` is the one place a root becomes a filesystem, and
+every path is made by :func:`partition_file` and :func:`checksum_file` for both. In an object store
+the layout, the checksum objects and the order of writes are the same; only publishing differs, the
+way object stores allow: a partition is written to a local temporary file, then uploaded as one
+object (one PUT, or a multipart upload completed in one call), so a reader sees the old object or
+the new one, never half of one, and there is no temporary name to sweep. An object is read in one
+GET: the bytes hashed are the bytes parsed. A store that does not answer raises
+:class:`~emo_assets.lib.files.objectstore.ObjectStoreError` (a MachineFault), never a corrupt partition.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emo_assets.lib import schemas
+from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
 from emo_assets.lib.files.faults import is_machine_fault, machine_fault
 
@@ -43,13 +52,15 @@ CHECKSUMS = "_checksums"
 CHECKSUM_SUFFIX = ".sha256"
 # Every partition: zstd pages, each with its CRC32.
 WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
+# A lake root, or a file in it: a local folder, or an object-store URI such as "s3://bucket/prefix".
+LakeRoot = Path | str
 
 
 class CorruptPartitionError(RuntimeError):
     """A lake file that fails its integrity check (SHA-256, page checksum) or cannot be parsed."""
 
-    def __init__(self, path: Path, reason: str):
-        self.path = Path(path)
+    def __init__(self, path: LakeRoot, reason: str):
+        self.path = path if objectstore.is_remote(path) else Path(path)
         self.reason = reason
         super().__init__(
             f"lake file {path} is corrupt ({reason}); re-run the day: the step that writes this table "
@@ -66,49 +77,87 @@ class Reused:
     corrupt: str | None = None
 
 
-def partition_dir(lake_root: Path, table: str, day: str) -> Path:
-    return Path(lake_root) / table / f"date={day}"
+def lake_filesystem(lake_root: LakeRoot):
+    """The filesystem and root path of a lake: ``(None, Path)`` for a local folder, ``(fsspec
+    filesystem, "bucket/prefix")`` for an object-store URI. The one place a lake root is interpreted."""
+    if objectstore.is_remote(lake_root):
+        objectstore.split_uri(lake_root)
+        return objectstore.filesystem(lake_root), objectstore.fs_path(lake_root)
+    return None, Path(lake_root)
 
 
-def partition_file(lake_root: Path, table: str, day: str) -> Path:
-    return partition_dir(lake_root, table, day) / PART_NAME
+def partition_dir(lake_root: LakeRoot, table: str, day: str) -> LakeRoot:
+    return objectstore.join(lake_root, table, f"date={day}")
 
 
-def checksum_file(lake_root: Path, partition: Path) -> Path:
+def partition_file(lake_root: LakeRoot, table: str, day: str) -> LakeRoot:
+    return objectstore.join(partition_dir(lake_root, table, day), PART_NAME)
+
+
+def checksum_file(lake_root: LakeRoot, partition: LakeRoot) -> LakeRoot:
     """Where the SHA-256 of the lake file ``partition`` is recorded."""
-    relative = Path(partition).relative_to(Path(lake_root))
-    return Path(lake_root) / CHECKSUMS / relative.with_name(relative.name + CHECKSUM_SUFFIX)
+    relative = PurePosixPath(objectstore.relative(partition, lake_root))
+    return objectstore.join(lake_root, CHECKSUMS, str(relative.parent), relative.name + CHECKSUM_SUFFIX)
 
 
-def file_sha256(path: Path) -> str:
+def table_glob(lake_root: LakeRoot, table: str) -> str:
+    """The glob DuckDB reads a lake table with (temporary files start with '.' and never match)."""
+    return str(objectstore.join(lake_root, table, "date=*", "*.parquet"))
+
+
+def attach_duckdb(con, lake_root: LakeRoot) -> None:
+    """Let DuckDB connection ``con`` read the lake: an object-store lake's filesystem is registered
+    with it (``con.register_filesystem``; DuckDB's httpfs extension is never used). Nothing to do for
+    a local lake."""
+    fs, _ = lake_filesystem(lake_root)
+    if fs is None:
+        return
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if not protocols & set(con.list_filesystems()):
+        con.register_filesystem(fs)
+
+
+def file_sha256(path: LakeRoot) -> str:
+    if objectstore.is_remote(path):
+        return hashlib.sha256(objectstore.cat(path)).hexdigest()
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def recorded_sha256(lake_root: Path, partition: Path) -> str | None:
+def recorded_sha256(lake_root: LakeRoot, partition: LakeRoot) -> str | None:
     """The SHA-256 recorded when ``partition`` was written; None for a file written before
     checksums were recorded, or by a writer killed between the rename and the record."""
     recorded = checksum_file(lake_root, partition)
+    if objectstore.is_remote(recorded):
+        try:
+            return objectstore.cat(recorded).decode().strip()
+        except FileNotFoundError:
+            return None
     return recorded.read_text().strip() if recorded.exists() else None
 
 
-def verify_partition(lake_root: Path, partition: Path) -> None:
-    """Raise :class:`CorruptPartitionError` when ``partition`` differs from its recorded SHA-256."""
+def verify_partition(lake_root: LakeRoot, partition: LakeRoot, actual: str | None = None) -> None:
+    """Raise :class:`CorruptPartitionError` when ``partition`` differs from its recorded SHA-256
+    (``actual``: its SHA-256 when the caller has its bytes already)."""
     expected = recorded_sha256(lake_root, partition)
     if expected is None:
         return
-    actual = file_sha256(partition)
+    actual = actual or file_sha256(partition)
     if actual != expected:
         raise CorruptPartitionError(partition, f"SHA-256 {actual[:12]}... differs from the recorded {expected[:12]}...")
 
 
-def _parquet(path: Path, schema: pa.Schema | None = None) -> pa.Table:
-    return pq.read_table(path, schema=schema, page_checksum_verification=True)
+def _parquet(source, schema: pa.Schema | None = None) -> pa.Table:
+    return pq.read_table(source, schema=schema, page_checksum_verification=True)
 
 
-def read_partition_file(lake_root: Path, path: Path, schema: pa.Schema | None = None) -> pa.Table:
+def read_partition_file(lake_root: LakeRoot, path: LakeRoot, schema: pa.Schema | None = None) -> pa.Table:
     """One lake file, verified: its SHA-256 against the recorded one, then every page's CRC32."""
     try:
+        if objectstore.is_remote(path):  # one GET: the bytes hashed are the bytes parsed
+            data = objectstore.cat(path)
+            verify_partition(lake_root, path, hashlib.sha256(data).hexdigest())
+            return _parquet(pa.BufferReader(data), schema)
         verify_partition(lake_root, path)
         return _parquet(path, schema)
     except (pa.ArrowException, OSError) as exc:
@@ -120,19 +169,33 @@ def read_partition_file(lake_root: Path, path: Path, schema: pa.Schema | None = 
         raise CorruptPartitionError(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def table_glob(lake_root: Path, table: str) -> str:
-    """The glob DuckDB reads a lake table with (temporary files start with '.' and never match)."""
-    return str(Path(lake_root) / table / "date=*" / "*.parquet")
+def read_schema(lake_root: LakeRoot, table: str, day: str) -> pa.Schema:
+    """The Arrow schema stored in one day's Parquet file of a lake table."""
+    path = partition_file(lake_root, table, day)
+    if objectstore.is_remote(path):
+        with objectstore.open_input(path) as f:
+            return pq.read_schema(f)
+    return pq.read_schema(path)
 
 
 @contextmanager
-def _replacing(lake_root: Path, target: Path) -> Iterator[Path]:
+def _replacing(lake_root: LakeRoot, target: LakeRoot) -> Iterator[Path]:
     """:func:`atomic_path` for a partition, recording its SHA-256: the old record is removed just
-    before the new file is renamed into place, the new one written just after. A full disk, a
-    read-only or forbidden folder raises :class:`MachineFault`; the old day and its record stay."""
+    before the new file is renamed into place (uploaded, in an object store), the new one written
+    just after. A full disk, a read-only or forbidden folder raises :class:`MachineFault`; the old
+    day and its record stay."""
+    record = checksum_file(lake_root, target)
     try:
+        if objectstore.is_remote(target):
+            with tempfile.TemporaryDirectory(prefix="emo-lake-") as folder:
+                tmp = Path(folder) / PART_NAME
+                yield tmp
+                digest = file_sha256(tmp)
+                objectstore.remove(record, missing_ok=True)
+                objectstore.put_file(tmp, target)
+            objectstore.put_bytes(f"{digest}\n".encode(), record)
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
-        record = checksum_file(lake_root, target)
         record.parent.mkdir(parents=True, exist_ok=True)
         # Temporary files of a killed earlier run of the day; one run per day at a time (day_lock).
         remove_stale_temps(target.parent, PART_NAME)
@@ -149,7 +212,7 @@ def _replacing(lake_root: Path, target: Path) -> Iterator[Path]:
         raise
 
 
-def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Path:
+def write_partition(lake_root: LakeRoot, table: str, day: str, rows: pa.Table) -> LakeRoot:
     """Replace one day of a lake table with ``rows`` atomically; returns the file written."""
     target = partition_file(lake_root, table, day)
     with _replacing(lake_root, target) as tmp:
@@ -158,8 +221,8 @@ def write_partition(lake_root: Path, table: str, day: str, rows: pa.Table) -> Pa
 
 
 def write_partition_batches(
-    lake_root: Path, table: str, day: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
-) -> tuple[Path, int]:
+    lake_root: LakeRoot, table: str, day: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema
+) -> tuple[LakeRoot, int]:
     """:func:`write_partition` for rows that come batch by batch: each batch is written as it comes,
     so the day's rows never sit in memory together. Returns the file written and its row count."""
     target = partition_file(lake_root, table, day)
@@ -172,16 +235,16 @@ def write_partition_batches(
     return target, rows
 
 
-def read_partition(lake_root: Path, table: str, day: str) -> pa.Table | None:
+def read_partition(lake_root: LakeRoot, table: str, day: str) -> pa.Table | None:
     """One day of a lake table, or None if that day was never written; raises
     :class:`CorruptPartitionError` when the file fails its integrity check."""
     path = partition_file(lake_root, table, day)
-    if not path.exists():
+    if not (objectstore.exists(path) if objectstore.is_remote(path) else path.exists()):
         return None
     return read_partition_file(lake_root, path)
 
 
-def read_reusable(lake_root: Path, table: str, day: str) -> Reused:
+def read_reusable(lake_root: LakeRoot, table: str, day: str) -> Reused:
     """A stage's own previous partition of the day, to reuse rows from: one that fails its
     integrity check is set aside (the stage recomputes it from its source), saying why."""
     try:
@@ -190,17 +253,24 @@ def read_reusable(lake_root: Path, table: str, day: str) -> Reused:
         return Reused(None, str(exc))
 
 
-def read_table(lake_root: Path, table: str, schema: pa.Schema | None = None) -> pa.Table | None:
+def _partition_files(lake_root: LakeRoot, table: str) -> list[LakeRoot]:
+    """Every day's file of a lake table, sorted by day."""
+    if objectstore.is_remote(lake_root):
+        return objectstore.glob(objectstore.join(lake_root, table, "date=*", PART_NAME))
+    return sorted((Path(lake_root) / table).glob(f"date=*/{PART_NAME}"))
+
+
+def read_table(lake_root: LakeRoot, table: str, schema: pa.Schema | None = None) -> pa.Table | None:
     """Every day of a lake table, sorted by day; None if the table has no day yet."""
-    files = sorted((Path(lake_root) / table).glob(f"date=*/{PART_NAME}"))
+    files = _partition_files(lake_root, table)
     if not files:
         return None
     tables = [read_partition_file(lake_root, f, schema) for f in files]
     return pa.concat_tables(tables, promote_options="default")
 
 
-def partition_days(lake_root: Path, table: str) -> list[str]:
-    return sorted(p.parent.name.removeprefix("date=") for p in (Path(lake_root) / table).glob(f"date=*/{PART_NAME}"))
+def partition_days(lake_root: LakeRoot, table: str) -> list[str]:
+    return [PurePosixPath(str(f)).parent.name.removeprefix("date=") for f in _partition_files(lake_root, table)]
 
 
 def embedding_matrix(embeddings: pa.Table) -> np.ndarray:
@@ -220,15 +290,15 @@ def newest_model_rows(embeddings: pa.Table) -> pa.Table:
 REJECTS = "_rejects"
 
 
-def write_rejects(lake_root: Path, stage: str, day: str, rows: pa.Table) -> Path:
+def write_rejects(lake_root: LakeRoot, stage: str, day: str, rows: pa.Table) -> LakeRoot:
     return write_partition(lake_root, f"{REJECTS}/{stage}", day, rows)
 
 
-def read_rejects(lake_root: Path, stage: str, day: str) -> pa.Table | None:
+def read_rejects(lake_root: LakeRoot, stage: str, day: str) -> pa.Table | None:
     return read_partition(lake_root, f"{REJECTS}/{stage}", day)
 
 
-def gather_rejects(lake_root: Path, day: str) -> pa.Table:
+def gather_rejects(lake_root: LakeRoot, day: str) -> pa.Table:
     """The day's ``quarantine`` rows: every stage's rejects, sorted by source_path and stage."""
     parts = [read_rejects(lake_root, stage, day) for stage in schemas.Stage]
     rows = pa.concat_tables([p for p in parts if p is not None] or [schemas.QUARANTINE.empty_table()])

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from emo_assets.lib import schemas
 from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
@@ -209,14 +208,16 @@ def _empty_select(schema: pa.Schema) -> str:
 def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_dim: int | None = None) -> None:
     """(Re)create one view per lake table, reading every day's Parquet file.
 
-    A table with no day yet gets an empty view with the right columns, so analysts' SQL binds.
+    A table with no day yet gets an empty view with the right columns, so analysts' SQL binds. An
+    object-store lake is read through its fsspec filesystem, registered with ``con``.
     """
+    lake.attach_duckdb(con, lake_root)
     for table in LAKE_TABLES:
         days = lake.partition_days(lake_root, table)
         if days:
             glob = lake.table_glob(lake_root, table).replace("'", "''")
             body = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
-            newest = pq.read_schema(lake.partition_file(lake_root, table, days[-1]))
+            newest = lake.read_schema(lake_root, table, days[-1])
             if "embedding" in newest.names:
                 # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
                 width = newest.field("embedding").type.list_size
