@@ -11,6 +11,7 @@ warehouse are its own, only the bucket is shared.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import subprocess
@@ -21,10 +22,12 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from emo_assets.lib import schemas
+from emo_assets.lib.audio.resample import resolve_paths
 from emo_assets.lib.files import objectstore
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.resources import PROJECT_ROOT
@@ -90,11 +93,16 @@ def local_day(cluster_env, tiny_model_dir, tmp_path_factory) -> Path:
 
 def _tables(data_dir: Path, lake_root: Path | str) -> dict[str, list[tuple]]:
     """Every lake table's day and every warehouse table and view, rows sorted, with the places that
-    must differ masked: the data directory, the lake's root and the FLACs' folder."""
-    resampled = f"{lake_root}/_resampled" if isinstance(lake_root, str) else str(data_dir / "resampled")
+    must differ masked: the data directory, the lake's root and the FLACs' folder (``resampled_audio.path``
+    is relative to the data directory, ``resampled/...``, or to the lake's URI, ``_resampled/...``)."""
+    remote = isinstance(lake_root, str)
+    resampled = f"{lake_root}/_resampled" if remote else str(data_dir / "resampled")
+    relative = "_resampled/" if remote else "resampled/"
 
     def cell(value):
         if isinstance(value, str):
+            if value.startswith(relative):
+                value = "<resampled>/" + value.removeprefix(relative)
             return (
                 value.replace(resampled, "<resampled>")
                 .replace(str(lake_root), "<lake>")
@@ -191,6 +199,11 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
     assert _objects(f"{s3_lake}/_resampled") == flacs
     assert _modified(f"{s3_lake}/_resampled") == uploaded  # reused, not decoded and uploaded again
     assert not (data_dir / "lake").exists() and not (data_dir / "resampled").exists()  # all in the bucket
+    resampled = lake.read_partition(s3_lake, "resampled_audio", DAY)
+    for audio_id, path in zip(resampled["audio_id"].to_pylist(), resampled["path"].to_pylist(), strict=True):
+        assert path == f"_resampled/date={DAY}/{audio_id}.flac"  # relative to EMO_LAKE_URI: a moved prefix stays whole
+    located = resolve_paths(resampled, s3_lake)["path"].to_pylist()
+    assert sorted(objectstore.fs_path(uri) for uri in located) == sorted(flacs)
     s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
     assert set(s3_tables) == set(local_tables)
     for name, rows in local_tables.items():
@@ -290,6 +303,97 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
         assert s3_tables[name] == rows, name
 
 
+def _rewrite(uri: str, change) -> None:
+    """Replace the object ``uri`` by ``change(its bytes)``, as bit rot or a broken copy would."""
+    fs = objectstore.filesystem(uri)
+    fs.pipe_file(objectstore.fs_path(uri), change(fs.cat_file(objectstore.fs_path(uri))))
+
+
+def _flip(pos: int):
+    def flip(data: bytes) -> bytes:
+        changed = bytearray(data)
+        changed[pos if pos >= 0 else len(data) + pos] ^= 0x10
+        return bytes(changed)
+
+    return flip
+
+
+def test_s3_partitions_carry_their_checksum_objects_and_fail_them_when_corrupt(cluster_env, s3_lake):
+    """Lake integrity in the bucket, as on disk: the partition's SHA-256 is an object under
+    ``_checksums/`` (the table's prefix holds only Parquet), its pages carry CRC32s verified on read;
+    a flipped byte, a flipped page without its record and a truncated object are each a
+    CorruptPartitionError naming the object, set aside for reuse until the day is written again."""
+    rows = pa.table({"audio_id": [f"a{i}" for i in range(50)], "x": [float(i) for i in range(50)]})
+    path = lake.write_partition(s3_lake, "t", DAY, rows)
+    record = lake.checksum_file(s3_lake, path)
+    assert record == f"{s3_lake}/_checksums/t/date={DAY}/part-0.parquet.sha256"
+    fs = objectstore.filesystem(s3_lake)
+    original = fs.cat_file(objectstore.fs_path(path))
+    assert fs.cat_file(objectstore.fs_path(record)).decode().strip() == hashlib.sha256(original).hexdigest()
+    assert fs.find(objectstore.fs_path(f"{s3_lake}/t")) == [objectstore.fs_path(path)]
+    assert lake.read_partition(s3_lake, "t", DAY).equals(rows)
+
+    _rewrite(path, _flip(-40))  # the footer: only the SHA-256 covers it
+    with pytest.raises(lake.CorruptPartitionError, match="SHA-256") as caught:
+        lake.read_partition(s3_lake, "t", DAY)
+    assert path in str(caught.value) and "re-run the day" in str(caught.value)
+
+    _rewrite(path, lambda _: original)
+    objectstore.remove(record)  # as if its writer was killed between the upload and the record
+    assert lake.read_partition(s3_lake, "t", DAY).equals(rows)
+    chunk = pq.ParquetFile(pa.BufferReader(original)).metadata.row_group(0).column(1)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    _rewrite(path, _flip(start + chunk.total_compressed_size - 4))  # the last bytes of a data page
+    with pytest.raises(lake.CorruptPartitionError, match="CRC"):
+        lake.read_partition(s3_lake, "t", DAY)
+
+    _rewrite(path, lambda data: original[: len(original) // 2])
+    reused = lake.read_reusable(s3_lake, "t", DAY)
+    assert reused.rows is None and "magic bytes" in reused.corrupt
+    with pytest.raises(lake.CorruptPartitionError, match="2026-11-20"):
+        lake.read_table(s3_lake, "t")
+
+    lake.write_partition(s3_lake, "t", DAY, rows)  # the stage writes the day again: sound, recorded
+    assert lake.read_reusable(s3_lake, "t", DAY) == lake.Reused(rows)
+    assert lake.recorded_sha256(s3_lake, path) == lake.file_sha256(path) == hashlib.sha256(original).hexdigest()
+
+
+def test_corrupt_objects_in_the_bucket_are_recomputed_from_their_source(
+    cluster_env, s3_lake, local_day, tiny_model_dir, tmp_path
+):
+    """A day on the S3 lake, then a flipped byte in its emotion_scores object, a flipped footer in its
+    resampled_audio object and a truncated emotion_segments object (its SHA-256 object removed): the
+    next `emo run` recomputes the three from the FLACs and raw files, names the recordings it
+    repaired, and every table equals the local lake's again."""
+    data_dir = tmp_path / "data"
+    write_small_day(data_dir / "raw" / DAY)
+    env = _env(cluster_env, s3_lake)
+    code, _, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
+    assert code == 0, err[-3000:]
+    ids = sorted(lake.read_partition(s3_lake, "emotion_scores", DAY).column("audio_id").to_pylist())
+
+    scores = lake.partition_file(s3_lake, "emotion_scores", DAY)
+    _rewrite(scores, _flip(len(objectstore.cat(scores)) // 2))
+    _rewrite(lake.partition_file(s3_lake, "resampled_audio", DAY), _flip(-40))
+    segments = lake.partition_file(s3_lake, "emotion_segments", DAY)
+    objectstore.remove(lake.checksum_file(s3_lake, segments))
+    _rewrite(segments, lambda data: data[: len(data) // 2])
+    for table in ("emotion_scores", "resampled_audio", "emotion_segments"):
+        assert lake.read_reusable(s3_lake, table, DAY).corrupt, table
+
+    code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
+    assert code == 0, err[-3000:]
+    summary = out.split(f"Summary for {DAY}")[-1].splitlines()
+    print("\n".join(line for line in summary if "repaired" in line or line.startswith("    ")))
+    assert "  repaired         3  (stored data failed its integrity check: recomputed from its source)" in summary
+    for table in ("emotion_scores", "resampled_audio", "emotion_segments"):
+        assert f"    {table}: {', '.join(ids)}" in summary, (table, summary)
+        assert lake.read_reusable(s3_lake, table, DAY).corrupt is None, table
+    s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
+    for name, rows in local_tables.items():
+        assert s3_tables[name] == rows, name
+
+
 def test_unreachable_bucket_is_refused_before_any_file_is_touched(cluster_env, tiny_model_dir, tmp_path):
     data_dir = tmp_path / "data"
     write_small_day(data_dir / "raw" / DAY)
@@ -302,11 +406,15 @@ def test_unreachable_bucket_is_refused_before_any_file_is_touched(cluster_env, t
 
 HOLD_THE_DAY = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
+    from emo_assets.lib.files import objectstore
     from emo_assets.lib.store import day_lock
 
-    locks, day, go_at, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-    time.sleep(max(0.0, go_at - time.time()))  # every child tries at the same instant
+    locks, day, go, hold_s = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    objectstore.exists(locks)  # connected, so that the race is the store's, not the imports'
+    print("ready", flush=True)
+    while not os.path.exists(go):  # every child tries at the same instant
+        time.sleep(0.005)
     try:
         with day_lock.hold_day(locks, day, holder="racer"):
             print("won", flush=True)
@@ -323,12 +431,13 @@ def test_of_runs_racing_for_a_day_the_store_accepts_exactly_one_and_its_lock_is_
     from emo_assets.lib.store import object_lock
 
     locks = f"{s3_lake}/_locks"
+    lock = object_lock.lock_uri(locks, DAY)
     env = {**emo_env(**{k: cluster_env[k] for k in AWS_VARS}), "PYTHONPATH": str(PROJECT_ROOT)}
-    go_at = time.time() + 8  # time for the children to import
+    go = tmp_path / "go"
     hold_s = object_lock.RENEW_S * 2.5
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", HOLD_THE_DAY, locks, DAY, str(go_at), str(hold_s)],
+            [sys.executable, "-c", HOLD_THE_DAY, locks, DAY, str(go), str(hold_s)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -336,10 +445,14 @@ def test_of_runs_racing_for_a_day_the_store_accepts_exactly_one_and_its_lock_is_
         )
         for _ in range(4)
     ]
-    time.sleep(max(0.0, go_at - time.time()) + 2)
-    first = object_lock.read_lock(object_lock.lock_uri(locks, DAY))
+    for racer in racers:  # every child imported and connected (a loaded machine takes its time)
+        assert racer.stdout.readline().strip() == "ready", racer.communicate()[1][-2000:]
+    go.touch()
+    deadline = time.monotonic() + 30
+    while (first := object_lock.read_lock(lock)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     time.sleep(object_lock.RENEW_S * 1.5)
-    later = object_lock.read_lock(object_lock.lock_uri(locks, DAY))
+    later = object_lock.read_lock(lock)
     outcomes = []
     for racer in racers:
         out, err = racer.communicate(timeout=120)
@@ -348,7 +461,7 @@ def test_of_runs_racing_for_a_day_the_store_accepts_exactly_one_and_its_lock_is_
     assert sorted(outcomes) == ["refused", "refused", "refused", "won"]
     assert first is not None and later is not None
     assert later[0]["pid"] == first[0]["pid"] and later[0]["renewed_at"] > first[0]["renewed_at"]
-    assert object_lock.read_lock(object_lock.lock_uri(locks, DAY)) is None  # released
+    assert object_lock.read_lock(lock) is None  # released
 
 
 def test_a_dagster_run_claim_on_the_bucket_follows_the_instance(cluster_env, s3_lake):
