@@ -259,8 +259,7 @@ class FlacReader:
         return objectstore.open_input(self.path) if isinstance(self.path, str) else nullcontext(str(self.path))
 
     def _raise_unless_missing(self, exc: Exception):
-        # a missing or forbidden file is an OSError, not bad audio
-        with objectstore.open_input(self.path) if isinstance(self.path, str) else open(self.path, "rb"):
+        with objectstore.open_input(self.path):  # a missing or forbidden file is an OSError, not bad audio
             pass
         raise AudioDecodeError(f"not a readable FLAC: {exc}", self.path) from exc
 

@@ -1,7 +1,7 @@
 """Object storage through fsspec: ``s3://bucket/prefix`` -> a filesystem and the paths in it.
 
 Only a location given as a URI is remote (:func:`is_remote`); a local folder is a ``Path``. The
-location helpers (:func:`join`, :func:`relative`) take either; only a URI ever reaches fsspec, so the
+location helpers (:func:`join`, :func:`relative`, :func:`exists`, :func:`open_input`) take either; only a URI ever reaches fsspec, so the
 local lake imports neither fsspec nor s3fs. The filesystem is s3fs
 (fsspec's S3 implementation), the same object for every use: pyarrow reads Parquet through it,
 DuckDB reads the lake views through it (``con.register_filesystem``), soundfile reads the FLACs
@@ -169,9 +169,12 @@ def cat(uri: str) -> bytes:
         return filesystem(uri).cat_file(fs_path(uri))
 
 
-def exists(uri: str) -> bool:
-    with store_errors("looking up", uri):
-        return filesystem(uri).exists(fs_path(uri))
+def exists(location: str | os.PathLike) -> bool:
+    """Whether the local file or the object of a URI exists."""
+    if not is_remote(location):
+        return Path(location).exists()
+    with store_errors("looking up", location):
+        return filesystem(location).exists(fs_path(location))
 
 
 def glob(uri_pattern: str) -> list[str]:
@@ -192,7 +195,12 @@ def remove(uri: str, missing_ok: bool = False) -> None:
 
 
 @contextmanager
-def open_input(uri: str) -> Iterator:
-    """A seekable binary file object reading the object ``uri`` (soundfile, pyarrow read from it)."""
-    with store_errors("reading", uri), filesystem(uri).open(fs_path(uri), "rb") as f:
+def open_input(location: str | os.PathLike) -> Iterator:
+    """A seekable binary file object reading a local file, or the object of a URI range by range
+    (soundfile, pyarrow and hashlib read from it)."""
+    if not is_remote(location):
+        with open(location, "rb") as f:
+            yield f
+        return
+    with store_errors("reading", location), filesystem(location).open(fs_path(location), "rb") as f:
         yield f

@@ -118,22 +118,18 @@ def attach_duckdb(con, lake_root: LakeRoot) -> None:
 
 
 def file_sha256(path: LakeRoot) -> str:
-    if objectstore.is_remote(path):
-        return hashlib.sha256(objectstore.cat(path)).hexdigest()
-    with open(path, "rb") as f:
+    with objectstore.open_input(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def recorded_sha256(lake_root: LakeRoot, partition: LakeRoot) -> str | None:
     """The SHA-256 recorded when ``partition`` was written; None for a file written before
     checksums were recorded, or by a writer killed between the rename and the record."""
-    recorded = checksum_file(lake_root, partition)
-    if objectstore.is_remote(recorded):
-        try:
-            return objectstore.cat(recorded).decode().strip()
-        except FileNotFoundError:
-            return None
-    return recorded.read_text().strip() if recorded.exists() else None
+    try:
+        with objectstore.open_input(checksum_file(lake_root, partition)) as f:
+            return f.read().decode().strip()
+    except FileNotFoundError:
+        return None
 
 
 def verify_partition(lake_root: LakeRoot, partition: LakeRoot, actual: str | None = None) -> None:
@@ -171,11 +167,8 @@ def read_partition_file(lake_root: LakeRoot, path: LakeRoot, schema: pa.Schema |
 
 def read_schema(lake_root: LakeRoot, table: str, day: str) -> pa.Schema:
     """The Arrow schema stored in one day's Parquet file of a lake table."""
-    path = partition_file(lake_root, table, day)
-    if objectstore.is_remote(path):
-        with objectstore.open_input(path) as f:
-            return pq.read_schema(f)
-    return pq.read_schema(path)
+    with objectstore.open_input(partition_file(lake_root, table, day)) as f:
+        return pq.read_schema(f)
 
 
 @contextmanager
@@ -239,7 +232,7 @@ def read_partition(lake_root: LakeRoot, table: str, day: str) -> pa.Table | None
     """One day of a lake table, or None if that day was never written; raises
     :class:`CorruptPartitionError` when the file fails its integrity check."""
     path = partition_file(lake_root, table, day)
-    if not (objectstore.exists(path) if objectstore.is_remote(path) else path.exists()):
+    if not objectstore.exists(path):
         return None
     return read_partition_file(lake_root, path)
 
