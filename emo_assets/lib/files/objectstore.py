@@ -185,6 +185,21 @@ def glob(uri_pattern: str) -> list[str]:
     return sorted(f"{scheme}://{p}" for p in found)
 
 
+def identities(uri_pattern: str) -> dict[str, str]:
+    """URI -> what changes when the object is written again (its ETag and size), for every object
+    matching ``uri_pattern``, in one listing."""
+    scheme = uri_pattern.partition("://")[0]
+    with store_errors("listing", uri_pattern):
+        found = filesystem(uri_pattern).glob(fs_path(uri_pattern), detail=True)
+    return {f"{scheme}://{path}": f"{info.get('ETag')}:{info.get('size')}" for path, info in sorted(found.items())}
+
+
+def copy(source: str, target: str) -> None:
+    """Copy the object ``source`` to ``target`` inside the store (server-side: no byte leaves it)."""
+    with store_errors("copying", f"{source} to {target}"):
+        filesystem(source).copy(fs_path(source), fs_path(target))
+
+
 def remove(uri: str, missing_ok: bool = False) -> None:
     try:
         with store_errors("deleting", uri):

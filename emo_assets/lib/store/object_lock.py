@@ -256,3 +256,17 @@ def claim(
         _held[uri] = _Held(uri, info, etag)
     if old is not None:
         old.stop.set()
+
+
+def days_in_flight(locks_uri: str, is_active: Callable[[str], bool]) -> set[str]:
+    """Days another run is processing now: a lock object whose holder is not gone (:func:`stale_reason`),
+    other than this process's own whole-run lock (`emo run` publishing at its end)."""
+    days = set()
+    for uri in objectstore.glob(objectstore.join(locks_uri, "*.lock")):
+        day = uri.rsplit("/", 1)[-1].removesuffix(".lock")
+        if holds(locks_uri, day):
+            continue
+        current = read_lock(uri)
+        if current is not None and stale_reason(current[0], is_active) is None:
+            days.add(day)
+    return days
