@@ -26,19 +26,11 @@ DOT_COMMANDS = {
 
 
 def _connect(data_dir: str | None):
-    import duckdb
-
     from emo_assets.definitions import resources_from_env
-    from emo_assets.lib.store.warehouse import read_copy_path
+    from emo_assets.lib.store.warehouse import open_read_copy, read_copy_path
 
     storage = resources_from_env(data_dir=data_dir)["storage"]
-    path = read_copy_path(storage.warehouse_path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no analysts' warehouse at {path}: run `emo demo` or `emo run --date YYYY-MM-DD` first "
-            "(or point --data-dir / EMO_DATA_DIR at the data directory)"
-        )
-    return duckdb.connect(str(path), read_only=True), path
+    return open_read_copy(storage.root), read_copy_path(storage.warehouse_path)
 
 
 def run_statements(con, text: str, max_rows: int) -> None:

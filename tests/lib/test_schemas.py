@@ -1,7 +1,6 @@
 """The table registry: every table the lake and the warehouse hold has one entry, and its schema
 is the one the pipeline writes."""
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -37,7 +36,7 @@ def test_registry_covers_every_table_the_lake_and_the_warehouse_hold(reference_d
     lake_folders = {p.name for p in lake_dir.iterdir() if p.is_dir() and not p.name.startswith("_")}
     assert lake_folders - set(schemas.LAKE_TABLES) == set(), "lake tables without a registry entry"
     sql_models = {m.name for m in discover_sql_models(PACKAGED_SQL_DIR)}
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data_dir)
     try:
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
         columns = {

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from emo_assets import cli
 from emo_assets.lib.store import day_lock, lake, warehouse
@@ -105,20 +104,22 @@ def test_three_days_at_once_and_same_day_runs_refused(
         assert len({row[-1] for row in tables[table]}) == 1, table
 
 
-def _analyst(path: Path):
-    """A child process holding a read-only DuckDB connection to ``path`` until its stdin closes;
-    it prints the days of the DuckDB table emotion_clusters it sees when it connects and again when
-    it leaves. (Lake views such as emotion_scores read the current lake files in any copy.)"""
+def _analyst(data_dir: Path):
+    """A child process holding a read-only DuckDB connection to the read copy of ``data_dir`` until
+    its stdin closes; it prints the days of emotion_clusters it sees when it connects and again when
+    it leaves."""
     code = (
-        "import duckdb, sys\n"
-        "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from emo_assets.lib.store import warehouse\n"
+        "con = warehouse.open_read_copy(Path(sys.argv[1]))\n"
         "q = 'SELECT count(DISTINCT date) FROM emotion_clusters'\n"
         "print(con.execute(q).fetchone()[0], flush=True)\n"
         "sys.stdin.read()\n"
         "print(con.execute(q).fetchone()[0], flush=True)\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(path)],
+        [sys.executable, "-c", code, str(data_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -130,7 +131,7 @@ def test_analyst_on_the_read_copy_never_blocks_the_pipeline(tmp_path, tiny_model
     rel.write_small_day(tmp_path / "raw" / DAY)
     rel.write_small_day(tmp_path / "raw" / OTHER_DAY, seed=1)
     assert rel.materialize(tmp_path, tiny_model_dir, day=DAY).success
-    analyst = _analyst(warehouse.read_copy_path(tmp_path / "warehouse.duckdb"))
+    analyst = _analyst(tmp_path)
     try:
         assert analyst.stdout.readline().strip() == "1"
         result = rel.materialize(tmp_path, tiny_model_dir, day=OTHER_DAY)  # while the analyst reads
@@ -140,7 +141,7 @@ def test_analyst_on_the_read_copy_never_blocks_the_pipeline(tmp_path, tiny_model
         if analyst.poll() is None:
             analyst.kill()
     assert out.strip() == "1"  # the open connection kept the copy it opened
-    con = duckdb.connect(str(warehouse.read_copy_path(tmp_path / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(tmp_path)
     assert con.execute("SELECT count(DISTINCT date) FROM emotion_clusters").fetchone()[0] == 2
     con.close()
 

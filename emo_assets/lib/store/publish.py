@@ -195,7 +195,9 @@ def _commit(con: duckdb.DuckDBPyConnection, version: int, updates: dict, written
                 [table, day],
             )
             if entry is not None:
-                con.execute(f"INSERT INTO {CATALOG} VALUES (?, CAST(? AS DATE), ?, ?, ?)", [table, day, *entry, version])
+                con.execute(
+                    f"INSERT INTO {CATALOG} VALUES (?, CAST(? AS DATE), ?, ?, ?)", [table, day, *entry, version]
+                )
         con.execute(f"DELETE FROM {changes.PENDING}")
         con.execute(f"INSERT INTO {VERSIONS} VALUES (?, now(), ?)", [version, len(written)])
         con.execute("COMMIT")
@@ -294,7 +296,10 @@ def _collect_garbage(con: duckdb.DuckDBPyConnection, data_dir: Path, grace_s: fl
     for rel in expired:
         (data_dir / rel).unlink(missing_ok=True)
     con.execute("BEGIN TRANSACTION")
-    con.execute(f"DELETE FROM {RETIRED} WHERE path IN (SELECT unnest(?::VARCHAR[]))", [expired + sorted(referenced & set(retired))])
+    con.execute(
+        f"DELETE FROM {RETIRED} WHERE path IN (SELECT unnest(?::VARCHAR[]))",
+        [expired + sorted(referenced & set(retired))],
+    )
     for rel in newly:
         if grace_s > 0:
             con.execute(f"INSERT INTO {RETIRED} VALUES (?, ?)", [rel, now])

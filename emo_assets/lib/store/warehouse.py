@@ -123,6 +123,8 @@ def verify(path: Path) -> None:
         finally:
             con.close()
     except duckdb.Error as exc:
+        if not is_corruption(exc):
+            raise
         raise corrupt_error(path, exc) from None
 
 
