@@ -52,30 +52,37 @@ def _tables(day: str, rows: int, matrix: np.ndarray) -> dict[str, pa.Table]:
     }
 
 
-def write_day(data_dir: Path, day: str, tables: dict[str, pa.Table], fast: bool = False) -> None:
-    """A day as a run writes it (``fast``: the history's lake files written uncompressed, quicker to set up)."""
+def write_day(data_dir: Path, day: str, tables: dict[str, pa.Table]) -> None:
+    """A day as a run writes it: the lake tables, then the warehouse's (not timed)."""
     for name in ("audio_files", "emotion_embeddings"):
-        if fast:
-            path = lake.partition_file(data_dir / "lake", name, day)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(tables[name], path, compression="none")
-        else:
-            lake.write_partition(data_dir / "lake", name, day, tables[name])
+        lake.write_partition(data_dir / "lake", name, day, tables[name])
     with warehouse.connect(data_dir / "warehouse.duckdb") as con:
         warehouse.replace_index_day(con, day, tables["emotion_embeddings"])
         warehouse.replace_day(con, "emotion_clusters", day, tables["emotion_clusters"])
 
 
 def build(data_dir: Path, history: int, rows: int, matrix: np.ndarray) -> float:
+    """The history: every day's lake files (uncompressed, quicker to write) and warehouse rows in one
+    connection, then published once."""
     started = time.perf_counter()
-    for i in range(history):
-        write_day(data_dir, _day(i), _tables(_day(i), rows, matrix), fast=True)
+    with warehouse.connect(data_dir / "warehouse.duckdb") as con:
+        for i in range(history):
+            day = _day(i)
+            tables = _tables(day, rows, matrix)
+            for name in ("audio_files", "emotion_embeddings"):
+                path = lake.partition_file(data_dir / "lake", name, day)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(tables[name], path, compression="none")
+            warehouse.replace_index_day(con, day, tables["emotion_embeddings"])
+            warehouse.replace_day(con, "emotion_clusters", day, tables["emotion_clusters"])
     publish.publish(data_dir / "warehouse.duckdb", data_dir / "lake", grace_s=0)
     return time.perf_counter() - started
 
 
 def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes under ``path``, a hard-linked file counted once."""
+    seen = {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size for p in path.rglob("*") if p.is_file()}
+    return sum(seen.values())
 
 
 def main() -> None:
