@@ -97,7 +97,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
         print(f"emo: error: {exc}", file=sys.stderr)
         return 3
     failures = run_failures(result)
-    failures += publish_after_run(storage)
+    failures += publish_after_run(storage, lambda run_id: run_is_active(instance, run_id))
     print_summary(storage, day, model, failures)
     if failures:
         first = failures[0]
@@ -106,15 +106,23 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
     return 0
 
 
-def publish_after_run(storage) -> list[tuple[str, str]]:
+def publish_after_run(storage, is_active=lambda run_id: False) -> list[tuple[str, str]]:
     """Publish the analysts' copy once, at the end of the run (failed or not: what succeeded is
-    published). Returns the failure to report when the warehouse is corrupt and was not published."""
+    published; days other runs are still writing are left as they were). Returns the failure to
+    report when the warehouse is corrupt and was not published."""
     from emo_assets.lib.analytics.rebuild import publish_warehouse
-    from emo_assets.lib.store.warehouse import WarehouseCorruptError
+    from emo_assets.lib.store.day_lock import days_in_flight
+    from emo_assets.lib.store.warehouse import WarehouseCorruptError, WarehouseLockedError
 
     try:
-        done = publish_warehouse(storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir)
-    except WarehouseCorruptError as exc:
+        done = publish_warehouse(
+            storage.warehouse_path,
+            storage.lake_dir,
+            storage.models_dir,
+            storage.sql_models_dir,
+            in_flight=days_in_flight(storage.locks_dir, is_active),
+        )
+    except (WarehouseCorruptError, WarehouseLockedError) as exc:  # the analysts keep the version they had
         return [("publishing the analysts' copy", str(exc))]
     print(f"published version {done.version} of {done.read_copy.name} ({len(done.written)} file(s) written)")
     return []

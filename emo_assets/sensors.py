@@ -8,9 +8,9 @@ import dagster as dg
 from emo_assets.jobs import daily_emotion_job, day_run_request
 from emo_assets.lib.analytics import rebuild
 from emo_assets.lib.audio.landing import day_fingerprint, landed_days
-from emo_assets.lib.store import warehouse
+from emo_assets.lib.store import day_lock, warehouse
 from emo_assets.partitions import START_DATE
-from emo_assets.resources import StorageResource
+from emo_assets.resources import StorageResource, run_is_active
 
 
 @dg.sensor(job=daily_emotion_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
@@ -44,12 +44,13 @@ def _run_storage(storage: StorageResource, run: dg.DagsterRun) -> StorageResourc
 
 def _publish_after(context: dg.RunStatusSensorContext, storage: StorageResource) -> dg.SkipReason | None:
     storage = _run_storage(storage, context.dagster_run)
+    in_flight = day_lock.days_in_flight(storage.locks_dir, lambda run_id: run_is_active(context.instance, run_id))
     try:
         done = rebuild.publish_warehouse(
-            storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir
+            storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir, in_flight=in_flight
         )
-    except warehouse.WarehouseCorruptError as exc:
-        context.log.error(str(exc))
+    except (warehouse.WarehouseCorruptError, warehouse.WarehouseLockedError) as exc:
+        context.log.error(str(exc))  # the analysts keep the version they had; the next run's end publishes
         return dg.SkipReason(f"not published: {exc}")
     context.log.info(f"published version {done.version} of {done.read_copy} ({len(done.written)} file(s) written)")
     return None

@@ -104,22 +104,24 @@ def test_three_days_at_once_and_same_day_runs_refused(
         assert len({row[-1] for row in tables[table]}) == 1, table
 
 
-def _analyst(data_dir: Path):
-    """A child process holding a read-only DuckDB connection to the read copy of ``data_dir`` until
-    its stdin closes; it prints the days of emotion_clusters it sees when it connects and again when
-    it leaves."""
+def _analyst(path: Path):
+    """A child process holding a read-only DuckDB connection to ``path`` (a data directory: its read
+    copy; a ``.duckdb`` file: that file) until its stdin closes; it prints the days of
+    emotion_clusters it sees when it connects and again when it leaves."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"
+        "import duckdb\n"
         "from emo_assets.lib.store import warehouse\n"
-        "con = warehouse.open_read_copy(Path(sys.argv[1]))\n"
+        "path = Path(sys.argv[1])\n"
+        "con = duckdb.connect(str(path), read_only=True) if path.suffix else warehouse.open_read_copy(path)\n"
         "q = 'SELECT count(DISTINCT date) FROM emotion_clusters'\n"
         "print(con.execute(q).fetchone()[0], flush=True)\n"
         "sys.stdin.read()\n"
         "print(con.execute(q).fetchone()[0], flush=True)\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(data_dir)],
+        [sys.executable, "-c", code, str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

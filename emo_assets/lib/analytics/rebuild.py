@@ -173,10 +173,14 @@ def publish_warehouse(
     models_dir: Path,
     sql_dir: Path | None,
     grace_s: float = publish.GRACE_S,
+    in_flight: frozenset[str] | set[str] = frozenset(),
 ) -> publish.Published:
     """Publish the analysts' copy at the end of a run (successful or failed: what succeeded is
     published). A warehouse deleted meanwhile is rebuilt first; one marked corrupt is not published
-    (:class:`warehouse.WarehouseCorruptError`, naming the file and the remedy)."""
+    (:class:`warehouse.WarehouseCorruptError`, naming the file and the remedy). Days in ``in_flight``
+    (other runs still writing them) are left as they were published."""
     if not Path(warehouse_path).exists():
         ensure_warehouse(warehouse_path, lake_dir, models_dir, sql_dir)
-    return publish.publish(warehouse_path, lake_dir, extras=similarity.create_similarity_macros, grace_s=grace_s)
+    return publish.publish(
+        warehouse_path, lake_dir, extras=similarity.create_similarity_macros, grace_s=grace_s, in_flight=in_flight
+    )

@@ -145,7 +145,11 @@ def _sql_text(value: object) -> str:
 
 
 def _plan_warehouse(
-    con: duckdb.DuckDBPyConnection, catalog: dict, pending: dict[str, set[str | None]], writer: _Writer
+    con: duckdb.DuckDBPyConnection,
+    catalog: dict,
+    pending: dict[str, set[str | None]],
+    writer: _Writer,
+    in_flight: frozenset[str],
 ) -> dict[Key, tuple[str, str | None] | None]:
     """Export what changed in the warehouse's tables; returns catalog updates (None: drop the entry)."""
     updates: dict[Key, tuple[str, str | None] | None] = {}
@@ -155,10 +159,11 @@ def _plan_warehouse(
         known = {day for (t, day) in catalog if t == table}
         if table in DAY_TABLES:
             if None in changed or not known:  # the whole table was replaced, or never published
-                days = warehouse.table_days(con, table)
-                updates.update({(table, day): None for day in known - set(days)})
+                every_day = warehouse.table_days(con, table)
+                updates.update({(table, day): None for day in known - set(every_day)})
+                days = [day for day in every_day if day not in in_flight]
             else:
-                days = sorted(d for d in changed if d is not None)
+                days = sorted(d for d in changed if d is not None and d not in in_flight)
             for day in days:
                 rel = writer.export(con, table, day)
                 updates[(table, day)] = (rel, None) if rel else None
@@ -171,22 +176,28 @@ def _plan_warehouse(
     return updates
 
 
-def _plan_lake(lake_dir: Path, catalog: dict, writer: _Writer) -> dict[Key, tuple[str, str | None] | None]:
+def _plan_lake(
+    lake_dir: Path, catalog: dict, writer: _Writer, in_flight: frozenset[str]
+) -> dict[Key, tuple[str, str | None] | None]:
     """Link every lake day whose file changed since it was published; drop days no longer in the lake."""
     updates: dict[Key, tuple[str, str | None] | None] = {}
     for table in schemas.LAKE_TABLES:
         files = lake.partition_files(lake_dir, table)
         for day, path in files.items():
+            if day in in_flight:
+                continue
             identity = _source_identity(path)
             if catalog.get((table, day), (None, None))[1] != identity:
                 updates[(table, day)] = (writer.link(table, day, path), identity)
         for t, day in catalog:
-            if t == table and day not in files:
+            if t == table and day not in files and day not in in_flight:
                 updates[(t, day)] = None
     return updates
 
 
-def _commit(con: duckdb.DuckDBPyConnection, version: int, updates: dict, written: list[str]) -> None:
+def _commit(
+    con: duckdb.DuckDBPyConnection, version: int, updates: dict, written: list[str], in_flight: frozenset[str]
+) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         for (table, day), entry in updates.items():
@@ -198,7 +209,11 @@ def _commit(con: duckdb.DuckDBPyConnection, version: int, updates: dict, written
                 con.execute(
                     f"INSERT INTO {CATALOG} VALUES (?, CAST(? AS DATE), ?, ?, ?)", [table, day, *entry, version]
                 )
-        con.execute(f"DELETE FROM {changes.PENDING}")
+        # a day in flight stays pending: its run's end publishes it
+        con.execute(
+            f"DELETE FROM {changes.PENDING} WHERE day IS NULL OR NOT list_contains(?::DATE[], day)",
+            [sorted(in_flight)],
+        )
         con.execute(f"INSERT INTO {VERSIONS} VALUES (?, now(), ?)", [version, len(written)])
         con.execute("COMMIT")
     except BaseException:
@@ -316,8 +331,12 @@ def publish(
     extras: Callable[[duckdb.DuckDBPyConnection], None] = lambda con: None,
     grace_s: float = GRACE_S,
     timeout_s: float | None = None,
+    in_flight: frozenset[str] | set[str] = frozenset(),
 ) -> Published:
     """Publish one version of the warehouse and the lake for the analysts (see the module doc).
+
+    ``in_flight``: days another run is processing now (``day_lock.days_in_flight``); their lake
+    files and warehouse rows are left as last published, and their changes stay pending.
 
     Raises :class:`warehouse.WarehouseCorruptError` (the read copy left as it was) when the warehouse
     is marked corrupt or DuckDB finds a damaged block while exporting.
@@ -334,9 +353,10 @@ def publish(
             version = con.execute(f"SELECT coalesce(max(version), 0) + 1 FROM {VERSIONS}").fetchone()[0]
             catalog = _catalog(con)
             writer = _Writer(data_dir, version)
-            updates = _plan_warehouse(con, catalog, changes.pending(con), writer)
-            updates.update(_plan_lake(lake_dir, catalog, writer))
-            _commit(con, version, updates, writer.written)
+            in_flight = frozenset(in_flight)
+            updates = _plan_warehouse(con, catalog, changes.pending(con), writer, in_flight)
+            updates.update(_plan_lake(lake_dir, catalog, writer, in_flight))
+            _commit(con, version, updates, writer.written, in_flight)
             _write_read_copy(con, data_dir, target, extras)
             removed = _collect_garbage(con, data_dir, grace_s)
     return Published(version, target, tuple(writer.written), tuple(removed))

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from emo_assets.lib.store import changes, lake, publish, warehouse
+from emo_assets.lib.store import changes, day_lock, lake, publish, warehouse
 
 DAYS = [f"2026-11-{d:02d}" for d in range(1, 8)]
 
@@ -221,3 +221,40 @@ def test_writers_record_what_changed_in_the_same_transaction(tmp_path):
         with pytest.raises(duckdb.Error):
             warehouse.replace_day(con, "embedding_index", DAYS[2], pa.table({"nope": [1]}))
         assert changes.pending(con) == {"embedding_index": {DAYS[0]}, "emotion_clusters": {None}}  # rolled back
+
+
+def test_a_day_another_run_is_writing_is_left_as_published(data_dir):
+    """Run A ends while run B is halfway through its day: A's publish leaves B's day as it was."""
+    day_a, day_b = DAYS[0], DAYS[1]
+    _write_day(data_dir, day_a, n=11)  # run A, whole
+    lake.write_partition(data_dir / "lake", "audio_files", day_b, _audio_files(day_b, 12))  # run B, half
+    lake.write_partition(data_dir / "lake", "emotion_embeddings", day_b, _rows(day_b, 12))
+    with warehouse.connect(data_dir / "warehouse.duckdb") as con:
+        warehouse.replace_index_day(con, day_b, _rows(day_b, 12))
+    locks = data_dir / "locks"
+    with day_lock.hold_day(locks, day_b, holder="run B"):
+        in_flight = day_lock.days_in_flight(locks, lambda run_id: False)
+    assert in_flight == set()  # this process's own run is never "another run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DAY, str(locks), day_b], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        in_flight = day_lock.days_in_flight(locks, lambda run_id: False)
+        assert in_flight == {day_b}
+        publish.publish(data_dir / "warehouse.duckdb", data_dir / "lake", in_flight=in_flight)  # run A's end
+    finally:
+        holder.communicate("")
+    assert _counts(data_dir, day_a) == (11, 11, 11)
+    assert _counts(data_dir, day_b) == (4, 4, 4)  # as published before run B started
+    with warehouse.connect(data_dir / "warehouse.duckdb") as con:
+        assert changes.pending(con) == {"embedding_index": {day_b}}  # left for run B's own publish
+    publish.publish(data_dir / "warehouse.duckdb", data_dir / "lake")  # run B's end
+    assert _counts(data_dir, day_b) == (12, 12, 12)
+
+
+HOLD_DAY = (
+    "import sys; from pathlib import Path; from emo_assets.lib.store import day_lock\n"
+    "with day_lock.hold_day(Path(sys.argv[1]), sys.argv[2], holder='emo run'):\n"
+    "    print('held', flush=True); sys.stdin.read()\n"
+)
