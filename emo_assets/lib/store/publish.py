@@ -131,10 +131,8 @@ class _Writer:
                 f"COPY (SELECT * FROM \"{table}\" {where}) TO '{_sql_text(tmp)}' (FORMAT parquet, COMPRESSION zstd)",
                 params,
             ).fetchone()[0]
-            if day and not rows:
-                tmp.unlink()
-        if day and not rows:
-            target.unlink(missing_ok=True)
+        if day and not rows:  # the day was emptied: no file for it
+            target.unlink()
             return None
         self.written.append(rel)
         return rel

@@ -258,3 +258,15 @@ HOLD_DAY = (
     "with day_lock.hold_day(Path(sys.argv[1]), sys.argv[2], holder='emo run'):\n"
     "    print('held', flush=True); sys.stdin.read()\n"
 )
+
+
+def test_an_emptied_day_leaves_the_published_tables(data_dir):
+    day = DAYS[2]
+    with warehouse.connect(data_dir / "warehouse.duckdb") as con:
+        warehouse.replace_index_day(con, day, _rows(day, 0))
+    for table in ("audio_files", "emotion_embeddings"):
+        lake.partition_file(data_dir / "lake", table, day).unlink()
+    done = publish.publish(data_dir / "warehouse.duckdb", data_dir / "lake", grace_s=0)
+    assert done.written == () and len(done.removed) == 3
+    assert _counts(data_dir, day) == (0, 0, 0)
+    assert _counts(data_dir, DAYS[3]) == (6, 6, 6)
