@@ -11,7 +11,11 @@ from emo_assets.resources import StorageResource
 def ensure_warehouse(context: dg.AssetExecutionContext, storage: StorageResource) -> None:
     try:
         rebuilt = rebuild.ensure_warehouse(
-            storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir
+            storage.warehouse_path,
+            storage.lake_dir,
+            storage.models_dir,
+            storage.sql_models_dir,
+            running_day=context.partition_key if context.has_partition_key else None,
         )
     except warehouse.WarehouseCorruptError as exc:
         raise dg.Failure(f"rebuilding the warehouse failed: {exc}") from None

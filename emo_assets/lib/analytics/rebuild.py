@@ -46,17 +46,21 @@ def _lake_days(lake_dir: Path) -> list[str]:
     return sorted({day for table in schemas.LAKE_TABLES for day in lake.partition_days(lake_dir, table)})
 
 
-def needs_rebuild(warehouse_path: Path, lake_dir: Path, full_check: bool = False) -> str | None:
-    """Why the warehouse must be rebuilt, or None: missing while the lake has days, marked corrupt
-    (a step found a damaged block), or it does not open; with ``full_check``, any block unreadable
-    (:func:`warehouse.verify`, which reads the whole file). The caller holds the writer lock."""
+def needs_rebuild(
+    warehouse_path: Path, lake_dir: Path, full_check: bool = False, running_day: str | None = None
+) -> str | None:
+    """Why the warehouse must be rebuilt, or None: missing while the lake has days (other than
+    ``running_day``, which the calling run writes itself: a first run builds no history), marked
+    corrupt (a step found a damaged block), or it does not open; with ``full_check``, any block
+    unreadable (:func:`warehouse.verify`, which reads the whole file). The caller holds the writer lock."""
     warehouse_path = Path(warehouse_path)
     marker = warehouse.corrupt_marker(warehouse_path)
     if marker.exists():
         return marker.read_text().strip().split(". The warehouse is derived", 1)[0]
     if not warehouse_path.exists():
         days = _lake_days(lake_dir)
-        return f"{warehouse_path} is missing while the lake holds {len(days)} day(s)" if days else None
+        others = [d for d in days if d != running_day]
+        return f"{warehouse_path} is missing while the lake holds {len(days)} day(s)" if others else None
     try:
         if full_check:
             warehouse.verify(warehouse_path)
@@ -126,7 +130,12 @@ def _build(con: duckdb.DuckDBPyConnection, lake_dir: Path, models_dir: Path, sql
 
 
 def rebuild_warehouse(
-    warehouse_path: Path, lake_dir: Path, models_dir: Path, sql_dir: Path | None, force: bool = False
+    warehouse_path: Path,
+    lake_dir: Path,
+    models_dir: Path,
+    sql_dir: Path | None,
+    force: bool = False,
+    running_day: str | None = None,
 ) -> Rebuilt | None:
     """Rebuild the warehouse from the lake for every day if it is missing or corrupt (or ``force``,
     which also reads every block first to report damage). Returns what was rebuilt, or None when the
@@ -134,7 +143,7 @@ def rebuild_warehouse(
     warehouse_path = Path(warehouse_path)
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     with warehouse.writer_lock(warehouse_path):
-        reason = needs_rebuild(warehouse_path, lake_dir, full_check=force)
+        reason = needs_rebuild(warehouse_path, lake_dir, full_check=force, running_day=running_day)
         if reason is None and not force:
             return None
         reason = reason or "asked for"
@@ -162,9 +171,11 @@ def rebuild_warehouse(
         return Rebuilt(reason, tuple(lake.partition_days(lake_dir, "emotion_embeddings")), rows, skipped)
 
 
-def ensure_warehouse(warehouse_path: Path, lake_dir: Path, models_dir: Path, sql_dir: Path | None) -> Rebuilt | None:
+def ensure_warehouse(
+    warehouse_path: Path, lake_dir: Path, models_dir: Path, sql_dir: Path | None, running_day: str | None = None
+) -> Rebuilt | None:
     """Before a run writes to the warehouse: rebuild it when missing or corrupt (see :func:`needs_rebuild`)."""
-    return rebuild_warehouse(warehouse_path, lake_dir, models_dir, sql_dir)
+    return rebuild_warehouse(warehouse_path, lake_dir, models_dir, sql_dir, running_day=running_day)
 
 
 def publish_warehouse(
