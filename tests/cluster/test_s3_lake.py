@@ -21,7 +21,6 @@ import time
 import uuid
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -117,9 +116,8 @@ def _tables(data_dir: Path, lake_root: Path | str) -> dict[str, list[tuple]]:
         rows = lake.read_partition(lake_root, table, DAY)
         if rows is not None:
             tables[f"lake:{table}"] = sorted(tuple(cell(v) for v in r.values()) for r in rows.to_pylist())
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data_dir)  # registers the store's filesystem for an S3 lake's views
     try:
-        lake.attach_duckdb(con, lake_root)
         names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
         for name in names:
             rows = con.execute(f'SELECT * FROM "{name}" ORDER BY ALL').fetchall()
@@ -204,6 +202,13 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
         assert path == f"_resampled/date={DAY}/{audio_id}.flac"  # relative to EMO_LAKE_URI: a moved prefix stays whole
     located = resolve_paths(resampled, s3_lake)["path"].to_pylist()
     assert sorted(objectstore.fs_path(uri) for uri in located) == sorted(flacs)
+    # Published for the analysts by server-side copies into the bucket, not copied to the data directory.
+    published = _objects(f"{s3_lake}/_published")
+    for table in schemas.LAKE_TABLES:
+        if lake.partition_days(s3_lake, table):
+            day_objects = [data for path, data in published.items() if f"/_published/{table}/date={DAY}/" in path]
+            assert day_objects == [objectstore.cat(lake.partition_file(s3_lake, table, DAY))], table
+            assert not (data_dir / "published" / table).exists(), table
     s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
     assert set(s3_tables) == set(local_tables)
     for name, rows in local_tables.items():

@@ -30,11 +30,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from emo_assets.lib.store import lake
 from emo_assets.lib.store.warehouse import (
     EMBEDDING_INDEX,
     apply_comments,
     embedding_width,
+    open_read_copy,
     read_copy_path,
     refresh_lake_views,
 )
@@ -144,9 +144,7 @@ def search_connection(warehouse_path: Path, lake_dir: Path) -> duckdb.DuckDBPyCo
     else an in-memory DuckDB with the lake views and these macros."""
     copy = read_copy_path(Path(warehouse_path))
     if copy.exists():
-        con = duckdb.connect(str(copy), read_only=True)
-        lake.attach_duckdb(con, lake_dir)  # its lake views, when the lake is in an object store
-        return con
+        return open_read_copy(copy.parent)
     con = duckdb.connect()
     refresh_lake_views(con, lake_dir)
     create_similarity_macros(con)

@@ -266,6 +266,11 @@ def partition_days(lake_root: LakeRoot, table: str) -> list[str]:
     return [PurePosixPath(str(f)).parent.name.removeprefix("date=") for f in _partition_files(lake_root, table)]
 
 
+def partition_files(lake_root: LakeRoot, table: str) -> dict[str, LakeRoot]:
+    """day -> the file holding that day of ``table``, for every day written (sorted by day)."""
+    return {day: partition_file(lake_root, table, day) for day in partition_days(lake_root, table)}
+
+
 def embedding_matrix(embeddings: pa.Table) -> np.ndarray:
     """The ``embedding`` column (fixed-size list<float32>[D]) as a float32 [N, D] array."""
     column = embeddings.column("embedding").combine_chunks()
