@@ -63,7 +63,7 @@ def needs_rebuild(
         return f"{warehouse_path} is missing while the lake holds {len(days)} day(s)" if others else None
     try:
         if full_check:
-            warehouse.verify(warehouse_path)
+            warehouse.verify(warehouse_path, lake_dir)
         else:
             with warehouse.writer_connection(warehouse_path) as con:
                 con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
@@ -158,7 +158,7 @@ def rebuild_warehouse(
                 rows, skipped = _build(con, lake_dir, models_dir, sql_dir)
             finally:
                 con.close()
-            warehouse.verify(staging)
+            warehouse.verify(staging, lake_dir)
             with open(staging, "rb") as f:
                 os.fsync(f.fileno())
             warehouse_path.with_name(warehouse_path.name + ".wal").unlink(missing_ok=True)  # the old file's

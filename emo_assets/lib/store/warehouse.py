@@ -98,8 +98,9 @@ def corrupt_error(path: Path, exc: BaseException) -> WarehouseCorruptError:
     return WarehouseCorruptError(message)
 
 
-def verify(path: Path) -> None:
+def verify(path: Path, lake_root: Path | str | None = None) -> None:
     """Raise :class:`WarehouseCorruptError` unless every block of every table of ``path`` reads back.
+    (``lake_root``: the lake the views read, whose filesystem is registered when it is an object store.)
 
     DuckDB 2.0 has no integrity pragma; it checks a block's checksum when it reads the block. So the
     file is opened (headers, catalog, WAL replay) and every column of every table is scanned to the
@@ -110,6 +111,8 @@ def verify(path: Path) -> None:
     try:
         con = duckdb.connect(str(path), read_only=True)
         try:
+            if lake_root is not None:
+                lake.attach_duckdb(con, lake_root)
             tables = con.execute(
                 "SELECT table_schema, table_name, table_type FROM information_schema.tables"
             ).fetchall()
