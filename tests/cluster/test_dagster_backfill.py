@@ -177,6 +177,18 @@ def _wait_for_webserver(port: int, services: Services, timeout_s: float = 180) -
             time.sleep(1)
 
 
+def _published_days(data_dir: Path) -> set[str]:
+    """The days of emotion_scores in the analysts' read copy (none before the first publish)."""
+    try:
+        con = warehouse.open_read_copy(data_dir)
+    except FileNotFoundError:
+        return set()
+    try:
+        return {str(d) for (d,) in con.execute("SELECT DISTINCT date FROM emotion_scores").fetchall()}
+    finally:
+        con.close()
+
+
 def test_three_day_backfill_runs_once_per_day_on_postgres(
     cluster_env, dagster_home, postgres_database, tiny_model_dir, tmp_path
 ):
@@ -259,6 +271,13 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
         listed = _graphql(web_port, RUNS, {"backfillId": backfill_id})["runsOrError"]["results"]
         assert {r["runId"] for r in listed} == run_ids
         assert {r["status"] for r in listed} == {"SUCCESS"}
+
+        # The daemon's run-status sensors publish each finished run (checked every 5 s): the last
+        # run's publish may come after the run is seen finished, so wait for it before stopping.
+        deadline = time.monotonic() + RUNS_TIMEOUT_S
+        while (published := _published_days(data_dir)) != set(DAYS):
+            assert time.monotonic() < deadline, f"published days {published}\n{services.tail('daemon')}"
+            time.sleep(2)
     finally:
         services.stop()
 
