@@ -45,7 +45,7 @@ from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
 from emo_assets.lib.store import lake, warehouse
-from emo_assets.web_guard import GuardMiddleware, WebSettings, sweep_outputs
+from emo_assets.web_guard import GuardMiddleware, WebSettings, redact_access_log, sweep_outputs
 
 SIMILAR_K = 5
 DOWNLOADS = (analyze.RESULT_JSON, analyze.EMBEDDING_NPY, analyze.PROCESSED_WAV)
@@ -77,6 +77,7 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
 
     app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(GuardMiddleware, settings=settings)
+    redact_access_log()
 
     def new_run() -> Path:
         sweep_outputs(outputs, settings.outputs_keep_s)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -210,6 +212,27 @@ async def _redirect_with_cookie(send, token: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b""})
+
+
+_TOKEN_IN_QUERY = re.compile(r"(?i)([?&]token=)[^&\s\"]*")
+
+
+class RedactTokenFilter(logging.Filter):
+    """Replaces the value of a ``token=`` query parameter in a log line (uvicorn's access log prints
+    the path with its query) by ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "token=" in text.lower():
+            record.msg, record.args = _TOKEN_IN_QUERY.sub(r"\1***", text), ()
+        return True
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactTokenFilter` on uvicorn's access logger (once)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokenFilter) for f in logger.filters):
+        logger.addFilter(RedactTokenFilter())
 
 
 def sweep_outputs(outputs: Path, keep_s: float, now: float | None = None) -> list[Path]:
