@@ -6,6 +6,7 @@ import dagster as dg
 
 from emo_assets.assets import all_asset_keys
 from emo_assets.assets.analytics import emotion_cluster_model, satisfaction_model
+from emo_assets.lib.analytics.fitted import is_stale
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
 
@@ -46,7 +47,11 @@ models_job = dg.define_asset_job(
 
 def day_selection(storage: StorageResource, refit_models: bool = False) -> list[dg.AssetKey] | None:
     """Asset keys a day's run materializes: everything but the models that already exist."""
-    existing = {key for key in FITTED_MODELS if storage.fitted_model_path(key.path[-1]).exists()}
+    existing = {
+        key
+        for key in FITTED_MODELS
+        if storage.fitted_model_path(key.path[-1]).exists() and not is_stale(storage.fitted_model_path(key.path[-1]))
+    }
     if refit_models or not existing:
         return None
     return [k for k in all_asset_keys(storage.sql_models_dir) if k not in existing]

@@ -375,3 +375,59 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) ->
     Readers see the old table or the new one, never a mix.
     """
     _with_rows(con, rows, [(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows', [])])
+
+
+def erase_values(path: Path, values: list[str], timeout_s: float | None = None) -> dict[str, int]:
+    """Delete every row of every warehouse table holding one of ``values`` in a text column (an
+    erasure: ``audio_id`` and any other column naming the recording), then rewrite the file so the
+    deleted rows do not survive in its free blocks, then publish the read copy from the rewritten
+    file. Returns rows deleted per table. Views (over the lake) are kept as they are.
+
+    DuckDB marks deleted rows free but leaves their bytes in the file until the blocks are reused
+    (VACUUM and CHECKPOINT do not clear them): ``COPY FROM DATABASE`` into a new file copies only
+    live rows, views, macros and comments; the new file then replaces the old one (``os.replace``).
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
+    with _writer_lock(path, timeout_s):
+        remove_stale_temps(path.parent, path.name)
+        with atomic_path(path) as fresh:
+            fresh.unlink()  # DuckDB makes the file: an empty one is not a database
+            con = _open(path, False, timeout_s)
+            try:
+                deleted = _delete_values(con, values)
+                con.execute("CHECKPOINT")  # nothing left in the WAL of the file about to be replaced
+                source = con.execute("SELECT current_database()").fetchone()[0]
+                con.execute(f"ATTACH {_quote(str(fresh))} AS erasure_copy")
+                try:
+                    con.execute(f'COPY FROM DATABASE "{source}" TO erasure_copy')
+                finally:
+                    con.execute("DETACH erasure_copy")
+            finally:
+                con.close()  # before the rename: the old file is closed, the new one complete
+        publish_read_copy(path)
+    return deleted
+
+
+def _delete_values(con: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, int]:
+    columns = con.execute(
+        "SELECT c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
+        "ON c.database_name = t.database_name AND c.schema_name = t.schema_name AND c.table_name = t.table_name "
+        "WHERE c.database_name = current_database() AND c.data_type = 'VARCHAR' ORDER BY 1, 2"
+    ).fetchall()
+    deleted: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, column in columns:
+            n = con.execute(
+                f'DELETE FROM "{table}" WHERE "{column}" IN (SELECT unnest(CAST(? AS VARCHAR[])))', [values]
+            ).fetchone()[0]
+            if n:
+                deleted[table] = deleted.get(table, 0) + n
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return deleted
