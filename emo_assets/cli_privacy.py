@@ -42,6 +42,29 @@ def erase_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def retention_cmd(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from emo_assets.lib.privacy import retention
+
+    storage = _storage(args)
+    policy = retention.policy_of(storage)
+    today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
+    expired = retention.plan(storage, policy, today)
+    kept = {k: v for k, v in vars(policy).items()}
+    print(f"retention on {today} (days kept: {kept}; None: for ever), data in {storage.root}")
+    for item in expired:
+        for path in item.paths:
+            print(f"  {'would delete' if args.dry_run else 'delete'} {item.kind:6s} {item.day}  {path}")
+    if not expired:
+        print("  nothing is past its retention")
+    if args.dry_run:
+        return 0
+    counts = retention.apply(storage, expired)
+    print(f"deleted: {counts or 'nothing'}")
+    return 0
+
+
 def add_privacy_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("erase", help="erase recordings everywhere (raw, FLAC, lake, warehouse, indexes, outputs)")
     p.add_argument("audio_ids", nargs="*", metavar="AUDIO_ID", help="the recordings' audio_id (sha256 of the file)")
@@ -50,3 +73,9 @@ def add_privacy_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     p.set_defaults(handler=erase_cmd)
+
+    p = sub.add_parser("retention", help="delete raw audio, FLACs and table days past EMO_KEEP_*_DAYS")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.add_argument("--today", help="the day to count from, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+    p.set_defaults(handler=retention_cmd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from emo_assets.assets import all_asset_keys
@@ -65,3 +67,22 @@ def day_run_config(refit_models: bool = False) -> dict:
 def day_run_request(storage: StorageResource, day: str, run_key: str) -> dg.RunRequest:
     selection = day_selection(storage)
     return dg.RunRequest(run_key=run_key, partition_key=day, asset_selection=selection)
+
+
+@dg.op(description="Delete raw audio, 16 kHz FLACs and table days older than the retention settings.")
+def enforce_retention(context, storage: StorageResource) -> None:
+    from emo_assets.lib.privacy import retention
+
+    today = dt.datetime.now(dt.UTC).date()
+    policy = retention.policy_of(storage)
+    expired = retention.plan(storage, policy, today)
+    counts = retention.apply(storage, expired)
+    context.log.info(f"retention {policy} on {today}: deleted {counts or 'nothing'}")
+
+
+@dg.job(
+    executor_def=RUN_EXECUTOR,
+    description="Enforce retention: EMO_KEEP_RAW_DAYS, EMO_KEEP_FLAC_DAYS, EMO_KEEP_TABLES_DAYS (unset: kept).",
+)
+def retention_job() -> None:
+    enforce_retention()

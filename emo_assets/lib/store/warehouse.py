@@ -387,6 +387,16 @@ def erase_values(path: Path, values: list[str], timeout_s: float | None = None) 
     (VACUUM and CHECKPOINT do not clear them): ``COPY FROM DATABASE`` into a new file copies only
     live rows, views, macros and comments; the new file then replaces the old one (``os.replace``).
     """
+    return _delete_and_rewrite(path, lambda con: _delete_values(con, values), timeout_s)
+
+
+def erase_days(path: Path, days: list[str], timeout_s: float | None = None) -> dict[str, int]:
+    """:func:`erase_values` for whole days (retention): every row whose ``date`` is one of ``days``,
+    in every table with a ``date`` column. Returns rows deleted per table."""
+    return _delete_and_rewrite(path, lambda con: _delete_days(con, days), timeout_s)
+
+
+def _delete_and_rewrite(path: Path, delete, timeout_s: float | None) -> dict[str, int]:
     path = Path(path)
     if not path.exists():
         return {}
@@ -397,7 +407,7 @@ def erase_values(path: Path, values: list[str], timeout_s: float | None = None) 
             fresh.unlink()  # DuckDB makes the file: an empty one is not a database
             con = _open(path, False, timeout_s)
             try:
-                deleted = _delete_values(con, values)
+                deleted = delete(con)
                 con.execute("CHECKPOINT")  # nothing left in the WAL of the file about to be replaced
                 source = con.execute("SELECT current_database()").fetchone()[0]
                 con.execute(f"ATTACH {_quote(str(fresh))} AS erasure_copy")
@@ -411,19 +421,33 @@ def erase_values(path: Path, values: list[str], timeout_s: float | None = None) 
     return deleted
 
 
-def _delete_values(con: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, int]:
-    columns = con.execute(
+def _table_columns(con: duckdb.DuckDBPyConnection, where: str) -> list[tuple[str, str]]:
+    """(table, column) of the base tables (not views) of this database whose column matches ``where``."""
+    return con.execute(
         "SELECT c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
         "ON c.database_name = t.database_name AND c.schema_name = t.schema_name AND c.table_name = t.table_name "
-        "WHERE c.database_name = current_database() AND c.data_type = 'VARCHAR' ORDER BY 1, 2"
+        f"WHERE c.database_name = current_database() AND {where} ORDER BY 1, 2"
     ).fetchall()
+
+
+def _delete_days(con: duckdb.DuckDBPyConnection, days: list[str]) -> dict[str, int]:
+    columns = _table_columns(con, "c.column_name = 'date' AND c.data_type = 'DATE'")
+    return _delete_where(con, columns, "CAST(? AS DATE[])", days)
+
+
+def _delete_values(con: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, int]:
+    return _delete_where(con, _table_columns(con, "c.data_type = 'VARCHAR'"), "CAST(? AS VARCHAR[])", values)
+
+
+def _delete_where(con, columns: list[tuple[str, str]], cast: str, values: list) -> dict[str, int]:
+    """Delete the rows whose ``column`` is one of ``values`` from each (table, column), in one transaction."""
     deleted: dict[str, int] = {}
     con.execute("BEGIN TRANSACTION")
     try:
         for table, column in columns:
-            n = con.execute(
-                f'DELETE FROM "{table}" WHERE "{column}" IN (SELECT unnest(CAST(? AS VARCHAR[])))', [values]
-            ).fetchone()[0]
+            n = con.execute(f'DELETE FROM "{table}" WHERE "{column}" IN (SELECT unnest({cast}))', [values]).fetchone()[
+                0
+            ]
             if n:
                 deleted[table] = deleted.get(table, 0) + n
         con.execute("COMMIT")
