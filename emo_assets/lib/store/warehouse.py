@@ -147,7 +147,10 @@ def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
         # Name the holder in the lock file for those waiting (a flock itself does not say who holds it).
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} ({' '.join(' '.join(sys.argv).split())[:160]})".encode(), 0)
-        yield
+        try:
+            yield
+        finally:  # the command line may name a recording (`emo erase`): not kept once released
+            os.ftruncate(fd, 0)
 
 
 def publish_read_copy(path: Path) -> Path:
