@@ -268,3 +268,37 @@ def test_the_token_never_reaches_the_server_log(guarded_server):
     text = log.read_text()
     assert "GET /api/status" in text  # the access log is on in this server: it is what is checked
     assert TOKEN not in text
+
+
+def test_a_warehouse_recording_is_read_from_its_day_only(tmp_path, tiny_model_dir, monkeypatch):
+    """The page's lookup asks the warehouse for the recording's newest day, then reads that day's
+    lake files: never every day of the lake."""
+    from emo_assets import web
+    from emo_assets.lib.store import lake
+    from emo_assets.resources import EmotionModelResource, StorageResource
+    from tests import test_web
+
+    model = EmotionModelResource(model=str(tiny_model_dir), device="cpu").load()
+    rng = np.random.default_rng(7)
+    for day in ("2026-11-19", "2026-11-20", "2026-11-21"):
+        monkeypatch.setattr(test_web, "DAY", day)
+        ids = test_web._write_lake(
+            tmp_path, model, {f"call_{day}.wav": (rng.standard_normal(16000) * 0.1).astype(np.float32)}
+        )
+    read_days = []
+    real_partition = lake.read_partition
+
+    def spy_partition(lake_root, table, day):
+        read_days.append(day)
+        return real_partition(lake_root, table, day)
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("the lookup read every day of a lake table")
+
+    monkeypatch.setattr(lake, "read_partition", spy_partition)
+    monkeypatch.setattr(lake, "read_table", no_full_read)
+    (audio_id,) = ids.values()  # the recording of 2026-11-21
+    found, day = web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), audio_id)
+    assert day == "2026-11-21" and set(read_days) == {"2026-11-21"}
+    assert found.audio_name == "call_2026-11-21.wav" and found.embedding.shape[0] == 1
+    assert web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), "f" * 64) is None
