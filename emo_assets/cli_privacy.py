@@ -20,6 +20,7 @@ def _storage(args: argparse.Namespace):
 def erase_cmd(args: argparse.Namespace) -> int:
     from emo_assets.lib.privacy.erase import ErasureError, check_audio_ids, erase, ids_of_sources
     from emo_assets.lib.store.day_lock import DayLockedError
+    from emo_assets.lib.store.warehouse import WarehouseLockedError
 
     storage = _storage(args)
     try:
@@ -30,9 +31,17 @@ def erase_cmd(args: argparse.Namespace) -> int:
     except (ErasureError, DayLockedError) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2
+    except WarehouseLockedError as exc:  # the files before it are erased; a second run finishes the job
+        print(
+            f"emo: error: the erasure stopped at the warehouse: {exc} Then run the same `emo erase` again.",
+            file=sys.stderr,
+        )
+        return 1
     print(f"erased {len(set(ids))} recording(s) from {storage.root}")
     for what, n in sorted(done.removed.items()):
         print(f"  {what:60s} {n}")
+    if not done.removed:
+        print("  nothing held them; tombstoned, so they are deleted if they ever land")
     print(f"  logged (ids hashed) in {storage.root / 'erasure'}")
     if done.leftovers:
         print(f"emo: error: {len(done.leftovers)} file(s) still hold an erased id:", file=sys.stderr)
