@@ -303,8 +303,16 @@ def holds(path: Path, ids: list[str]) -> bool:
                 return True
     if path.suffix == ".duckdb" and _duckdb_holds(path, ids):
         return True
-    data = path.read_bytes()
-    return any(needle in data for needle in _needles(ids))
+    needles = _needles(ids)
+    overlap = max(len(n) for n in needles) - 1
+    tail = b""
+    with path.open("rb") as f:  # in blocks: a raw recording may be gigabytes
+        while block := f.read(1 << 22):
+            data = tail + block
+            if any(needle in data for needle in needles):
+                return True
+            tail = data[-overlap:]
+    return False
 
 
 def _duckdb_holds(path: Path, ids: list[str]) -> bool:
