@@ -5,15 +5,21 @@ In this order, so that an interrupted erasure can simply be run again:
 1. a tombstone (lib/files/tombstones.py): from now on ingest deletes these bytes on sight;
 2. the raw files (those whose bytes hash to the id) and the 16 kHz FLAC copies;
 3. web outputs holding the recording (its processed audio, or its id);
-4. every Parquet file under the data directory with a row naming it (any text column equal to the
-   id): the lake's day partitions, quarantine and side tables, exports, published copies. Each is
-   rewritten whole through a temporary file and a rename, whatever the layout;
+4. every Parquet file under the data directory (but ``published/``) with a row naming it (any text
+   column equal to the id): the lake's day partitions (through lake.py's writer, so each day's
+   SHA-256 record is rewritten with it and the next run does not take the day for corrupt),
+   quarantine and side tables, exports. Each is rewritten whole through a temporary file and a rename;
 5. every warehouse table (then the DuckDB file is rewritten, so no free block keeps the rows);
 6. every day of the similarity index that held it (rebuilt from the rewritten lake day);
 7. npy/CSV exports (re-exported from the rewritten lake) and reports naming it (deleted);
 8. fitted models fitted after it landed: marked stale, so the next run refits without it;
-9. the erasure log: when, the keyed hashes, counts of what was removed where;
-10. a scan of every file under the data directory (but the erasure folder) for the ids, as text
+9. the analysts' copy published again (lib/store/publish.py: the catalog then lists only the
+   rewritten lake days and re-exported warehouse days), then every file under ``published/`` still
+   holding it deleted at once, not after the grace period (a superseded file, or the hard link
+   that is the last name of a rewritten lake file's old bytes), or rewritten in place when the
+   catalog still lists it (a day another run is writing);
+10. the erasure log: when, the keyed hashes, counts of what was removed where;
+11. a scan of every file under the data directory (but the erasure folder) for the ids, as text
     and as numpy's UTF-32: any file still holding one is returned in ``leftovers``.
 
 No dagster here; the caller (the CLI) reports and sets the exit code.
@@ -26,6 +32,7 @@ import datetime as dt
 import hashlib
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +41,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from emo_assets.lib.analytics import ann, fitted, nearest
+from emo_assets.lib.analytics import ann, fitted, nearest, rebuild
 from emo_assets.lib.audio.raw_scan import sha256_file
 from emo_assets.lib.files import tombstones
 from emo_assets.lib.files.atomic import atomic_path
 from emo_assets.lib.results import export
-from emo_assets.lib.store import day_lock, lake, warehouse
+from emo_assets.lib.store import day_lock, lake, publish, warehouse
 from emo_assets.lib.store.paths import FITTED_MODEL_SUFFIX
 
 AUDIO_ID_HEX = 64
@@ -94,8 +101,12 @@ def ids_of_sources(storage, sources: list[str]) -> list[str]:
     return sorted(ids)
 
 
-def erase(storage, audio_ids: list[str], now: dt.datetime | None = None) -> Erasure:
-    """Erase ``audio_ids`` from the data directory of ``storage`` (a StorageResource)."""
+def erase(
+    storage, audio_ids: list[str], now: dt.datetime | None = None, is_active: Callable[[str], bool] = lambda run: False
+) -> Erasure:
+    """Erase ``audio_ids`` from the data directory of ``storage`` (a StorageResource). ``is_active``:
+    whether a Dagster run holding a day's lease is still running (its day is left to its own publish,
+    the published file of that day cleaned in place)."""
     ids = check_audio_ids(audio_ids)
     now = now or dt.datetime.now(dt.UTC)
     root = storage.root
@@ -106,6 +117,7 @@ def erase(storage, audio_ids: list[str], now: dt.datetime | None = None) -> Eras
         for day in facts.days:
             held.enter_context(day_lock.hold_day(storage.locks_dir, day, holder="emo erase"))
         _erase_held(storage, ids, facts, done, now)
+    republish(storage, lambda path: holds(path, ids), lambda path: _rewrite_without(path, ids), done, is_active)
     tombstones.append_log(root, hashes, done.removed, now)
     done.leftovers = files_holding(root, ids, skip=tombstones.erasure_dir(root))
     return done
@@ -125,7 +137,7 @@ def _erase_held(storage, ids: list[str], facts: _Facts, done: Erasure, now: dt.d
             flac.unlink()
             done.count("flac_files")
     done.count("web_outputs", _erase_web_outputs(root / "web_outputs", ids, processed, facts.names))
-    for path, n in _erase_parquet(root, ids):
+    for path, n in _erase_parquet(root, storage.lake_dir, ids):
         done.count(f"rows:{path.relative_to(root)}", n)
     for table, n in warehouse.erase_values(storage.warehouse_path, ids).items():
         done.count(f"warehouse_rows:{table}", n)
@@ -196,28 +208,90 @@ def _erase_web_outputs(outputs: Path, ids: list[str], processed: set[str], names
     return removed
 
 
-def _erase_parquet(root: Path, ids: list[str]) -> list[tuple[Path, int]]:
-    """Rewrite every Parquet file under ``root`` that has a row with a text column equal to an id."""
+def _without(path: Path, ids: list[str]) -> tuple[pa.Table, int] | None:
+    """The rows of a Parquet file with no text column equal to an id, and how many were dropped;
+    None when the file has no text column."""
+    schema = pq.read_schema(path)
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    if not text:
+        return None
     wanted = pa.array(ids)
+    rows = pq.read_table(path)
+    hit = pc.is_in(rows.column(text[0]), wanted)
+    for name in text[1:]:
+        hit = pc.or_(hit, pc.is_in(rows.column(name), wanted))
+    hit = pc.fill_null(hit, False)
+    return rows.filter(pc.invert(hit)), pc.sum(hit).as_py() or 0
+
+
+def _rewrite_without(path: Path, ids: list[str]) -> int:
+    """Rewrite a Parquet file (not the lake's) without the rows naming an id; returns rows dropped."""
+    kept = _without(path, ids)
+    if kept is None or not kept[1]:
+        return 0
+    with atomic_path(path) as tmp:
+        pq.write_table(kept[0], tmp, compression="zstd")
+    return kept[1]
+
+
+def _lake_partition(lake_dir: Path, path: Path) -> tuple[str, str] | None:
+    """(table, day) when ``path`` is a day partition of the lake (``_rejects/<stage>`` included)."""
+    if not path.is_relative_to(lake_dir) or path.name != lake.PART_NAME:
+        return None
+    parts = path.relative_to(lake_dir).parts
+    if len(parts) < 3 or not parts[-2].startswith("date=") or parts[0] == lake.CHECKSUMS:
+        return None
+    return "/".join(parts[:-2]), parts[-2].removeprefix("date=")
+
+
+def _erase_parquet(root: Path, lake_dir: Path, ids: list[str]) -> list[tuple[Path, int]]:
+    """Rewrite every Parquet file under ``root`` (but the erasure folder and ``published/``, see
+    :func:`republish`) that has a row with a text column equal to an id. A lake day is rewritten
+    through :func:`lake.write_partition`, which records its new SHA-256."""
+    lake_dir = Path(lake_dir)
+    skip = {tombstones.ERASURE_DIR, warehouse.PUBLISHED_DIR}
     changed = []
     for path in sorted(root.rglob("*.parquet")):
-        if path.name.startswith(".") or tombstones.ERASURE_DIR in path.relative_to(root).parts[:1]:
+        if path.name.startswith(".") or path.relative_to(root).parts[0] in skip:
             continue
-        schema = pq.read_schema(path)
-        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        if not text:
+        kept = _without(path, ids)
+        if kept is None or not kept[1]:
             continue
-        rows = pq.read_table(path)
-        hit = pc.is_in(rows.column(text[0]), wanted)
-        for name in text[1:]:
-            hit = pc.or_(hit, pc.is_in(rows.column(name), wanted))
-        hit = pc.fill_null(hit, False)
-        n = pc.sum(hit).as_py() or 0
-        if n:
+        partition = _lake_partition(lake_dir, path)
+        if partition is not None:
+            lake.write_partition(lake_dir, *partition, kept[0])
+        else:
             with atomic_path(path) as tmp:
-                pq.write_table(rows.filter(pc.invert(hit)), tmp, compression="zstd")
-            changed.append((path, n))
+                pq.write_table(kept[0], tmp, compression="zstd")
+        changed.append((path, kept[1]))
     return changed
+
+
+def republish(
+    storage,
+    holds_erased: Callable[[Path], bool],
+    clean: Callable[[Path], object],
+    done: Erasure,
+    is_active: Callable[[str], bool] = lambda run: False,
+) -> None:
+    """Publish the analysts' copy again once the lake and the warehouse no longer hold what was
+    erased, then delete at once (or clean in place, when still listed) every published file that
+    ``holds_erased``: the grace period keeps old versions for readers, never erased rows. Nothing
+    to do when nothing was ever published. Used by erasure and retention."""
+    if not (storage.root / warehouse.PUBLISHED_DIR).is_dir():
+        return
+    published = rebuild.publish_warehouse(
+        storage.warehouse_path,
+        storage.lake_dir,
+        storage.models_dir,
+        storage.sql_models_dir,
+        in_flight=day_lock.days_in_flight(storage.locks_dir, is_active),
+    )
+    done.count("published_versions")
+    done.count("published_files_written", len(published.written))
+    deleted, rewritten = publish.purge(storage.warehouse_path, holds_erased, clean)
+    done.count("published_files_deleted", len(deleted))
+    done.count("published_files_rewritten", len(rewritten))
 
 
 def _erase_similarity(storage, ids: list[str]) -> list[tuple[str, str]]:
@@ -322,13 +396,14 @@ def _duckdb_holds(path: Path, ids: list[str]) -> bool:
     con = duckdb.connect(str(path), read_only=True)
     try:
         columns = con.execute(
-            "SELECT c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
+            "SELECT c.schema_name, c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
             "ON c.database_name = t.database_name AND c.schema_name = t.schema_name AND c.table_name = t.table_name "
             "WHERE c.database_name = current_database() AND c.data_type = 'VARCHAR'"
         ).fetchall()
-        for table, column in columns:
+        for schema, table, column in columns:
             found = con.execute(
-                f'SELECT count(*) FROM "{table}" WHERE "{column}" IN (SELECT unnest(CAST(? AS VARCHAR[])))', [ids]
+                f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" IN (SELECT unnest(CAST(? AS VARCHAR[])))',
+                [ids],
             ).fetchone()[0]
             if found:
                 return True

@@ -12,17 +12,27 @@ Three settings of the storage resource, in days (unset: kept for ever):
 
 A day is older than ``keep`` days when ``today - DAY > keep``: with 30, a day is deleted on its 31st
 day. :func:`plan` lists what :func:`apply` would delete (``emo retention --dry-run``); ``retention_job``
-runs :func:`apply` every day (``retention_schedule``). No dagster here.
+runs :func:`apply` every day (``retention_schedule``). After deleting table days, the analysts' copy
+is published again and every file under ``published/`` holding an expired day is deleted at once
+(or cleaned in place when still listed), not kept for the grace period (lib/privacy/erase.py:
+:func:`~emo_assets.lib.privacy.erase.republish`). No dagster here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from emo_assets.lib.analytics import ann, fitted
+from emo_assets.lib.files.atomic import atomic_path
+from emo_assets.lib.privacy.erase import Erasure, republish
 from emo_assets.lib.store import day_lock, warehouse
 from emo_assets.lib.store.paths import FITTED_MODEL_SUFFIX
 
@@ -99,9 +109,41 @@ def _table_dirs(lake_dir: Path) -> list[Path]:
     return sorted({p.parent for p in Path(lake_dir).rglob("date=*") if p.is_dir()})
 
 
-def apply(storage, expired: list[Expired], now: dt.datetime | None = None) -> dict[str, int]:
+def _day_rows(path: Path, days: list[str]) -> pa.Array | None:
+    """Per row of a Parquet file, whether its ``date`` is one of ``days``; None without a date column."""
+    if "date" not in pq.read_schema(path).names:
+        return None
+    dates = pc.cast(pq.read_table(path, columns=["date"]).column("date"), pa.string())
+    return pc.fill_null(pc.is_in(dates, pa.array(days)), False)
+
+
+def holds_days(path: Path, days: list[str]) -> bool:
+    """True when a (published) Parquet file holds a row of one of ``days``: its folder is the day's,
+    or its ``date`` column names one."""
+    if path.parent.name.removeprefix("date=") in days:
+        return True
+    hit = _day_rows(path, days)
+    return hit is not None and bool(pc.any(hit).as_py())
+
+
+def _rewrite_without_days(path: Path, days: list[str]) -> None:
+    hit = _day_rows(path, days)
+    rows = pq.read_table(path)
+    kept = rows.slice(0, 0) if hit is None else rows.filter(pc.invert(hit))
+    with atomic_path(path) as tmp:
+        pq.write_table(kept, tmp, compression="zstd")
+
+
+def apply(
+    storage,
+    expired: list[Expired],
+    now: dt.datetime | None = None,
+    is_active: Callable[[str], bool] = lambda run: False,
+) -> dict[str, int]:
     """Delete ``expired`` (from :func:`plan`); returns counts per kind. Each day is locked while its
-    files go, so no run of that day works meanwhile."""
+    files go, so no run of that day works meanwhile. ``is_active``: as for
+    :func:`~emo_assets.lib.privacy.erase.erase`."""
+
     counts: dict[str, int] = {}
     table_days = sorted({e.day for e in expired if e.kind == "tables"})
     for item in expired:
@@ -117,4 +159,13 @@ def apply(storage, expired: list[Expired], now: dt.datetime | None = None) -> di
         counts["warehouse_rows"] = sum(deleted.values())
         for path in sorted(Path(storage.models_dir).glob(f"*{FITTED_MODEL_SUFFIX}")):
             fitted.mark_stale(path, f"fitted on days since deleted by retention ({table_days[0]}...)", now)
+        done = Erasure()
+        republish(
+            storage,
+            lambda path: holds_days(path, table_days),
+            lambda path: _rewrite_without_days(path, table_days),
+            done,
+            is_active,
+        )
+        counts.update(done.removed)
     return counts

@@ -43,8 +43,8 @@ def places_naming(root: Path, audio_id: str, skip: Path | None = None) -> list[s
         if not hit and path.suffix == ".duckdb":
             con = duckdb.connect(str(path), read_only=True)
             try:
-                tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-                hit = any(audio_id in str(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
+                tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+                hit = any(audio_id in str(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables)
             finally:
                 con.close()
         if hit:
@@ -82,8 +82,10 @@ def erased_day(tmp_path, tiny_model_dir, monkeypatch):
 def test_an_erased_recording_leaves_no_byte_under_the_data_dir(erased_day):
     data, victim, kept, source, _raw, before, rows_before = erased_day
     # the scan finds the id where the platform put it, so finding nothing afterwards means something
-    for place in ("lake/audio_files", "lake/emotion_embeddings", "warehouse.duckdb", "warehouse_read.duckdb"):
+    # (the read copy is a catalog of views: its rows are the Parquet files under published/)
+    for place in ("lake/audio_files", "lake/emotion_embeddings", "warehouse.duckdb", "published/audio_files"):
         assert any(p.startswith(place) for p in before), (place, before)
+    assert any(p.startswith("published/embedding_index") for p in before), before
     assert any(p.startswith("similarity/") for p in before) and any(p.startswith("exports/") for p in before)
     assert places_naming(data, victim, skip=data / "erasure") == []
     assert not (data / "raw" / source).exists()
@@ -94,6 +96,34 @@ def test_an_erased_recording_leaves_no_byte_under_the_data_dir(erased_day):
     for table, n in rows_before.items():
         assert lake.read_partition(data / "lake", table, DAY).num_rows == n - 1
     assert len(np.load(data / "exports" / DAY / f"emotion_embeddings_{DAY}.npy")) == rows_before["emotion_scores"] - 1
+    # the analysts' copy was published again: it answers, without the recording, from clean files
+    con = warehouse.open_read_copy(data)
+    try:
+        for table in ("audio_files", "emotion_scores", "embedding_index"):
+            ids = {r[0] for r in con.execute(f"SELECT audio_id FROM {table}").fetchall()}
+            assert victim not in ids and kept in ids, table
+    finally:
+        con.close()
+    # the lake day's SHA-256 was rewritten with it: the day reads back, not taken for corrupt
+    for table in ("audio_files", "emotion_scores", "emotion_embeddings"):
+        lake.verify_partition(data / "lake", lake.partition_file(data / "lake", table, DAY))
+
+
+def test_the_grace_period_keeps_no_erased_bytes(erased_day):
+    """Published lake days are hard links: the lake file rewritten by rename leaves the old bytes
+    under published/ until that link goes. Superseded files holding the recording go at once."""
+    data, victim, *_ = erased_day
+    (entry,) = tombstones.read_log(data)
+    assert entry["removed"]["published_files_deleted"] >= 3  # at least audio_files, scores, embeddings
+    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    try:
+        referenced = {r[0] for r in con.execute("SELECT path FROM _publish.files").fetchall()}
+        retired = {r[0] for r in con.execute("SELECT path FROM _publish.retired").fetchall()}
+    finally:
+        con.close()
+    on_disk = {str(p.relative_to(data)) for p in (data / "published").rglob("*.parquet")}
+    assert referenced <= on_disk and not (retired & referenced)
+    assert all(victim not in json.dumps(pq.read_table(data / p).to_pylist(), default=str) for p in on_disk)
 
 
 def test_the_erasure_log_holds_counts_and_a_keyed_hash_not_the_id(erased_day):
@@ -123,9 +153,10 @@ def test_duckdb_keeps_deleted_rows_in_free_blocks_until_the_file_is_rewritten(tm
     assert warehouse.erase_values(path, [ids[8]]) == {"t": 1}
     for erased in (ids[7], ids[8]):
         assert erased.encode() not in path.read_bytes()
-        assert erased.encode() not in warehouse.read_copy_path(path).read_bytes()
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*) FROM v").fetchone()[0] == 48  # views survive the rewrite
+    # the change is recorded for the next publish (the caller publishes the analysts' copy)
+    assert con.execute("SELECT table_name, day FROM _publish.pending").fetchall() == [("t", None)]
     con.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from emo_assets.cli import main
@@ -32,7 +32,7 @@ def two_days(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def _state(data):
-    con = duckdb.connect(str(warehouse.read_copy_path(data / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data)
     try:
         index_days = [str(r[0]) for r in con.execute("SELECT DISTINCT date FROM embedding_index ORDER BY 1").fetchall()]
     finally:
@@ -69,6 +69,11 @@ def test_retention_deletes_the_days_past_their_time_everywhere(two_days):
         "similarity": [OTHER_DAY],
     }
     assert not list((data / "lake").rglob(f"date={DAY}"))
+    # the published copies of the day are gone at once, not after the grace period
+    assert not list((data / "published").rglob(f"date={DAY}/*.parquet"))
+    for path in (data / "published").rglob("*.parquet"):
+        dates = pq.read_table(path).column("date").to_pylist() if "date" in pq.read_schema(path).names else []
+        assert dt.date.fromisoformat(DAY) not in dates, path
     assert fitted.is_stale(data / "models" / "emotion_cluster_model.pkl")
 
 
