@@ -357,7 +357,8 @@ def _mark_models_stale(models_dir: Path, first_ingested: dt.datetime | None, now
         with path.open("rb") as f:
             model = pickle.load(f)  # our own file (lib/analytics/fitted.py)
         fitted_at = dt.datetime.fromisoformat(getattr(model, "fitted_at", now.isoformat()))
-        if first_ingested is None or fitted_at >= first_ingested:
+        # fitted_at is kept to the second: a fit in the same second as the landing counts as after it
+        if first_ingested is None or fitted_at >= first_ingested.replace(microsecond=0):
             fitted.mark_stale(path, "fitted on a recording that has since been erased", now)
             marked.append(path.name.removesuffix(FITTED_MODEL_SUFFIX))
     return marked
