@@ -10,7 +10,7 @@ from emo_assets.assets import all_asset_keys
 from emo_assets.assets.analytics import emotion_cluster_model, satisfaction_model
 from emo_assets.lib.analytics.fitted import is_stale
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import StorageResource
+from emo_assets.resources import StorageResource, run_is_active
 
 # The assets fitted on every day; each keeps its model in storage.fitted_model_path(<asset>).
 FITTED_MODELS = (emotion_cluster_model.key, satisfaction_model.key)
@@ -76,7 +76,7 @@ def enforce_retention(context, storage: StorageResource) -> None:
     today = dt.datetime.now(dt.UTC).date()
     policy = retention.policy_of(storage)
     expired = retention.plan(storage, policy, today)
-    counts = retention.apply(storage, expired)
+    counts = retention.apply(storage, expired, is_active=lambda run_id: run_is_active(context.instance, run_id))
     context.log.info(f"retention {policy} on {today}: deleted {counts or 'nothing'}")
 
 
