@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from emo_assets.cli_privacy import add_privacy_commands
 from emo_assets.cli_results import add_result_commands
 from emo_assets.cli_sql import add_sql_command
 from emo_assets.resources import PROJECT_ROOT, SettingError
@@ -352,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     mtm.set_defaults(handler=lambda a: make_test_model_cmd(a.directory, a.size, a.seed))
 
     add_result_commands(sub)
+    add_privacy_commands(sub)
     add_sql_command(sub)
     return parser
 

@@ -154,8 +154,13 @@ def web_cmd(args: argparse.Namespace) -> int:
         from emo_assets.web import serve
     except ImportError as exc:
         return _fail(f"the web page needs the [web] extra ({exc}); install it: pip install -e '.[web]'")
+    from emo_assets.web_guard import WebSettingError
+
     resources = _resources(args)
-    return serve(resources["storage"], resources["emotion_model"], host=args.host, port=args.port)
+    try:
+        return serve(resources["storage"], resources["emotion_model"], host=args.host, port=args.port)
+    except WebSettingError as exc:
+        return _fail(str(exc))
 
 
 def _common(p: argparse.ArgumentParser, model: bool = False) -> None:

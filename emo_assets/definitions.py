@@ -29,10 +29,10 @@ import dagster as dg
 
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
-from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job
+from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job, retention_job
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
-from emo_assets.schedules import daily_emotion_schedule, models_schedule
+from emo_assets.schedules import daily_emotion_schedule, models_schedule, retention_schedule
 from emo_assets.sensors import PUBLISH_SENSORS, raw_files_sensor
 
 
@@ -91,6 +91,16 @@ def _lake_uri(env: str, text: str) -> str | None:
     return text.strip()
 
 
+def _days(env: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise SettingError(f"{env}={text!r} is not a number of days; use 1 or more (unset: kept for ever)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """A resource field and the environment variable that sets it."""
@@ -107,6 +117,9 @@ SETTINGS = (
     Setting("EMO_SQL_DIR", "storage", "sql_dir", at_load=True),
     Setting("EMO_SETTLE_S", "storage", "settle_s", _rest_seconds),
     Setting("EMO_LAKE_URI", "storage", "lake_uri", _lake_uri),
+    Setting("EMO_KEEP_RAW_DAYS", "storage", "keep_raw_days", _days),
+    Setting("EMO_KEEP_FLAC_DAYS", "storage", "keep_flac_days", _days),
+    Setting("EMO_KEEP_TABLES_DAYS", "storage", "keep_tables_days", _days),
     Setting("EMO_MODEL", "emotion_model", "model"),
     Setting("EMO_MODEL_HUB", "emotion_model", "hub"),
     Setting("EMO_DEVICE", "emotion_model", "device"),
@@ -122,7 +135,15 @@ RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "emotion_model": EmotionModelResource,
 }
 
-_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float, _lake_uri: str}
+_CONFIG_TYPES = {
+    _text: str,
+    _flag: bool,
+    _count: int,
+    _seconds: float,
+    _rest_seconds: float,
+    _lake_uri: str,
+    _days: int,
+}
 
 
 def _default(setting: Setting) -> object:
@@ -189,8 +210,8 @@ def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = No
     return dg.Definitions(
         assets=list(all_assets(Path(sql_dir))),
         asset_checks=all_checks,
-        jobs=[daily_emotion_job, models_job],
-        schedules=[daily_emotion_schedule, models_schedule],
+        jobs=[daily_emotion_job, models_job, retention_job],
+        schedules=[daily_emotion_schedule, models_schedule, retention_schedule],
         sensors=[raw_files_sensor, *PUBLISH_SENSORS],
         resources=dict(resources),
         executor=RUN_EXECUTOR,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import dagster as dg
 
 from emo_assets.assets import all_asset_keys
 from emo_assets.assets.analytics import emotion_cluster_model, satisfaction_model
+from emo_assets.lib.analytics.fitted import is_stale
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import StorageResource
+from emo_assets.resources import StorageResource, run_is_active
 
 # The assets fitted on every day; each keeps its model in storage.fitted_model_path(<asset>).
 FITTED_MODELS = (emotion_cluster_model.key, satisfaction_model.key)
@@ -46,7 +49,11 @@ models_job = dg.define_asset_job(
 
 def day_selection(storage: StorageResource, refit_models: bool = False) -> list[dg.AssetKey] | None:
     """Asset keys a day's run materializes: everything but the models that already exist."""
-    existing = {key for key in FITTED_MODELS if storage.fitted_model_path(key.path[-1]).exists()}
+    existing = {
+        key
+        for key in FITTED_MODELS
+        if storage.fitted_model_path(key.path[-1]).exists() and not is_stale(storage.fitted_model_path(key.path[-1]))
+    }
     if refit_models or not existing:
         return None
     return [k for k in all_asset_keys(storage.sql_models_dir) if k not in existing]
@@ -60,3 +67,22 @@ def day_run_config(refit_models: bool = False) -> dict:
 def day_run_request(storage: StorageResource, day: str, run_key: str) -> dg.RunRequest:
     selection = day_selection(storage)
     return dg.RunRequest(run_key=run_key, partition_key=day, asset_selection=selection)
+
+
+@dg.op(description="Delete raw audio, 16 kHz FLACs and table days older than the retention settings.")
+def enforce_retention(context, storage: StorageResource) -> None:
+    from emo_assets.lib.privacy import retention
+
+    today = dt.datetime.now(dt.UTC).date()
+    policy = retention.policy_of(storage)
+    expired = retention.plan(storage, policy, today)
+    counts = retention.apply(storage, expired, is_active=lambda run_id: run_is_active(context.instance, run_id))
+    context.log.info(f"retention {policy} on {today}: deleted {counts or 'nothing'}")
+
+
+@dg.job(
+    executor_def=RUN_EXECUTOR,
+    description="Enforce retention: EMO_KEEP_RAW_DAYS, EMO_KEEP_FLAC_DAYS, EMO_KEEP_TABLES_DAYS (unset: kept).",
+)
+def retention_job() -> None:
+    enforce_retention()

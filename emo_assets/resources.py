@@ -44,6 +44,10 @@ class StorageResource(dg.ConfigurableResource):
     lake_uri: str | None = None
     # Seconds a landed file must rest before a run reads it (None: settle.DEFAULT_SETTLE_S).
     settle_s: float | None = None
+    # Retention in days (None: kept for ever): raw audio, 16 kHz FLACs, table rows (lib/privacy/retention.py).
+    keep_raw_days: int | None = None
+    keep_flac_days: int | None = None
+    keep_tables_days: int | None = None
 
     @property
     def settle_seconds(self) -> float:

@@ -1,10 +1,11 @@
-"""Every day after midnight (UTC), process yesterday's recordings; every week, refit the models."""
+"""Every day after midnight (UTC), process yesterday's recordings; every week, refit the models;
+every day at 02:00, enforce retention."""
 
 import datetime as dt
 
 import dagster as dg
 
-from emo_assets.jobs import daily_emotion_job, day_run_request, models_job
+from emo_assets.jobs import daily_emotion_job, day_run_request, models_job, retention_job
 from emo_assets.lib.store.deferred import days_with_deferred
 from emo_assets.resources import StorageResource
 
@@ -27,4 +28,11 @@ models_schedule = dg.ScheduleDefinition(
     cron_schedule="0 3 * * 1",
     execution_timezone="UTC",
     description="Refit the cluster and satisfaction models on every day so far, Mondays 03:00 UTC.",
+)
+
+retention_schedule = dg.ScheduleDefinition(
+    job=retention_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="Delete what is older than the retention settings (EMO_KEEP_*_DAYS), every day at 02:00 UTC.",
 )

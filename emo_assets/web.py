@@ -5,9 +5,12 @@ see the 5 most similar recordings in the warehouse.
 FastAPI with one plain HTML page, served on 127.0.0.1 by default. Needs the ``[web]`` extra.
 Analysis uses the same ``lib/results/analyze.py`` code as ``emo analyze`` (an upload becomes samples
 through ``load_mono_16k``, the function the pipeline's FLAC is made with, so an uploaded file that is in
-the warehouse gets the warehouse's vector and is its own nearest neighbour); neighbours come from the
+the warehouse gets the warehouse's vector and is its own nearest neighbour; capped at
+``EMO_WEB_MAX_UPLOAD_S`` while decoding by ``lib/audio/guard.py``, and a silent one gets no emotion); neighbours come from the
 approximate similarity index (``lib/analytics/nearest.py``). Each result is written to
-``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it.
+``<data>/web_outputs/outputs_YYYYMMDD_HHMMSS/`` like ``emo analyze`` writes it, and deleted after
+``EMO_WEB_OUTPUTS_KEEP_S``. Access token, upload byte cap and output expiry: ``web_guard.py``. A
+warehouse recording's day is asked of the warehouse; only that day's lake files are then read.
 
 The model loads in a background thread when the server starts; ``/api/status`` says whether it is
 ready, the page keeps its upload button disabled until then, and an upload that arrives while it loads
@@ -18,43 +21,67 @@ upload, the ``emotion_segments`` rows for a warehouse recording) when the record
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import re
+import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from emo_assets.lib.analytics import ann, nearest, similarity
-from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
+from emo_assets.lib.audio.guard import RecordingTooLongError, load_mono_16k_capped, no_speech_reason
+from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
 from emo_assets.lib.store import lake, warehouse
+from emo_assets.web_guard import GuardMiddleware, WebSettings, redact_access_log, sweep_outputs
 
 SIMILAR_K = 5
 DOWNLOADS = (analyze.RESULT_JSON, analyze.EMBEDDING_NPY, analyze.PROCESSED_WAV)
 _RUN_NAME = re.compile(r"outputs_\d{8}_\d{6}(_\d+)?")
 
 
-def create_app(storage, emotion_model) -> FastAPI:
-    """The app for ``storage`` (StorageResource) and ``emotion_model`` (EmotionModelResource)."""
+def create_app(storage, emotion_model, settings: WebSettings | None = None) -> FastAPI:
+    """The app for ``storage`` (StorageResource) and ``emotion_model`` (EmotionModelResource), with
+    the limits and access token of ``settings`` (default: :class:`WebSettings`' defaults, no token)."""
+    settings = settings or WebSettings()
     model = emotion_model.load()  # described now: a bad setting fails here, before the server starts
     loading = _ModelLoading(model)
+    outputs = storage.root / "web_outputs"
+
+    async def sweep_every(seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await asyncio.to_thread(sweep_outputs, outputs, settings.outputs_keep_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         loading.start()
-        yield
+        sweep_outputs(outputs, settings.outputs_keep_s)
+        sweeper = asyncio.create_task(sweep_every(max(1.0, settings.outputs_keep_s / 4)))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
 
     app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None, lifespan=lifespan)
-    outputs = storage.root / "web_outputs"
+    app.add_middleware(GuardMiddleware, settings=settings)
+    redact_access_log()
+
+    def new_run() -> Path:
+        sweep_outputs(outputs, settings.outputs_keep_s)
+        return analyze.run_folder(outputs, dt.datetime.now().astimezone())
 
     def payload(run: Path, result: dict, neighbours: list[dict], segments: list[dict]) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
@@ -97,31 +124,28 @@ def create_app(storage, emotion_model) -> FastAPI:
 
     @app.get("/api/recordings")
     def recordings(limit: int = 200) -> list[dict]:
-        scores = lake.read_table(storage.lake_dir, "emotion_scores")
-        files = lake.read_table(storage.lake_dir, "audio_files")
-        if scores is None:
-            return []
-        names = {}
-        if files is not None:
-            for a, src in zip(files.column("audio_id").to_pylist(), files.column("source_path").to_pylist()):
-                names.setdefault(a, src)
-        scores = scores.sort_by([("date", "descending"), ("audio_id", "ascending")])
-        seen, out = set(), []
-        for row in scores.select(["audio_id", "date", "emotion"]).to_pylist():
-            if row["audio_id"] in seen:
-                continue
-            seen.add(row["audio_id"])
-            out.append(
-                {
-                    "audio_id": row["audio_id"],
-                    "date": str(row["date"]),
-                    "emotion": row["emotion"],
-                    "source_path": names.get(row["audio_id"], row["audio_id"]),
-                }
-            )
-            if len(out) >= limit:
-                break
-        return out
+        con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
+        try:
+            if not warehouse.table_columns(con, "emotion_scores"):
+                return []
+            with_files = bool(warehouse.table_columns(con, "audio_files"))
+            rows = con.execute(
+                "SELECT audio_id, CAST(max(date) AS VARCHAR), arg_max(emotion, date) FROM emotion_scores "
+                "GROUP BY audio_id ORDER BY max(date) DESC, audio_id LIMIT ?",
+                [limit],
+            ).fetchall()
+            names = {}
+            if with_files and rows:
+                names = dict(
+                    con.execute(
+                        "SELECT audio_id, min(source_path) FROM audio_files WHERE list_contains(?, audio_id) "
+                        "GROUP BY audio_id",
+                        [[r[0] for r in rows]],
+                    ).fetchall()
+                )
+        finally:
+            con.close()
+        return [{"audio_id": a, "date": d, "emotion": e, "source_path": names.get(a, a)} for a, d, e in rows]
 
     @app.post("/api/analyze")
     def analyze_upload(file: UploadFile = File(...), granularity: str = Form("utterance")) -> dict:
@@ -130,17 +154,23 @@ def create_app(storage, emotion_model) -> FastAPI:
         name = Path(file.filename or "upload").name
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / (re.sub(r"[^\w.-]+", "_", name) or "upload")
-            path.write_bytes(file.file.read())
+            with path.open("wb") as out:  # the upload is spooled to disk by the server: copy it in blocks
+                shutil.copyfileobj(file.file, out, 1 << 20)
             try:
-                wav = load_mono_16k(path)
+                wav = load_mono_16k_capped(path, settings.max_upload_s)
+            except RecordingTooLongError as exc:
+                raise HTTPException(413, str(exc)) from exc
             except AudioDecodeError as exc:
                 raise HTTPException(400, f"{name}: cannot decode this recording ({exc})") from exc
+        silent = no_speech_reason(wav)
+        if silent is not None:
+            raise HTTPException(422, f"{name}: {silent}")
         loading.wait()
         try:
             result = analyze.analyze_waveform(model, wav, name, granularity, precision=emotion_model.precision)
         except analyze.AnalyzeError as exc:
             raise HTTPException(400, str(exc)) from exc
-        run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
+        run = new_run()
         analyze.write_analysis(result, wav, run)
         # neighbours are found with the utterance embedding, the one the lake stores
         utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
@@ -150,14 +180,15 @@ def create_app(storage, emotion_model) -> FastAPI:
 
     @app.get("/api/recording/{audio_id}")
     def from_lake(audio_id: str) -> dict:
-        found = _lake_analysis(storage.lake_dir, audio_id)
+        found = _warehouse_analysis(storage, audio_id)
         if found is None:
-            raise HTTPException(404, f"no recording {audio_id} in {storage.lake_dir}")
+            raise HTTPException(404, f"no recording {audio_id} in the warehouse of {storage.root}")
+        found, day = found
         if found.model_id == model.model_id:  # scored by the served model: its weights are known
             found = dataclasses.replace(found, random_weights=bool(model.is_random))
-        run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
+        run = new_run()
         analyze.write_analysis(found, None, run)
-        segments = _lake_segments(storage.lake_dir, audio_id, found.model_id)
+        segments = _lake_segments(storage.lake_dir, day, audio_id, found.model_id)
         return payload(run, found.result(), neighbours_of(audio_id=audio_id), segments)
 
     @app.get("/download/{run_id}/{name}")
@@ -229,66 +260,83 @@ def _segment(start_s: float, end_s: float, scores) -> dict:
     }
 
 
-def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
-    """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order."""
-    rows = lake.read_table(lake_dir, "emotion_segments")
+def _lake_segments(lake_dir: Path, day: str, audio_id: str, model_id: str) -> list[dict]:
+    """A warehouse recording's ``emotion_segments`` rows of ``day`` (its newest), in time order."""
+    rows = lake.read_partition(lake_dir, "emotion_segments", day)
     if rows is None:
         return []
     rows = rows.filter(
         pc.and_(pc.equal(rows.column("audio_id"), audio_id), pc.equal(rows.column("model_id"), model_id))
-    )
-    if rows.num_rows == 0:
-        return []
-    newest = pc.max(rows.column("date"))
-    rows = rows.filter(pc.equal(rows.column("date"), newest)).sort_by([("start_s", "ascending")])
+    ).sort_by([("start_s", "ascending")])
     return [_segment(r["start_s"], r["end_s"], [r[label] for label in EMOTION_LABELS]) for r in rows.to_pylist()]
 
 
-def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
-    """A warehouse recording's newest scores and embedding, as an Analysis."""
-    scores = lake.read_table(lake_dir, "emotion_scores")
-    embeddings = lake.read_table(lake_dir, "emotion_embeddings")
-    if scores is None or embeddings is None:
+def _newest_day(storage, audio_id: str) -> str | None:
+    """The newest day ``audio_id`` has scores on, asked of the warehouse (its read copy; an in-memory
+    DuckDB over the lake before the first pipeline run): one query filtered on ``audio_id``, which
+    DuckDB answers from its storage and the Parquet statistics instead of reading every day."""
+    con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
+    try:
+        if not warehouse.table_columns(con, "emotion_scores"):
+            return None
+        row = con.execute(
+            "SELECT CAST(max(date) AS VARCHAR) FROM emotion_scores WHERE audio_id = ?", [audio_id]
+        ).fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None
+
+
+def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] | None:
+    """A warehouse recording's newest scores and embedding, as an Analysis, and its day: the day
+    comes from the warehouse, then only that day's lake files are read."""
+    day = _newest_day(storage, audio_id)
+    if day is None:
         return None
-    scores = scores.filter(pc.equal(scores.column("audio_id"), audio_id)).sort_by([("date", "descending")])
-    if scores.num_rows == 0:
+    lake_dir = storage.lake_dir
+
+    def of_day(table: str) -> pa.Table | None:
+        rows = lake.read_partition(lake_dir, table, day)
+        return None if rows is None else rows.filter(pc.equal(rows.column("audio_id"), audio_id))
+
+    scores, embeddings, files = of_day("emotion_scores"), of_day("emotion_embeddings"), of_day("audio_files")
+    if scores is None or scores.num_rows == 0 or embeddings is None:
         return None
     row = scores.slice(0, 1).to_pylist()[0]
-    emb = embeddings.filter(
-        pc.and_(
-            pc.equal(embeddings.column("audio_id"), audio_id),
-            pc.equal(embeddings.column("date"), scores.column("date")[0]),
-        )
-    )
-    files = lake.read_table(lake_dir, "audio_files")
     name, duration = audio_id, 0.0
-    if files is not None:
-        files = files.filter(pc.equal(files.column("audio_id"), audio_id))
-        if files.num_rows:
-            name = Path(files.column("source_path")[0].as_py()).name
-            duration = float(files.column("duration_s")[0].as_py() or 0.0)
-    return analyze.Analysis(
+    if files is not None and files.num_rows:
+        name = Path(files.column("source_path")[0].as_py()).name
+        duration = float(files.column("duration_s")[0].as_py() or 0.0)
+    found = analyze.Analysis(
         audio_name=name,
         duration_s=duration,
         emotion=row["emotion"],
         confidence=float(row["confidence"]),
         scores={label: float(row[label]) for label in EMOTION_LABELS},
-        embedding=lake.embedding_matrix(emb)[:1],
+        embedding=lake.embedding_matrix(embeddings)[:1],
         granularity="utterance",
         model_id=row["model_id"],
         random_weights=None,
         timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
+    return found, day
 
 
-def serve(storage, emotion_model, host: str = "127.0.0.1", port: int = 7860) -> int:
+def serve(
+    storage, emotion_model, host: str = "127.0.0.1", port: int = 7860, settings: WebSettings | None = None
+) -> int:
+    """Serve the page; on an address other than loopback only with an access token (WebSettingError)."""
     import uvicorn
 
+    settings = settings if settings is not None else WebSettings.from_env(os.environ)  # read at launch
+    settings.check_host(host)
     print(
         f"emo web: http://{host}:{port}  (data in {storage.root}, model {emotion_model.model}, "
-        f"precision {emotion_model.precision}); the model loads in the background"
+        f"precision {emotion_model.precision}); the model loads in the background; "
+        f"uploads up to {settings.max_upload_bytes / 1024 / 1024:g} MB and {settings.max_upload_s:g} s; "
+        f"results kept {settings.outputs_keep_s:g} s; access token {'required' if settings.token else 'off'}"
     )
-    uvicorn.run(create_app(storage, emotion_model), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(storage, emotion_model, settings), host=host, port=port, log_level="warning")
     return 0
 
 

@@ -12,6 +12,7 @@ from emo_assets.assets.metadata import table_definition_metadata, table_metadata
 from emo_assets.assets.repair import day_input, repairs, reusable
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
+from emo_assets.lib.files import tombstones
 from emo_assets.lib.files.faults import MachineFault, check_data_dir
 from emo_assets.lib.schemas import Stage
 from emo_assets.lib.store import day_lock, lake
@@ -64,7 +65,14 @@ def audio_files(
     except day_lock.DayLockedError as exc:
         raise dg.Failure(str(exc)) from None
     previous = reusable(context, storage, "audio_files", day)
-    out = ingest_day(storage.raw_dir, day, dt.datetime.now(dt.UTC), previous.rows, settle_s=storage.settle_seconds)
+    out = ingest_day(
+        storage.raw_dir,
+        day,
+        dt.datetime.now(dt.UTC),
+        previous.rows,
+        settle_s=storage.settle_seconds,
+        erased=tombstones.erased_checker(storage.root),
+    )
     path = lake.write_partition(storage.lake_dir, "audio_files", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.AUDIO_FILES, day, out.rejects)
     write_deferred(storage.lake_dir, day, out.deferred)

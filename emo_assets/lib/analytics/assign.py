@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib.analytics import clustering, satisfaction
-from emo_assets.lib.analytics.fitted import FittedModel, models_lock, save_fitted
+from emo_assets.lib.analytics.fitted import FittedModel, is_stale, models_lock, save_fitted
 from emo_assets.lib.store import lake, warehouse
 
 
@@ -95,7 +95,7 @@ def fit_or_keep(
     model and the old rows.
     """
     with models_lock(path.parent):
-        if path.exists() and not refit:
+        if path.exists() and not refit and not is_stale(path):  # stale: fitted on an erased recording
             return load(path), None
         fitted = fit()
         reassigned = reassign_every_day(warehouse_path, table, lambda day: rows_for_day(fitted, day))

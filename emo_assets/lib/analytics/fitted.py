@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import pickle
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -90,8 +91,32 @@ def write_pickle_atomic(obj: Any, path: Path) -> None:
 
 
 def save_fitted(fitted: FittedModel, path: Path) -> None:
-    """Write ``fitted`` to ``path`` atomically."""
+    """Write ``fitted`` to ``path`` atomically; a stale mark of the model it replaces is removed."""
     write_pickle_atomic(fitted, path)
+    stale_mark(path).unlink(missing_ok=True)
+
+
+STALE_SUFFIX = ".stale.json"
+
+
+def stale_mark(path: Path) -> Path:
+    """The file saying the fitted model at ``path`` must be refitted: ``<asset>.pkl.stale.json``."""
+    path = Path(path)
+    return path.with_name(path.name + STALE_SUFFIX)
+
+
+def mark_stale(path: Path, reason: str, now: dt.datetime | None = None) -> Path:
+    """Mark the fitted model at ``path`` stale: the next run that materializes it fits it anew (on
+    the rows the lake holds then) and re-assigns every day, whatever its ``refit`` setting."""
+    mark = stale_mark(path)
+    text = json.dumps({"since": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"), "reason": reason})
+    with atomic_write(mark) as f:
+        f.write(text.encode())
+    return mark
+
+
+def is_stale(path: Path) -> bool:
+    return stale_mark(path).exists()
 
 
 def load_fitted(path: Path, expected: type, asset: str) -> FittedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,12 +23,15 @@ def ingest_day(
     previous: pa.Table | None = None,
     settle_s: float = 0.0,
     now: float | None = None,
+    erased: Callable[[str], bool] | None = None,
 ) -> StageOutput:
     """Scan ``raw_root/day``: one ``audio_files`` row per readable audio file, a reject per other file.
 
     A file already ingested with the same bytes keeps its first ``ingested_at``, so re-running
     an unchanged day reproduces the table exactly. A file still being written (the settle rule,
     ``settle_s``: lib/audio/settle.py) gets neither: it is in ``deferred``, for the next run.
+    A file whose bytes were erased (``erased(audio_id)``: lib/files/tombstones.py) is deleted on sight
+    and gets nothing: an erasure is not undone by the same recording landing again.
     """
     first_seen = {}
     if previous is not None:
@@ -45,6 +49,9 @@ def ingest_day(
             if is_machine_fault(exc, own_file=False):
                 raise machine_fault(exc, "reading a landed file", raw.path) from exc
             rejects.append((raw.source_path, None, f"unreadable file: {exc.strerror or exc}"))
+            continue
+        if erased is not None and erased(audio_id):
+            raw.path.unlink(missing_ok=True)
             continue
         if raw.size_bytes == 0:
             rejects.append((raw.source_path, audio_id, "empty file (0 bytes)"))

@@ -401,3 +401,45 @@ def publish(
             _write_read_copy(con, data_dir, target, extras, lake_dir)
             removed = _collect_garbage(con, data_dir, grace_s, lake_dir)
     return Published(version, target, tuple(writer.written), tuple(removed))
+
+
+def purge(
+    warehouse_path: Path,
+    holds: Callable[[Path], bool],
+    clean: Callable[[Path], None],
+    timeout_s: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """After an erasure or a retention deletion has been published: no published file may keep the
+    erased rows, grace period or not. A file that ``holds`` them is deleted at once when no version
+    references it any more (superseded: the publish just made points at clean files), or rewritten
+    in place by ``clean`` when the current version still lists it (a day another run was writing,
+    left as it was published). Hard links share bytes with the lake file they were made from: the
+    lake file was rewritten by rename, so this link is the last name of the old bytes.
+
+    Returns the files deleted and the files rewritten, relative to the data directory."""
+    warehouse_path = Path(warehouse_path)
+    data_dir = warehouse_path.parent
+    root = data_dir / warehouse.PUBLISHED_DIR
+    if not root.is_dir():
+        return [], []
+    deleted: list[str] = []
+    rewritten: list[str] = []
+    with warehouse.writer_lock(warehouse_path, timeout_s):
+        with warehouse.writer_connection(warehouse_path, timeout_s) as con:
+            _ensure_tables(con)
+            referenced = {path for (path,) in con.execute(f"SELECT path FROM {CATALOG}").fetchall()}
+            for path in sorted(root.rglob("*.parquet")):
+                if path.name.startswith(".") or not holds(path):
+                    continue
+                rel = str(path.relative_to(data_dir))
+                if rel in referenced:
+                    clean(path)
+                    rewritten.append(rel)
+                else:
+                    path.unlink()
+                    deleted.append(rel)
+            con.execute(f"DELETE FROM {RETIRED} WHERE path IN (SELECT unnest(?::VARCHAR[]))", [deleted])
+    for folder in sorted({(data_dir / rel).parent for rel in deleted}, reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return deleted, rewritten

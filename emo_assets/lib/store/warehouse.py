@@ -39,6 +39,7 @@ import duckdb
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
 from emo_assets.lib.files.flock import exclusive_flock
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.changes import record_change
@@ -278,7 +279,10 @@ def writer_lock(path: Path, timeout_s: float | None = None) -> Iterator[None]:
         # Name the holder in the lock file for those waiting (a flock itself does not say who holds it).
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} ({' '.join(' '.join(sys.argv).split())[:160]})".encode(), 0)
-        yield
+        try:
+            yield
+        finally:  # the command line may name a recording (`emo erase`): not kept once released
+            os.ftruncate(fd, 0)
 
 
 @contextmanager
@@ -542,3 +546,91 @@ def delete_all(con: duckdb.DuckDBPyConnection, table: str) -> None:
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def erase_values(path: Path, values: list[str], timeout_s: float | None = None) -> dict[str, int]:
+    """Delete every row of every warehouse table holding one of ``values`` in a text column (an
+    erasure: ``audio_id`` and any other column naming the recording), then rewrite the file so the
+    deleted rows do not survive in its free blocks. Returns rows deleted per table. The days (or
+    tables) changed are recorded for the next publish (lib/store/changes.py), which the caller runs
+    so that the analysts' copy stops naming the rows too. Views (over the lake) are kept as they are.
+
+    DuckDB marks deleted rows free but leaves their bytes in the file until the blocks are reused
+    (VACUUM and CHECKPOINT do not clear them): ``COPY FROM DATABASE`` into a new file copies only
+    live rows, views, macros and comments; the new file then replaces the old one (``os.replace``).
+    """
+    return _delete_and_rewrite(path, lambda con: _delete_values(con, values), timeout_s)
+
+
+def erase_days(path: Path, days: list[str], timeout_s: float | None = None) -> dict[str, int]:
+    """:func:`erase_values` for whole days (retention): every row whose ``date`` is one of ``days``,
+    in every table with a ``date`` column. Returns rows deleted per table."""
+    return _delete_and_rewrite(path, lambda con: _delete_days(con, days), timeout_s)
+
+
+def _delete_and_rewrite(path: Path, delete, timeout_s: float | None) -> dict[str, int]:
+    path = Path(path)
+    if not path.exists():
+        return {}
+    timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
+    with writer_lock(path, timeout_s):
+        remove_stale_temps(path.parent, path.name)
+        with atomic_path(path) as fresh:
+            fresh.unlink()  # DuckDB makes the file: an empty one is not a database
+            con = _open(path, False, timeout_s)
+            try:
+                deleted = delete(con)
+                con.execute("CHECKPOINT")  # nothing left in the WAL of the file about to be replaced
+                source = con.execute("SELECT current_database()").fetchone()[0]
+                con.execute(f"ATTACH {_quote(str(fresh))} AS erasure_copy")
+                try:
+                    con.execute(f'COPY FROM DATABASE "{source}" TO erasure_copy')
+                finally:
+                    con.execute("DETACH erasure_copy")
+            finally:
+                con.close()  # before the rename: the old file is closed, the new one complete
+    return deleted
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, where: str) -> list[tuple[str, str]]:
+    """(table, column) of the base tables (not views) of this database's ``main`` schema (the
+    publishing bookkeeping of ``_publish`` names files, not recordings) whose column matches ``where``."""
+    return con.execute(
+        "SELECT c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
+        "ON c.database_name = t.database_name AND c.schema_name = t.schema_name AND c.table_name = t.table_name "
+        f"WHERE c.database_name = current_database() AND c.schema_name = 'main' AND {where} ORDER BY 1, 2"
+    ).fetchall()
+
+
+def _delete_days(con: duckdb.DuckDBPyConnection, days: list[str]) -> dict[str, int]:
+    columns = _table_columns(con, "c.column_name = 'date' AND c.data_type = 'DATE'")
+    return _delete_where(con, columns, "CAST(? AS DATE[])", days)
+
+
+def _delete_values(con: duckdb.DuckDBPyConnection, values: list[str]) -> dict[str, int]:
+    return _delete_where(con, _table_columns(con, "c.data_type = 'VARCHAR'"), "CAST(? AS VARCHAR[])", values)
+
+
+def _delete_where(con, columns: list[tuple[str, str]], cast: str, values: list) -> dict[str, int]:
+    """Delete the rows whose ``column`` is one of ``values`` from each (table, column), in one
+    transaction that also records the days (a table without ``date``: the whole table) changed."""
+    dated = {table for table, _ in _table_columns(con, "c.column_name = 'date' AND c.data_type = 'DATE'")}
+    deleted: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table, column in columns:
+            where = f'"{column}" IN (SELECT unnest({cast}))'
+            if table in dated:
+                days = con.execute(
+                    f'SELECT DISTINCT CAST("date" AS VARCHAR) FROM "{table}" WHERE {where}', [values]
+                ).fetchall()
+            n = con.execute(f'DELETE FROM "{table}" WHERE {where}', [values]).fetchone()[0]
+            if n:
+                deleted[table] = deleted.get(table, 0) + n
+                for (day,) in days if table in dated else [(None,)]:
+                    record_change(con, table, day)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return deleted

@@ -10,8 +10,11 @@ import sys
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
+from emo_assets.lib.files.atomic import atomic_path
 from emo_assets.lib.store import changes, day_lock, lake, publish, warehouse
 
 DAYS = [f"2026-11-{d:02d}" for d in range(1, 8)]
@@ -270,3 +273,38 @@ def test_an_emptied_day_leaves_the_published_tables(data_dir):
     assert done.written == () and len(done.removed) == 3
     assert _counts(data_dir, day) == (0, 0, 0)
     assert _counts(data_dir, DAYS[3]) == (6, 6, 6)
+
+
+def test_purge_deletes_superseded_files_at_once_and_cleans_listed_ones(data_dir):
+    """An erasure's last step: no published file keeps the erased rows, whatever the grace period."""
+    erased = [f"{DAYS[3]}-0", f"{DAYS[4]}-0"]
+    rows = lake.read_partition(data_dir / "lake", "emotion_embeddings", DAYS[3])
+    kept = rows.filter(pc.invert(pc.is_in(rows.column("audio_id"), pa.array(erased))))
+    lake.write_partition(data_dir / "lake", "emotion_embeddings", DAYS[3], kept)
+    done = publish.publish(data_dir / "warehouse.duckdb", data_dir / "lake", grace_s=3600)
+    (superseded,) = [p for p in done.written if "emotion_embeddings" in p]  # the new link; the old one retired
+
+    def holds(path):
+        names = pq.read_schema(path).names
+        return (
+            "audio_id" in names and pc.any(pc.is_in(pq.read_table(path).column("audio_id"), pa.array(erased))).as_py()
+        )
+
+    def clean(path):
+        table = pq.read_table(path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.filter(pc.invert(pc.is_in(table.column("audio_id"), pa.array(erased)))), tmp)
+
+    published = data_dir / warehouse.PUBLISHED_DIR
+    before = {str(p.relative_to(data_dir)) for p in published.rglob("*.parquet") if holds(p)}
+    deleted, rewritten = publish.purge(data_dir / "warehouse.duckdb", holds, clean)
+    assert len(deleted) == 1 and f"emotion_embeddings/date={DAYS[3]}/" in deleted[0] and deleted[0] != superseded
+    # still listed: DAYS[3] of the warehouse's index, DAYS[4] of the lake and of the index (a day in flight)
+    assert len(rewritten) == 3 and sorted(deleted + rewritten) == sorted(before)
+    assert not [p for p in published.rglob("*.parquet") if holds(p)]
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    try:
+        assert con.execute(f"SELECT count(*) FROM {publish.RETIRED} WHERE path = ?", deleted).fetchone()[0] == 0
+    finally:
+        con.close()
+    assert _counts(data_dir, DAYS[4]) == (3 + 4, 3 + 4 - 1, 3 + 4 - 1)  # the read copy reads the cleaned files
