@@ -12,6 +12,7 @@ from emo_assets.assets.metadata import table_definition_metadata, table_descript
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
+from emo_assets.lib.audio.turns import find_turns
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
@@ -82,8 +83,11 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         previous_embeddings=lake.read_partition(storage.lake_dir, "emotion_embeddings", day),
         previous_segments=lake.read_partition(storage.lake_dir, "emotion_segments", day),
         open_audio=FlacReader,
+        find_turns=find_turns if emotion_model.speech_turns else None,
         progress=progress,
     )
+    if out.without_speech:
+        context.log.info(f"{day}: {out.without_speech} channel(s) of scored recordings hold no speech: no rows")
     common = {
         "model_id": dg.MetadataValue.text(model.model_id),
         "random_weights": dg.MetadataValue.bool(model.is_random),
@@ -111,11 +115,13 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             metadata={
                 **table_metadata(out.segments, path),
                 "window_s": dg.MetadataValue.float(model.settings.window_s),
+                "segments": dg.MetadataValue.text(emotion_model.segments),
+                "channels_without_speech": out.without_speech,
                 **common,
             },
         )
     if "emotion_frames" in selected and model.settings.frames:
-        scored = out.scores.column("audio_id").to_pylist()
+        scored = list(zip(out.scores.column("audio_id").to_pylist(), out.scores.column("channel").to_pylist()))
         frames = frame_batches(model, resampled, day, scored, open_audio=FlacReader)
         frames_schema = schemas.emotion_frames_schema(model.embed_dim)
         path, rows = lake.write_partition_batches(storage.lake_dir, "emotion_frames", day, frames, frames_schema)

@@ -91,7 +91,9 @@ def resample_day(
             stale.unlink()
     remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
-    rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
+    rows = [
+        {"audio_id": audio_id, "channel": schemas.MONO, **done[audio_id], "date": date} for audio_id in sorted(done)
+    ]
     return StageOutput(
         rows=pa.Table.from_pylist(rows, schema=schemas.RESAMPLED_AUDIO),
         rejects=reject_rows(day, Stage.RESAMPLED_AUDIO, rejects),

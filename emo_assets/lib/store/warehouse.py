@@ -319,6 +319,9 @@ def replace_index_day(con: duckdb.DuckDBPyConnection, day: str, embeddings: pa.T
     current = embedding_width(con, EMBEDDING_INDEX)
     if current is not None and current != width:
         con.execute(f'DROP TABLE "{EMBEDDING_INDEX}"')
+    elif current is not None:
+        # An index made before channels existed: its rows are mono (README "Two-channel calls").
+        con.execute(f"ALTER TABLE \"{EMBEDDING_INDEX}\" ADD COLUMN IF NOT EXISTS channel VARCHAR DEFAULT 'mono'")
     replace_day(con, EMBEDDING_INDEX, day, embeddings)
 
 
