@@ -177,7 +177,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 )
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     day = context.partition_key
-    embeddings = _day_input(storage, "emotion_embeddings", day, "emotion_embeddings")
+    embeddings = lake.voice_rows(_day_input(storage, "emotion_embeddings", day, "emotion_embeddings"))
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, embeddings)
         similarity.create_similarity_macros(con)

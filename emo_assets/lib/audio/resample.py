@@ -10,25 +10,40 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.audio import channels
+from emo_assets.lib.audio.channels import ChannelConfigError, ChannelLayout
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.files.atomic import remove_stale_temps
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
-from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
+from emo_assets.lib.schemas import MONO, Stage, StageOutput, reject_rows
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _resample_one(raw_path: Path, flac_path: Path) -> dict:
-    """Decode, downmix, resample and write block by block: memory bounded for any length."""
-    written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
+def _write(flac_path: Path, blocks) -> dict:
+    written = write_mono_16k_flac(flac_path, blocks)
     return {
         "path": str(flac_path),
         "duration_s": written.duration_s,
         "rms_dbfs": written.rms_dbfs,
         "is_silent": written.rms_dbfs < SILENT_BELOW_DBFS,
     }
+
+
+def _resample_one(raw_path: Path, out_dir: Path, audio_id: str, layout: ChannelLayout | None) -> dict[str, dict]:
+    """Decode, downmix (or split into the layout's sides), resample and write block by block: memory
+    bounded for any length. Returns the row of each channel written, by channel name."""
+    if layout is not None:
+        from emo_assets.lib.audio.decode_stream import open_stream
+
+        if not channels.sides_identical(open_stream(raw_path)):
+            return {
+                name: _write(out_dir / channels.flac_name(audio_id, name), stream_mono_16k(raw_path, channel=index))
+                for index, name in layout.channels()
+            }
+    return {MONO: _write(out_dir / channels.flac_name(audio_id, MONO), stream_mono_16k(raw_path))}
 
 
 def resample_day(
@@ -39,10 +54,13 @@ def resample_day(
     previous: pa.Table | None = None,
     workers: int | None = None,
 ) -> StageOutput:
-    """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day.
+    """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day; a
+    two-channel recording under a ``channels.toml`` (lib/audio/channels.py) is split into its
+    sides, one row and FLAC per channel, unless its sides are identical.
 
-    A recording whose FLAC from a previous run of the day is still in place is not decoded again.
-    FLACs of recordings no longer in the day are removed: the day is the unit.
+    A recording whose FLACs from a previous run of the day, for the same channels, are still in
+    place is not decoded again. FLACs of recordings no longer in the day are removed: the day is
+    the unit.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -51,20 +69,40 @@ def resample_day(
     ):
         sources.setdefault(audio_id, []).append(source_path)
 
-    done = {}
-    if previous is not None:
-        for row in previous.to_pylist():
-            if row["audio_id"] in sources and Path(row["path"]).exists():
-                done[row["audio_id"]] = {k: row[k] for k in ("path", "duration_s", "rms_dbfs", "is_silent")}
+    n_channels = dict(zip(audio_files.column("audio_id").to_pylist(), audio_files.column("channels").to_pylist()))
+    rejects = []
+    layouts: dict[str, ChannelLayout | None] = {}
+    for audio_id in sorted(sources):
+        try:
+            layout = channels.layout_for(raw_root, sorted(sources[audio_id])[0])
+        except ChannelConfigError as exc:
+            rejects.extend((src, audio_id, str(exc)) for src in sources[audio_id])
+            continue
+        layouts[audio_id] = layout if n_channels.get(audio_id) == 2 else None
 
-    todo = sorted(a for a in sources if a not in done)
+    done: dict[str, dict[str, dict]] = {}
+    if previous is not None:
+        stored: dict[str, dict[str, dict]] = {}
+        for row in previous.to_pylist():
+            stored.setdefault(row["audio_id"], {})[row.get("channel") or MONO] = {
+                k: row[k] for k in ("path", "duration_s", "rms_dbfs", "is_silent")
+            }
+        for audio_id, by_channel in stored.items():
+            layout = layouts.get(audio_id)
+            wanted = {MONO} if layout is None else set(layout.names)
+            in_place = all(Path(r["path"]).exists() for r in by_channel.values())
+            if audio_id in layouts and set(by_channel) == wanted and in_place:
+                done[audio_id] = by_channel
+
+    todo = sorted(a for a in layouts if a not in done)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
         futures = {
-            audio_id: pool.submit(_resample_one, raw_root / sorted(sources[audio_id])[0], out_dir / f"{audio_id}.flac")
+            audio_id: pool.submit(
+                _resample_one, raw_root / sorted(sources[audio_id])[0], out_dir, audio_id, layouts[audio_id]
+            )
             for audio_id in todo
         }
-        rejects = []
         for audio_id, future in futures.items():
             try:
                 done[audio_id] = future.result()
@@ -86,13 +124,16 @@ def resample_day(
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
                 rejects.extend((src, audio_id, reason) for src in sources[audio_id])
 
+    kept = {Path(row["path"]).name for by_channel in done.values() for row in by_channel.values()}
     for stale in out_dir.glob("*.flac"):
-        if stale.stem not in done:
+        if stale.name not in kept:
             stale.unlink()
     remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
     rows = [
-        {"audio_id": audio_id, "channel": schemas.MONO, **done[audio_id], "date": date} for audio_id in sorted(done)
+        {"audio_id": audio_id, "channel": channel, **row, "date": date}
+        for audio_id in sorted(done)
+        for channel, row in sorted(done[audio_id].items())
     ]
     return StageOutput(
         rows=pa.Table.from_pylist(rows, schema=schemas.RESAMPLED_AUDIO),
