@@ -52,6 +52,7 @@ def analyze_cmd(args: argparse.Namespace) -> int:
         args.granularity,
         not args.no_embedding,
         precision=emotion_model.precision,
+        turns=(args.segments or emotion_model.segments) == "turns",
     )
     for path, folder in done:
         result = json.loads((folder / RESULT_JSON).read_text(encoding="utf-8"))
@@ -175,6 +176,12 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--granularity", choices=["utterance", "frame"], default="utterance")
     p.add_argument("--no-embedding", action="store_true", help="do not write embedding.npy")
+    p.add_argument(
+        "--segments",
+        choices=["turns", "windows"],
+        help="score speech turns (silence left out; result.json lists the turns) or the whole file in fixed "
+        "windows (default: EMO_SEGMENTS or windows)",
+    )
     p.add_argument("--out", default="outputs", help="folder for outputs_YYYYMMDD_HHMMSS/ (default: outputs)")
     _common(p, model=True)
     p.set_defaults(handler=analyze_cmd)
