@@ -113,3 +113,23 @@ def test_a_stereo_file_with_identical_sides_stays_mono(call_day):
     )
     segments = lake.read_partition(data_dir / "lake", "emotion_segments", DAY).to_pylist()
     assert {s["channel"] for s in segments if s["audio_id"] == ids["duplicated.wav"]} == {"mono"}
+
+
+def test_export_keeps_each_side_with_its_own_embedding(call_day, tmp_path):
+    from emo_assets.lib.results.export import day_rows
+
+    data_dir, _ = call_day
+    scores, matrix = day_rows(data_dir / "lake", DAY)
+    embeddings = lake.read_partition(data_dir / "lake", "emotion_embeddings", DAY)
+    by_key = {
+        (a, c): v
+        for a, c, v in zip(
+            embeddings.column("audio_id").to_pylist(),
+            embeddings.column("channel").to_pylist(),
+            lake.embedding_matrix(embeddings),
+        )
+    }
+    keys = list(zip(scores.column("audio_id").to_pylist(), scores.column("channel").to_pylist()))
+    assert len(keys) == 3 and len(set(keys)) == 3
+    for key, row in zip(keys, matrix, strict=True):
+        np.testing.assert_array_equal(row, by_key[key])
