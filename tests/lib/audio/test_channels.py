@@ -65,3 +65,26 @@ def test_identical_sides_are_one_voice():
 
 def test_flac_names():
     assert flac_name("ab", "mono") == "ab.flac" and flac_name("ab", "customer") == "ab.customer.flac"
+
+
+def test_files_under_a_bad_config_are_quarantined_by_the_resample_stage(tmp_path):
+    import datetime as dt
+
+    import soundfile as sf
+
+    from emo_assets.lib.audio.ingest import ingest_day
+    from emo_assets.lib.audio.resample import resample_day
+
+    day = tmp_path / "raw" / "2026-11-20"
+    (day / "bad").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    sf.write(day / "bad" / "call.wav", rng.normal(0, 0.1, (16000, 2)).astype(np.float32), 16000)
+    sf.write(day / "fine.wav", rng.normal(0, 0.1, (16000, 2)).astype(np.float32), 16000)
+    (day / "bad" / "channels.toml").write_text('[channels]\ncaller = "left"\n')
+    (day / "channels.toml").write_text('[channels]\ncustomer = "left"\n')
+    landed = ingest_day(tmp_path / "raw", "2026-11-20", dt.datetime.now(dt.UTC)).rows
+    out = resample_day(landed, tmp_path / "raw", tmp_path / "resampled", "2026-11-20", workers=1)
+    (reject,) = out.rejects.to_pylist()
+    assert reject["source_path"] == "2026-11-20/bad/call.wav" and reject["stage"] == "resampled_audio"
+    assert reject["reason"].startswith("2026-11-20/bad/channels.toml: unknown voice 'caller'")
+    assert sorted(out.rows.column("channel").to_pylist()) == ["customer", "right"]  # the unnamed side keeps its place
