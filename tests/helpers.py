@@ -217,3 +217,24 @@ def spoken_with_pauses(
         parts.append(np.zeros(int(gap * 16000), np.float32))
         at += len(parts[-1])
     return np.concatenate(parts), spans
+
+
+AGENT_VOICE, CUSTOMER_VOICE = "en-gb-x-rp", "en-us+f3"
+
+
+def stereo_conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float]]]]:
+    """A stereo call: the agent speaks on the left, then the customer on the right, then the agent.
+    Returns (samples (n, 2), each voice's sentence spans in seconds)."""
+    script = [("agent", SENTENCES[0]), ("customer", SENTENCES[1]), ("agent", SENTENCES[2])]
+    spans = {"agent": [], "customer": []}
+    at = 16000  # one second of silence first
+    clips = []
+    for voice, text in script:
+        speech = espeak(text, AGENT_VOICE if voice == "agent" else CUSTOMER_VOICE)
+        clips.append((voice, at, speech))
+        spans[voice].append((at / 16000, (at + len(speech)) / 16000))
+        at += len(speech) + int(1.5 * 16000)
+    left, right = np.zeros(at, np.float32), np.zeros(at, np.float32)
+    for voice, start, speech in clips:
+        (left if voice == "agent" else right)[start : start + len(speech)] = speech
+    return np.stack([left, right], axis=1), spans

@@ -14,29 +14,7 @@ from emo_assets.lib import schemas
 from emo_assets.lib.analytics.satisfaction import satisfaction_rule
 from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource
-from tests.helpers import DAY, SENTENCES, espeak, resources
-
-AGENT_VOICE, CUSTOMER_VOICE = "en-gb-x-rp", "en-us+f3"
-
-
-def _conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float]]]]:
-    """A stereo call: the agent speaks on the left, then the customer on the right, then the agent.
-    Returns (samples (n, 2), each voice's sentence spans in seconds)."""
-    script = [("agent", SENTENCES[0]), ("customer", SENTENCES[1]), ("agent", SENTENCES[2])]
-    sides = {"agent": [], "customer": []}
-    spans = {"agent": [], "customer": []}
-    at = 16000  # one second of silence first
-    clips = []
-    for voice, text in script:
-        speech = espeak(text, AGENT_VOICE if voice == "agent" else CUSTOMER_VOICE)
-        clips.append((voice, at, speech))
-        spans[voice].append((at / 16000, (at + len(speech)) / 16000))
-        at += len(speech) + int(1.5 * 16000)
-    left, right = np.zeros(at, np.float32), np.zeros(at, np.float32)
-    for voice, start, speech in clips:
-        (left if voice == "agent" else right)[start : start + len(speech)] = speech
-    del sides
-    return np.stack([left, right], axis=1), spans
+from tests.helpers import DAY, resources, stereo_conversation
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +22,7 @@ def call_day(tmp_path_factory, tiny_model_dir):
     data_dir = tmp_path_factory.mktemp("stereo")
     day = data_dir / "raw" / DAY
     day.mkdir(parents=True)
-    stereo, spans = _conversation()
+    stereo, spans = stereo_conversation()
     sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
     mono = stereo[:, 0] + stereo[:, 1]
     sf.write(day / "duplicated.wav", np.stack([mono, mono], axis=1), 16000, subtype="PCM_16")

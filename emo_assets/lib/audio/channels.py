@@ -62,6 +62,24 @@ def parse_config(text: str, where: str) -> ChannelLayout:
         raise ChannelConfigError(
             f'{where}: expected one [channels] table naming the voices, e.g. agent = "left", customer = "right"'
         )
+    return _layout(table, where)
+
+
+def parse_spec(text: str) -> ChannelLayout:
+    """A layout from the command line's ``agent=left,customer=right`` (`emo analyze --channels`)."""
+    where = f"--channels {text!r}"
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    if not pairs or not all(p.count("=") == 1 for p in pairs):
+        raise ChannelConfigError(f"{where}: write voice=side pairs, e.g. agent=left,customer=right")
+    table: dict[str, str] = {}
+    for voice, side in (p.split("=") for p in pairs):
+        if voice.strip() in table:
+            raise ChannelConfigError(f"{where}: {voice.strip()} is named twice")
+        table[voice.strip()] = side.strip()
+    return _layout(table, where)
+
+
+def _layout(table: dict, where: str) -> ChannelLayout:
     names = dict(zip(SIDES, SIDES))
     for voice, side in table.items():
         if voice not in VOICES:

@@ -216,11 +216,15 @@ def analyze_files(
     now: dt.datetime | None = None,
     precision: str | None = None,
     turns: bool = False,
+    channels=None,
 ) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """Analyse ``paths`` into one new run folder. Returns (run folder, [(file, its folder)], [(file, error)]).
 
     One file writes straight into the run folder; several get one subfolder each, named after the
-    file (``call_1``, ``call_1_2`` for a second file of the same name).
+    file (``call_1``, ``call_1_2`` for a second file of the same name). With ``channels`` (a
+    :class:`~emo_assets.lib.audio.channels.ChannelLayout`), each side of a two-channel file whose
+    sides differ is analysed on its own, into a subfolder named after its channel (``agent/``,
+    ``customer/``); other files as without it.
     """
     now = now or dt.datetime.now(dt.UTC)
     run = run_folder(Path(out_root), now.astimezone())
@@ -231,15 +235,33 @@ def analyze_files(
         path = Path(path)
         folder = run if len(paths) == 1 else run / _unique(_safe_name(path.stem), used)
         try:
-            wav = load_mono_16k(path)
-            analysis = analyze_waveform(model, wav, path.name, granularity, now, precision, turns=turns)
+            voices = _voices(path, channels)
+            results = []
+            for channel, wav in voices:
+                name = path.name if channel is None else f"{path.name} [{channel}]"
+                analysis = analyze_waveform(model, wav, name, granularity, now, precision, turns=turns)
+                results.append((analysis, wav, folder if channel is None else folder / channel))
         except (OSError, ValueError) as exc:  # AudioDecodeError and AnalyzeError are ValueErrors
             failed.append((path, str(exc)))
             continue
-        done.append((path, write_analysis(analysis, wav, folder, with_embedding)))
+        for analysis, wav, where in results:
+            done.append((path, write_analysis(analysis, wav, where, with_embedding)))
     if not done:
         run.rmdir()
     return run, done, failed
+
+
+def _voices(path: Path, layout) -> list[tuple[str | None, np.ndarray]]:
+    """(channel or None, 16 kHz samples as stored) per voice of the file: its sides when ``layout``
+    applies (two channels that differ), else the downmix."""
+    if layout is not None:
+        from emo_assets.lib.audio.channels import sides_identical
+        from emo_assets.lib.audio.decode_stream import open_stream
+        from emo_assets.lib.audio.load import probe_audio, stream_mono_16k
+
+        if probe_audio(path).channels == 2 and not sides_identical(open_stream(path)):
+            return [(name, np.concatenate(list(stream_mono_16k(path, channel=i)))) for i, name in layout.channels()]
+    return [(None, load_mono_16k(path))]
 
 
 def _safe_name(stem: str) -> str:

@@ -249,3 +249,28 @@ def test_analyze_by_speech_turns_lists_the_turns_and_refuses_silence(model, tiny
     capsys.readouterr()
     assert _run(quiet, "--segments", "turns", out=tmp_path / "q", model_dir=tiny_model_dir) == 1
     assert "no speech" in capsys.readouterr().err
+
+
+def test_analyze_a_two_channel_call_side_by_side(model, tiny_model_dir, tmp_path, capsys):
+    from tests.helpers import stereo_conversation
+
+    stereo, spans = stereo_conversation()
+    call = tmp_path / "call.wav"
+    sf.write(call, stereo, 16000, subtype="PCM_16")
+    out = tmp_path / "out"
+    args = ["--channels", "agent=left,customer=right", "--segments", "turns"]
+    assert _run(call, *args, out=out, model_dir=tiny_model_dir) == 0
+    run = _only_run(out)
+    for voice in ("agent", "customer"):
+        result = json.loads((run / voice / analyze.RESULT_JSON).read_text(encoding="utf-8"))
+        assert result["audio_name"] == f"call.wav [{voice}]"
+        found = [(t["start_s"], t["end_s"]) for t in result["turns"]]
+        assert len(found) == len(spans[voice])
+        for (s, e), (es, ee) in zip(found, spans[voice], strict=True):
+            assert abs(s - es) <= 0.3 and abs(e - ee) <= 0.3
+        heard = load_mono_16k(run / voice / analyze.PROCESSED_WAV)
+        side = stereo[:, 0 if voice == "agent" else 1]
+        np.testing.assert_allclose(heard, side, atol=1 / 32768)  # that side alone, not the mix
+    capsys.readouterr()
+    assert _run(call, "--channels", "caller=left", out=out, model_dir=tiny_model_dir) == 2
+    assert "unknown voice 'caller'" in capsys.readouterr().err
