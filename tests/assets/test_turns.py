@@ -81,3 +81,16 @@ def test_fixed_windows_stay_a_setting(tmp_path, tiny_model_dir):
     assert segments.column("speech_share").null_count == segments.num_rows
     assert min(segments.column("start_s").to_pylist()) == 0.0  # windows start at the recording's start, not at speech
     assert lake.read_partition(tmp_path / "lake", "emotion_scores", DAY).num_rows == 2  # silence scored too
+
+
+def test_emo_run_takes_segments_turns(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from emo_assets.cli import main
+
+    monkeypatch.setenv("EMO_SETTLE_S", "0")
+    speech, spans = spoken_with_pauses()
+    write_wav_atomic(tmp_path / "raw" / DAY / "call.wav", speech)
+    args = ["run", "--date", DAY, "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main([*args, "--segments", "turns"]) == 0
+    segments = lake.read_partition(tmp_path / "lake", "emotion_segments", DAY)
+    assert segments.column("turn").to_pylist() == list(range(len(spans)))
+    assert segments.column("speech_share").null_count == 0
