@@ -1,4 +1,5 @@
-"""Stage 3: one emotion2vec+ pass per recording -> embeddings, 9-class scores, quarantine.
+"""Stage 3: one emotion2vec+ pass per recording (per channel of a two-channel call) -> embeddings,
+9-class scores, segments (speech turns or fixed windows), quarantine.
 
 Each recording reaches the model as an :class:`~emo_assets.lib.model.scorer.AudioReader` made by
 the caller's ``open_audio(path)`` (the asset passes ``lib/audio``'s reader of the day's 16 kHz
@@ -104,9 +105,10 @@ def _segmented_as_now(model, segments: list[dict], *, turns: bool) -> bool:
     """True when the stored segments are what the current settings would make, so one day never
     mixes two settings: turns (rows with a speech share) under EMO_SEGMENTS=turns, each short
     enough to be one window of the current EMO_WINDOW_S; or, under EMO_SEGMENTS=windows, the
-    windows the current EMO_WINDOW_S cuts. (A turn stored as one window under a smaller earlier
-    EMO_WINDOW_S, hence windowed then, cannot be told apart: raising EMO_WINDOW_S between two
-    runs of a day reuses such turns as they were scored.)"""
+    windows the current EMO_WINDOW_S cuts. A stored turn does not say how it was windowed: one
+    longer than an earlier, smaller EMO_WINDOW_S but within the current one is reused as it was
+    scored then (raising EMO_WINDOW_S between two runs of a day); a turn longer than the current
+    window is always scored again."""
     if turns:
         return all(
             s.get("speech_share") is not None and s["end_s"] - s["start_s"] <= model.settings.window_s for s in segments
