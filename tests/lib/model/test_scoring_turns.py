@@ -125,3 +125,46 @@ def test_a_turn_longer_than_the_window_is_scored_again_on_a_rerun(model, recordi
     )
     assert again.reused == 0 and again.inferred == 1
     assert again.scores.equals(first.scores)
+
+
+def test_a_silent_side_of_a_call_has_no_rows_and_the_call_is_scored(model, recordings):
+    waves, _ = recordings
+    resampled = pa.table(
+        {
+            "audio_id": ["call", "call"],
+            "channel": ["agent", "customer"],
+            "path": ["/day/call.flac", "/day/quiet.flac"],
+        }
+    )
+    audio_files = pa.table({"audio_id": ["call"], "source_path": [f"{DAY}/call.wav"]})
+    out = score_day(
+        resampled,
+        audio_files,
+        model,
+        DAY,
+        open_audio=lambda p: ArrayReader(waves[p.rsplit("/", 1)[1].removesuffix(".flac")]),
+        find_turns=find_turns,
+    )
+    assert out.scores.column("channel").to_pylist() == ["agent"]
+    assert set(out.segments.column("channel").to_pylist()) == {"agent"}
+    assert out.embeddings.column("channel").to_pylist() == ["agent"]
+    assert out.rejects.num_rows == 0 and out.without_speech == 1
+
+
+def test_frames_carry_their_channel(model, recordings):
+    from emo_assets.lib.model.scoring import frame_batches
+
+    waves, _ = recordings
+    resampled = pa.table({"audio_id": ["call"], "channel": ["customer"], "path": ["/day/call.flac"]})
+    batches = list(
+        frame_batches(
+            model,
+            resampled,
+            DAY,
+            [("call", "customer")],
+            open_audio=lambda p: ArrayReader(waves[p.rsplit("/", 1)[1].removesuffix(".flac")]),
+        )
+    )
+    frames = pa.Table.from_batches(batches)
+    assert set(frames.column("channel").to_pylist()) == {"customer"}
+    assert frames.num_rows == pytest.approx(len(waves["call"]) / 320, abs=2)  # 50 frames per second, all of it
