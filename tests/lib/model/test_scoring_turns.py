@@ -168,3 +168,26 @@ def test_frames_carry_their_channel(model, recordings):
     frames = pa.Table.from_batches(batches)
     assert set(frames.column("channel").to_pylist()) == {"customer"}
     assert frames.num_rows == pytest.approx(len(waves["call"]) / 320, abs=2)  # 50 frames per second, all of it
+
+
+def test_a_day_written_before_channels_and_turns_is_reused_and_filled_in(wide_model, recordings):
+    waves, _ = recordings
+    resampled, audio_files, open_audio = _day(waves)
+    now = score_day(resampled, audio_files, wide_model, DAY, open_audio=open_audio)
+
+    def old(table: pa.Table) -> pa.Table:
+        return table.drop_columns([c for c in ("channel", "turn", "speech_share") if c in table.column_names])
+
+    again = score_day(
+        resampled,
+        audio_files,
+        wide_model,
+        DAY,
+        open_audio=open_audio,
+        previous_scores=old(now.scores),
+        previous_embeddings=old(now.embeddings),
+        previous_segments=old(now.segments),
+    )
+    assert again.reused == 2 and again.inferred == 0
+    assert again.scores.equals(now.scores) and again.segments.equals(now.segments)
+    assert again.embeddings.equals(now.embeddings)
