@@ -260,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto, cpu or cuda (default: EMO_DEVICE or auto)")
     run.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     run.add_argument(
+        "--segments",
+        choices=["turns", "windows"],
+        help="emotion_segments by speech turns (silence not scored) or fixed windows (default: EMO_SEGMENTS or windows)",
+    )
+    run.add_argument(
         "--refit-models",
         action="store_true",
         help="refit the cluster and satisfaction models and re-assign every day in the warehouse to them",
@@ -278,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
             hub=a.hub,
             device=a.device,
             data_dir=a.data_dir,
+            segments=a.segments,
         )
     )
 

@@ -31,7 +31,13 @@ from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
-from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
+from emo_assets.resources import (
+    PACKAGED_SQL_DIR,
+    EmotionModelResource,
+    SettingError,
+    StorageResource,
+    check_segments,
+)
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
 from emo_assets.sensors import raw_files_sensor
 
@@ -67,6 +73,10 @@ def _seconds(env: str, text: str) -> float:
         raise SettingError(str(exc)) from None
 
 
+def _segments(env: str, text: str) -> str:
+    return check_segments(text.strip().lower())
+
+
 def _rest_seconds(env: str, text: str) -> float:
     try:
         value = float(text)
@@ -100,6 +110,7 @@ SETTINGS = (
     Setting("EMO_THREADS", "emotion_model", "threads", _count),
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
+    Setting("EMO_SEGMENTS", "emotion_model", "segments", _segments),
 )
 
 RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
@@ -107,7 +118,7 @@ RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "emotion_model": EmotionModelResource,
 }
 
-_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float}
+_CONFIG_TYPES = {_text: str, _flag: bool, _count: int, _seconds: float, _rest_seconds: float, _segments: str}
 
 
 def _default(setting: Setting) -> object:

@@ -97,7 +97,7 @@ def create_app(storage, emotion_model) -> FastAPI:
 
     @app.get("/api/recordings")
     def recordings(limit: int = 200) -> list[dict]:
-        scores = lake.read_table(storage.lake_dir, "emotion_scores")
+        scores = lake.voice_rows(lake.read_table(storage.lake_dir, "emotion_scores"))
         files = lake.read_table(storage.lake_dir, "audio_files")
         if scores is None:
             return []
@@ -231,7 +231,7 @@ def _segment(start_s: float, end_s: float, scores) -> dict:
 
 def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
     """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order."""
-    rows = lake.read_table(lake_dir, "emotion_segments")
+    rows = lake.voice_rows(lake.read_table(lake_dir, "emotion_segments"))  # a call's customer side
     if rows is None:
         return []
     rows = rows.filter(
@@ -246,8 +246,8 @@ def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
 
 def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
     """A warehouse recording's newest scores and embedding, as an Analysis."""
-    scores = lake.read_table(lake_dir, "emotion_scores")
-    embeddings = lake.read_table(lake_dir, "emotion_embeddings")
+    scores = lake.voice_rows(lake.read_table(lake_dir, "emotion_scores"))
+    embeddings = lake.voice_rows(lake.read_table(lake_dir, "emotion_embeddings"))
     if scores is None or embeddings is None:
         return None
     scores = scores.filter(pc.equal(scores.column("audio_id"), audio_id)).sort_by([("date", "descending")])

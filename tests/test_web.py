@@ -102,6 +102,7 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
                 "audio_id": [ids[n] for n in names],
                 "date": pa.array([date] * len(names), pa.date32()),
                 "model_id": [model.model_id] * len(names),
+                "channel": ["mono"] * len(names),
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
             },
             schema=schemas.emotion_embeddings_schema(emb.shape[1]),

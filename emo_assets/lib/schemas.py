@@ -54,6 +54,7 @@ AUDIO_FILES = pa.schema(
 RESAMPLED_AUDIO = pa.schema(
     [
         ("audio_id", pa.string()),
+        ("channel", pa.string()),
         ("path", pa.string()),
         ("duration_s", pa.float64()),
         ("rms_dbfs", pa.float64()),
@@ -69,6 +70,7 @@ EMOTION_SCORES = pa.schema(
         ("audio_id", pa.string()),
         ("date", pa.date32()),
         ("model_id", pa.string()),
+        ("channel", pa.string()),
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
         *_SCORE_FIELDS,
@@ -80,8 +82,11 @@ EMOTION_SEGMENTS = pa.schema(
         ("audio_id", pa.string()),
         ("date", pa.date32()),
         ("model_id", pa.string()),
+        ("channel", pa.string()),
+        ("turn", pa.int32()),
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
+        ("speech_share", pa.float32()),
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
         *_SCORE_FIELDS,
@@ -146,6 +151,12 @@ _TOP = {
     "emotion": "the top class: the label with the highest score, one of the nine classes",
     "confidence": "score of the top class, 0..1",
 }
+_CHANNEL = (
+    "whose voice the row is: 'mono' for a recording scored as one voice (mono, or stereo with identical "
+    "channels, or no channel config); with a channel config (channels.toml, README 'Two-channel calls') "
+    "the configured name of the channel, e.g. 'agent' or 'customer' (or 'left'/'right'); NULL in rows "
+    "written before channels existed, which are mono"
+)
 _EMBEDDING = "emotion2vec+ embedding, FLOAT[D] (D = 1024 for the large model, 768 for base); compare by cosine"
 
 _COLUMNS: dict[str, dict[str, str]] = {
@@ -162,7 +173,10 @@ _COLUMNS: dict[str, dict[str, str]] = {
     },
     "resampled_audio": {
         "audio_id": _AUDIO_ID,
-        "path": "the 16 kHz mono FLAC, relative to the data directory (resampled/date=YYYY-MM-DD/<audio_id>.flac)",
+        "channel": _CHANNEL,
+        "path": "the 16 kHz mono FLAC, relative to the data directory: the downmix for 'mono' "
+        "(resampled/date=YYYY-MM-DD/<audio_id>.flac), the channel's own samples otherwise "
+        "(resampled/date=YYYY-MM-DD/<audio_id>.<channel>.flac)",
         "duration_s": "duration of the resampled audio, in seconds",
         "rms_dbfs": "loudness: RMS level in dBFS, -120..0 (-120 for digital silence)",
         "is_silent": "true when rms_dbfs is below -60 dBFS; silent audio is still scored",
@@ -172,12 +186,15 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
-        "embedding": _EMBEDDING + "; the mean of the final frame features over the recording",
+        "channel": _CHANNEL,
+        "embedding": _EMBEDDING + "; the mean of the final frame features over the recording's speech "
+        "(turns weighted by duration; with fixed windows, over the whole recording)",
     },
     "emotion_scores": {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         **_TOP,
         **_SCORES,
     },
@@ -185,8 +202,14 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
-        "start_s": "start of the window within the recording, in seconds",
-        "end_s": "end of the window within the recording, in seconds",
+        "channel": _CHANNEL,
+        "turn": "index of the row within the recording's channel, from 0 in time order: a speech turn found "
+        "by the voice-activity model (EMO_SEGMENTS=turns), or a fixed window (EMO_SEGMENTS=windows); "
+        "NULL in rows written before turns existed",
+        "start_s": "start of the turn (or window) within the recording, in seconds",
+        "end_s": "end of the turn (or window) within the recording, in seconds",
+        "speech_share": "share of the turn the voice-activity model heard as speech, 0..1 (a turn keeps short "
+        "pauses); NULL for fixed windows and for rows written before turns existed",
         **_TOP,
         **_SCORES,
     },
@@ -194,6 +217,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         "frame": "frame number within the recording, from 0; one frame per 20 ms (50 Hz)",
         "start_s": "start of the frame within the recording, in seconds (frame / 50)",
         **_TOP,
@@ -204,7 +228,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "source_path": "path of the refused file, under data/raw/<day>/",
         "audio_id": _AUDIO_ID + "; NULL when the file could not be read",
         "stage": "the stage that refused the file, named after the table it could not enter: "
-        "audio_files, resampled_audio or emotion_scores",
+        "audio_files, resampled_audio or emotion_scores (which also refuses a recording with no speech)",
         "reason": "why the stage refused the file, in words",
         "date": _DATE,
     },
@@ -212,6 +236,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         "embedding": _EMBEDDING + "; a copy of emotion_embeddings.embedding in DuckDB's storage",
     },
     "emotion_clusters": {
@@ -252,6 +277,7 @@ def emotion_frames_schema(embed_dim: int) -> pa.Schema:
             ("audio_id", pa.string()),
             ("date", pa.date32()),
             ("model_id", pa.string()),
+            ("channel", pa.string()),
             ("frame", pa.int32()),
             ("start_s", pa.float64()),
             ("emotion", pa.string()),
@@ -268,6 +294,7 @@ def emotion_embeddings_schema(embed_dim: int) -> pa.Schema:
             ("audio_id", pa.string()),
             ("date", pa.date32()),
             ("model_id", pa.string()),
+            ("channel", pa.string()),
             ("embedding", pa.list_(pa.float32(), embed_dim)),
         ]
     )
@@ -312,39 +339,41 @@ _REGISTRY = (
     Table(
         "resampled_audio",
         "lake",
-        ("audio_id", "date"),
-        "one row per distinct recording of the day, as 16 kHz mono FLAC",
+        ("audio_id", "date", "channel"),
+        "one row per distinct recording of the day and channel, as 16 kHz mono FLAC",
         schema=RESAMPLED_AUDIO,
         columns=_COLUMNS["resampled_audio"],
     ),
     Table(
         "emotion_embeddings",
         "lake",
-        ("audio_id", "date", "model_id"),
-        "the emotion2vec+ embedding of each recording (mean of the final frame features)",
+        ("audio_id", "date", "model_id", "channel"),
+        "the emotion2vec+ embedding of each recording and channel (mean of the final frame features over its speech)",
         schema_for_width=emotion_embeddings_schema,
         columns=_COLUMNS["emotion_embeddings"],
     ),
     Table(
         "emotion_scores",
         "lake",
-        ("audio_id", "date", "model_id"),
-        "the 9-class emotion scores of each recording, its top class and confidence",
+        ("audio_id", "date", "model_id", "channel"),
+        "the 9-class emotion scores of each recording and channel (duration-weighted mean over its speech "
+        "turns), its top class and confidence",
         schema=EMOTION_SCORES,
         columns=_COLUMNS["emotion_scores"],
     ),
     Table(
         "emotion_segments",
         "lake",
-        ("audio_id", "date", "model_id", "start_s"),
-        "the emotion timeline: one row per window of each recording",
+        ("audio_id", "date", "model_id", "channel", "start_s"),
+        "the emotion timeline: one row per speech turn (or fixed window, EMO_SEGMENTS=windows) of each "
+        "recording and channel",
         schema=EMOTION_SEGMENTS,
         columns=_COLUMNS["emotion_segments"],
     ),
     Table(
         "emotion_frames",
         "lake",
-        ("audio_id", "date", "model_id", "frame"),
+        ("audio_id", "date", "model_id", "channel", "frame"),
         "per-frame (50 Hz) scores and embeddings; written only with frame granularity on",
         schema_for_width=emotion_frames_schema,
         opt_in=True,
@@ -361,7 +390,7 @@ _REGISTRY = (
     Table(
         "embedding_index",
         "warehouse",
-        ("audio_id", "date", "model_id"),
+        ("audio_id", "date", "model_id", "channel"),
         "the lake's embeddings copied into DuckDB's storage for similarity search",
         schema_for_width=emotion_embeddings_schema,
         columns=_COLUMNS["embedding_index"],
@@ -396,6 +425,16 @@ class Stage(enum.StrEnum):
     AUDIO_FILES = "audio_files"
     RESAMPLED_AUDIO = "resampled_audio"
     EMOTION_SCORES = "emotion_scores"
+
+
+# The channel of a recording scored as one voice, and the channels whose voice stands for the
+# recording where one row per recording is wanted (satisfaction: the customer's, else the mono one).
+MONO = "mono"
+CUSTOMER = "customer"
+
+# Why emotion_scores refuses a recording the voice-activity model heard no speech in: silence and
+# noise are not emotions (README "Speech turns").
+NO_SPEECH = "no speech: the voice-activity model found no speech turn in the recording"
 
 
 @dataclass(frozen=True)

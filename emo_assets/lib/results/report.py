@@ -88,7 +88,7 @@ def _clusters_section(lake_dir, models_dir, day, out_dir, report):
 
 
 def _timeline_sections(lake_dir, day, out_dir, report):
-    segments = lake.read_partition(lake_dir, "emotion_segments", day)
+    segments = lake.voice_rows(lake.read_partition(lake_dir, "emotion_segments", day))  # a call's customer side
     if segments is None or segments.num_rows == 0:
         report.notes.append("no emotion_segments for this day: no timelines")
         return []
