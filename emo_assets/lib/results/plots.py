@@ -1,4 +1,5 @@
-"""PNG charts of emotion results: distribution bars, PCA scatter by cluster, emotion timeline.
+"""PNG charts of emotion results: distribution bars, PCA scatter by cluster, emotion timeline,
+a call's emotion arc, drift over days.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend switch), so
 it works headless and in threads. Each function returns PNG bytes; ``markdown_image`` wraps
@@ -103,6 +104,34 @@ def timeline_png(start_s: Sequence[float], end_s: Sequence[float], scores: np.nd
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend(fontsize=6, ncol=9, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    return _png(fig)
+
+
+def drift_png(
+    days: Sequence[str],
+    psi: Sequence[float | None],
+    shift: Sequence[float | None],
+    psi_warn: float,
+    cosine_warn: float,
+    title: str,
+) -> bytes:
+    """Two panels over days: PSI and cosine shift, each with its warning threshold dashed; a day
+    without a baseline is a gap."""
+    x = np.arange(len(days))
+    fig = _figure(8, 4.2)
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, values, warn, name in ((axes[0], psi, psi_warn, "PSI"), (axes[1], shift, cosine_warn, "cosine shift")):
+        y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        ax.plot(x, y, marker="o", markersize=3, color="#1f77b4")
+        over = y > warn
+        ax.scatter(x[over], y[over], color="#d62728", zorder=3, s=18, label="past threshold")
+        ax.axhline(warn, color="#d62728", linestyle="--", linewidth=1)
+        ax.set_ylabel(name)
+        if over.any():
+            ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_title(title)
+    step = max(1, len(days) // 10)
+    axes[1].set_xticks(x[::step], [d[5:] for d in days][::step], fontsize=7)
     return _png(fig)
 
 
