@@ -78,8 +78,15 @@ def cluster_scatter_png(xy: np.ndarray, cluster_id: np.ndarray, title: str = "Em
     return _png(fig)
 
 
-def timeline_png(start_s: Sequence[float], end_s: Sequence[float], scores: np.ndarray, title: str) -> bytes:
-    """Stacked class scores over a recording's segments (x = seconds)."""
+def timeline_png(
+    start_s: Sequence[float],
+    end_s: Sequence[float],
+    scores: np.ndarray,
+    title: str,
+    peak: tuple[float, float] | None = None,
+) -> bytes:
+    """Stacked class scores over a recording's segments (x = seconds); ``peak`` (start, end) outlines
+    the most negative turn of the emotion arc."""
     start = np.asarray(start_s, dtype=np.float64)
     end = np.asarray(end_s, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1, len(EMOTION_LABELS))
@@ -98,6 +105,8 @@ def timeline_png(start_s: Sequence[float], end_s: Sequence[float], scores: np.nd
             linewidth=0,
         )
         bottom += scores[:, j]
+    if peak is not None:
+        ax.axvspan(peak[0], peak[1], fill=False, edgecolor="black", linewidth=2, label="most negative")
     ax.set_xlim(float(start.min(initial=0.0)), float(end.max(initial=1.0)))
     ax.set_ylim(0, 1)
     ax.set_xlabel("seconds")

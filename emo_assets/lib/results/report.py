@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from emo_assets.lib.analytics.arc import arc_rows
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.results import plots
 from emo_assets.lib.schemas import EMOTION_LABELS
@@ -93,15 +94,19 @@ def _timeline_sections(lake_dir, day, out_dir, report):
         report.notes.append("no emotion_segments for this day: no timelines")
         return []
     sections = []
+    arcs = {(a["audio_id"], a["model_id"], a["channel"]): a for a in arc_rows(segments).to_pylist()}
     ids = sorted(set(segments.column("audio_id").to_pylist()))
     for audio_id in ids[:MAX_TIMELINES]:
         rows = segments.filter(pc.equal(segments.column("audio_id"), audio_id)).sort_by("start_s")
         scores = np.column_stack([rows.column(c).to_numpy() for c in EMOTION_LABELS])
+        voice = [a for k, a in arcs.items() if k[0] == audio_id]
+        arc = voice[0] if len(voice) == 1 else None  # several channels: the arcs are in call_emotion_arc
         png = plots.timeline_png(
             rows.column("start_s").to_numpy(),
             rows.column("end_s").to_numpy(),
             scores,
             f"{audio_id[:16]}: emotion over time",
+            peak=None if arc is None else (arc["peak_start_s"], arc["peak_end_s"]),
         )
         report.pngs.append(plots.write_png(out_dir / f"timeline_{audio_id[:16]}.png", png))
         top = Counter(rows.column("emotion").to_pylist()).most_common(3)
@@ -109,12 +114,32 @@ def _timeline_sections(lake_dir, day, out_dir, report):
             (
                 f"Timeline {audio_id[:16]}",
                 png,
-                html.escape(f"{rows.num_rows} segments; mostly " + ", ".join(f"{e} ({n})" for e, n in top)),
+                html.escape(
+                    f"{rows.num_rows} segments; mostly "
+                    + ", ".join(f"{e} ({n})" for e, n in top)
+                    + ("" if arc is None else f". {arc_sentence(arc)}")
+                ),
             )
         )
     if len(ids) > MAX_TIMELINES:
         report.notes.append(f"timelines shown for {MAX_TIMELINES} of {len(ids)} recordings")
     return sections
+
+
+def arc_sentence(arc: dict) -> str:
+    """A call_emotion_arc row in words."""
+    if arc["recovered"] is None:
+        recovery = "no negative turn"
+    elif arc["recovered"]:
+        recovery = f"calm again {arc['recovery_s']:.1f} s after it started"
+    else:
+        recovery = "no calm turn after it"
+    calmer = {None: "", True: "; ended calmer", False: "; did not end calmer"}[arc["ended_calmer"]]
+    return (
+        f"Arc: {arc['start_emotion']} -> {arc['end_emotion']}; most negative: {arc['peak_emotion']} at "
+        f"{arc['peak_start_s']:.1f}-{arc['peak_end_s']:.1f} s (negativity {arc['peak_negativity']:.2f}), "
+        f"{recovery}{calmer}"
+    )
 
 
 def _counts_table(counts: dict[str, int]) -> str:
