@@ -17,6 +17,7 @@ embedding is its ``infer_frames`` (50 frames per second). No dagster here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.model.windows import too_short
@@ -85,6 +87,11 @@ class Analysis:
             "timestamp": self.timestamp,
             "sample_rate_hz": SAMPLE_RATE,
         }
+        if len(self.segments) >= 2:  # a long recording: its emotion arc over the model's windows
+            turns = [
+                Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(self.segments)
+            ]
+            out["arc"] = dataclasses.asdict(emotion_arc(turns))
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
             out["embedding_shape"] = list(self.embedding.shape)

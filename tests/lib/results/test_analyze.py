@@ -224,3 +224,23 @@ def test_a_bad_precision_is_refused_with_the_choices(uploads, tiny_model_dir, tm
     )
     assert code == 2
     assert "int4" in capsys.readouterr().err and not list(tmp_path.glob("outputs_*"))
+
+
+def test_long_recording_result_has_its_emotion_arc(tiny_model_dir, tmp_path):
+    """`emo analyze` on a recording of several windows: result.json carries the arc of those windows."""
+    from emo_assets.lib.analytics.arc import Turn, emotion_arc
+    from emo_assets.resources import EmotionModelResource
+
+    scorer = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=2.5).load()
+    wav = (np.random.default_rng(9).standard_normal(16000 * 7) * 0.1).astype(np.float32)
+    analysis = analyze.analyze_waveform(scorer, wav, "long.wav")
+    assert len(analysis.segments) >= 3
+    written = json.loads((analyze.write_analysis(analysis, wav, tmp_path / "out") / "result.json").read_text())
+    turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(analysis.segments)]
+    expected = emotion_arc(turns)
+    assert written["arc"]["turns"] == len(analysis.segments)
+    assert written["arc"]["peak_turn"] == expected.peak_turn
+    assert written["arc"]["start_emotion"] == expected.start_emotion
+    assert written["arc"]["end_emotion"] == expected.end_emotion
+    short = analyze.analyze_waveform(scorer, wav[:16000], "short.wav")
+    assert "arc" not in short.result()
