@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_ann_"))
     log(f"writing {args.rows} rows as {days} days of {args.day_rows} into {root}")
     write_s, gen_s, exact_s, train_s = 0.0, 0.0, 0.0, None
-    done = 0
+    done, resumed, write_times = 0, 0, []
     t_build = time.perf_counter()
     for d in range(days):
         n = min(args.day_rows, args.rows - done)
@@ -148,12 +148,21 @@ def run(args: argparse.Namespace) -> dict:
         exact.update(x, done)
         exact_s += time.perf_counter() - t0
         t0 = time.perf_counter()
+        if args.resume and ann.day_path(root, "bench", day).is_file():
+            # Written by an earlier run with the same seed and settings: the rows above are the same
+            # rows, regenerated only for the exact top-10; the day's file is kept as it is.
+            resumed += 1
+            done += n
+            log(f"day {d + 1}/{days} {day}: {n} rows, kept from the earlier run")
+            del x
+            continue
         written = ann.write_day(root, "bench", day, _audio_ids(done, n), x, settings)
         took = time.perf_counter() - t0
         if written.trained_now:
             train_s = took
         else:
             write_s += took
+            write_times.append(took)
         done += n
         result["progress"] = {"days_written": d + 1, "rows_written": done, "write_s": round(write_s, 1)}
         log(
@@ -168,6 +177,8 @@ def run(args: argparse.Namespace) -> dict:
         "exact_topk_s": round(exact_s, 1),
         "train_day_s": None if train_s is None else round(train_s, 1),
         "encode_and_write_other_days_s": round(write_s, 1),
+        "days_kept_from_earlier_run": resumed,
+        "write_day_median_s": round(statistics.median(write_times), 1) if write_times else None,
         "bytes_on_disk": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
     }
     log(f"build done: {result['build']}")
@@ -251,6 +262,11 @@ def main() -> None:
     parser.add_argument("--nprobe", dest="nprobes", type=lambda s: [int(v) for v in s.split(",")], default=[16, 32])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="similarity folder to write (default: a temporary folder)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the day files an interrupted run left in --workdir (same seed and settings) instead of re-encoding them",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the written index")
     parser.add_argument("--out", help="write the results (and progress) as JSON here")
     args = parser.parse_args()
