@@ -28,7 +28,7 @@ from pathlib import Path
 import dagster as dg
 
 from emo_assets.assets import all_assets
-from emo_assets.checks import all_checks
+from emo_assets.checks import all_checks, monitoring_checks
 from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import (
@@ -184,7 +184,7 @@ def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = No
         sql_dir = storage.sql_models_dir if isinstance(storage, StorageResource) else PACKAGED_SQL_DIR
     return dg.Definitions(
         assets=list(all_assets(Path(sql_dir))),
-        asset_checks=all_checks,
+        asset_checks=[*all_checks, *monitoring_checks],
         jobs=[daily_emotion_job, models_job],
         schedules=[daily_emotion_schedule, models_schedule],
         sensors=[raw_files_sensor],

@@ -33,6 +33,7 @@ from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from emo_assets.lib.analytics import ann, nearest, similarity
+from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
 from emo_assets.lib.results import analyze
 from emo_assets.lib.schemas import EMOTION_LABELS
@@ -56,12 +57,13 @@ def create_app(storage, emotion_model) -> FastAPI:
     app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None, lifespan=lifespan)
     outputs = storage.root / "web_outputs"
 
-    def payload(run: Path, result: dict, neighbours: list[dict], segments: list[dict]) -> dict:
+    def payload(run: Path, result: dict, neighbours: list[dict], turns: list[Turn]) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
         return {
             "id": run.name,
             "result": result,
-            "segments": segments,
+            "segments": [{**_segment(t.start_s, t.end_s, t.scores), "turn": t.turn} for t in turns],
+            "arc": _arc(turns),
             "labels": list(EMOTION_LABELS),
             "emoji": analyze.EMOJI,
             "downloads": files,
@@ -144,9 +146,9 @@ def create_app(storage, emotion_model) -> FastAPI:
         analyze.write_analysis(result, wav, run)
         # neighbours are found with the utterance embedding, the one the lake stores
         utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
-        segments = [_segment(s.start_s, s.end_s, s.scores) for s in result.segments]
+        turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(result.segments)]
         neighbours = neighbours_of(vector=np.asarray(utterance), model_id=model.model_id)
-        return payload(run, result.result(), neighbours, segments)
+        return payload(run, result.result(), neighbours, turns)
 
     @app.get("/api/recording/{audio_id}")
     def from_lake(audio_id: str) -> dict:
@@ -157,8 +159,8 @@ def create_app(storage, emotion_model) -> FastAPI:
             found = dataclasses.replace(found, random_weights=bool(model.is_random))
         run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
         analyze.write_analysis(found, None, run)
-        segments = _lake_segments(storage.lake_dir, audio_id, found.model_id)
-        return payload(run, found.result(), neighbours_of(audio_id=audio_id), segments)
+        turns = _lake_turns(storage.lake_dir, audio_id, found.model_id)
+        return payload(run, found.result(), neighbours_of(audio_id=audio_id), turns)
 
     @app.get("/download/{run_id}/{name}")
     def download(run_id: str, name: str) -> FileResponse:
@@ -229,7 +231,12 @@ def _segment(start_s: float, end_s: float, scores) -> dict:
     }
 
 
-def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
+def _arc(turns: list[Turn]) -> dict | None:
+    """The emotion arc (lib/analytics/arc.py) of a recording with a timeline (two turns or more)."""
+    return dataclasses.asdict(emotion_arc(turns)) if len(turns) >= 2 else None
+
+
+def _lake_turns(lake_dir: Path, audio_id: str, model_id: str) -> list[Turn]:
     """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order."""
     rows = lake.voice_rows(lake.read_table(lake_dir, "emotion_segments"))  # a call's customer side
     if rows is None:
@@ -241,7 +248,15 @@ def _lake_segments(lake_dir: Path, audio_id: str, model_id: str) -> list[dict]:
         return []
     newest = pc.max(rows.column("date"))
     rows = rows.filter(pc.equal(rows.column("date"), newest)).sort_by([("start_s", "ascending")])
-    return [_segment(r["start_s"], r["end_s"], [r[label] for label in EMOTION_LABELS]) for r in rows.to_pylist()]
+    return [
+        Turn(
+            r.get("turn") if r.get("turn") is not None else i,
+            r["start_s"],
+            r["end_s"],
+            tuple(r[e] for e in EMOTION_LABELS),
+        )
+        for i, r in enumerate(rows.to_pylist())
+    ]
 
 
 def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
@@ -305,6 +320,7 @@ PAGE = """<!doctype html>
  .warning{background:#fde2e2;color:#900;border:1px solid #d99;padding:.4em .7em;font-weight:bold}
  #timeline svg{width:100%;height:auto;display:block} #timeline .legend span{margin-right:1em;white-space:nowrap}
  #timeline .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.2em}
+ #timeline rect.peak{stroke:#000;stroke-width:2} #arc{margin:.3em 0}
 </style></head>
 <body>
 <h1>Speech emotion</h1>
@@ -321,7 +337,8 @@ PAGE = """<!doctype html>
  <p id="random-warning" class="warning" hidden></p>
  <div id="bars"></div>
  <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
- <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p></div>
+ <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p>
+ <p id="arc"></p></div>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
  <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
@@ -343,6 +360,7 @@ function timeline(data) {
   const segs = data.segments || [];
   const box = $("timeline"), chart = $("timeline-chart"); chart.innerHTML = "";
   box.querySelector(".legend").innerHTML = "";
+  arc(data);
   if (segs.length < 2) { box.hidden = true; return; }
   const end = Math.max(...segs.map((s) => s.end_s)), W = 600, H = 40, top = 4;
   const chartSvg = svg("svg", {viewBox: `0 0 ${W} ${H + 22}`, role: "img", "aria-label": "emotion per window"});
@@ -354,6 +372,8 @@ function timeline(data) {
     const rect = svg("rect", {class: "segment", x: x.toFixed(2), y: top, width: w.toFixed(2), height: H - top,
       fill: COLORS[s.emotion] || "#000", "fill-opacity": (0.35 + 0.65 * s.confidence).toFixed(2), stroke: "#fff"});
     rect.dataset.emotion = s.emotion; rect.dataset.start = s.start_s; rect.dataset.end = s.end_s;
+    rect.dataset.turn = s.turn;
+    if (data.arc && s.turn === data.arc.peak_turn) rect.classList.add("peak");
     const title = svg("title", {});
     title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${data.emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
     rect.appendChild(title); chartSvg.appendChild(rect);
@@ -371,6 +391,20 @@ function timeline(data) {
     span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
   }
   box.hidden = false;
+}
+function arc(data) {
+  // the emotion arc: where the voice started and ended, its most negative turn (outlined), the recovery
+  const a = data.arc, el = $("arc"); el.textContent = ""; for (const k in el.dataset) delete el.dataset[k];
+  if (!a) return;
+  const name = (e) => data.emoji[e] + " " + e;
+  const recovery = a.recovered === null ? "no negative turn"
+    : a.recovered ? `calm again ${a.recovery_s.toFixed(1)} s after it started` : "no calm turn after it";
+  const calmer = a.ended_calmer === null ? "" : a.ended_calmer ? " · ended calmer" : " · did not end calmer";
+  el.textContent = `Arc: ${name(a.start_emotion)} → ${name(a.end_emotion)} · most negative: ${name(a.peak_emotion)} `
+    + `at ${a.peak_start_s.toFixed(1)}–${a.peak_end_s.toFixed(1)} s (negativity ${a.peak_negativity.toFixed(2)}), `
+    + recovery + calmer;
+  Object.assign(el.dataset, {start: a.start_emotion, end: a.end_emotion, peak: a.peak_emotion,
+    peakStart: a.peak_start_s, recovered: String(a.recovered), calmer: String(a.ended_calmer)});
 }
 function pollStatus() {
   fetch("/api/status").then((r) => r.json()).then((st) => {

@@ -537,3 +537,52 @@ def _emoji(emotion: str) -> str:
     from emo_assets.lib.results.analyze import EMOJI
 
     return EMOJI[emotion]
+
+
+def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
+    """The arc under the timeline: start and end emotion, the most negative window outlined, the
+    recovery, as lib/analytics/arc.py computes them from the recording's emotion_segments rows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from emo_assets.lib.analytics.arc import arc_rows
+    from emo_assets.lib.store import lake as lake_store
+
+    url, data_dir, model, ids, gate = gated_server
+    gate.set()
+    segments = lake_store.read_table(data_dir / "lake", "emotion_segments")
+    (arc,) = [a for a in arc_rows(segments).to_pylist() if a["audio_id"] == ids["long_call.wav"]]
+    with sync_playwright() as p:
+        browser = _browser(p, chromium)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector(f"#recording option[value='{ids['long_call.wav']}']", state="attached")
+            page.select_option("#recording", ids["long_call.wav"])
+            page.click("#show")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            shown = page.locator("#arc")
+            expect(shown).to_be_visible()
+            expect(shown).to_contain_text(f"{arc['start_emotion']} → ")
+            expect(shown).to_contain_text(f"most negative: {_emoji(arc['peak_emotion'])} {arc['peak_emotion']}")
+            expect(shown).to_contain_text(f"at {arc['peak_start_s']:.1f}–{arc['peak_end_s']:.1f} s")
+            assert shown.get_attribute("data-start") == arc["start_emotion"]
+            assert shown.get_attribute("data-end") == arc["end_emotion"]
+            assert (
+                shown.get_attribute("data-recovered") == {None: "null", True: "true", False: "false"}[arc["recovered"]]
+            )
+            assert (
+                shown.get_attribute("data-calmer") == {None: "null", True: "true", False: "false"}[arc["ended_calmer"]]
+            )
+            peak = page.locator("#timeline svg rect.segment.peak")
+            expect(peak).to_have_count(1)
+            assert peak.get_attribute("data-turn") == str(arc["peak_turn"])
+            assert float(peak.get_attribute("data-start")) == pytest.approx(arc["peak_start_s"], abs=1e-3)
+            page.screenshot(path=str(tmp_path / "web_arc.png"), full_page=True)
+
+            # one window: no timeline, no arc
+            page.select_option("#recording", ids["short_call.wav"])
+            page.click("#show")
+            expect(page.locator("#timeline")).to_be_hidden()
+            expect(page.locator("#arc")).to_have_text("")
+        finally:
+            browser.close()

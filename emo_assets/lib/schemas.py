@@ -93,6 +93,32 @@ EMOTION_SEGMENTS = pa.schema(
     ]
 )
 
+# One row per recording, day, model and channel: how that voice's emotion moved over its turns
+# (lib/analytics/arc.py holds the definitions).
+CALL_EMOTION_ARC = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("date", pa.date32()),
+        ("model_id", pa.string()),
+        ("channel", pa.string()),
+        ("turns", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("start_emotion", pa.string()),
+        ("start_negativity", pa.float32()),
+        ("end_emotion", pa.string()),
+        ("end_negativity", pa.float32()),
+        ("peak_turn", pa.int32()),
+        ("peak_start_s", pa.float64()),
+        ("peak_end_s", pa.float64()),
+        ("peak_emotion", pa.string()),
+        ("peak_negativity", pa.float32()),
+        ("ended_calmer", pa.bool_()),
+        ("recovered", pa.bool_()),
+        ("recovery_turn", pa.int32()),
+        ("recovery_s", pa.float64()),
+    ]
+)
+
 QUARANTINE = pa.schema(
     [
         ("source_path", pa.string()),
@@ -223,6 +249,30 @@ _COLUMNS: dict[str, dict[str, str]] = {
         **_TOP,
         **_SCORES,
         "embedding": _EMBEDDING + "; the frame's own features",
+    },
+    "call_emotion_arc": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "channel": "whose voice the arc follows: 'mono' for a recording scored as one voice, else the "
+        "configured channel name ('agent', 'customer', ...)",
+        "turns": "number of turns (rows of emotion_segments) of the voice, >= 1",
+        "duration_s": "from the start of the first turn to the end of the last, in seconds",
+        "start_emotion": "top emotion of the first turn",
+        "start_negativity": "negativity of the first turn: angry + disgusted + fearful + sad scores, 0..1",
+        "end_emotion": "top emotion of the last turn",
+        "end_negativity": "negativity of the last turn, 0..1",
+        "peak_turn": "turn number of the most negative turn (highest negativity; the earliest of equals)",
+        "peak_start_s": "start of the most negative turn within the recording, in seconds",
+        "peak_end_s": "end of the most negative turn within the recording, in seconds",
+        "peak_emotion": "top emotion of the most negative turn",
+        "peak_negativity": "negativity of the most negative turn, 0..1",
+        "ended_calmer": "true when the last turn's negativity is below the first's; NULL for a single turn",
+        "recovered": "when the most negative turn's top emotion is negative (angry, disgusted, fearful, sad): "
+        "true if a later turn's top emotion is neutral or happy; NULL when the peak is not negative",
+        "recovery_turn": "turn number of the first neutral or happy turn after the most negative one; NULL if none",
+        "recovery_s": "seconds from the start of the most negative turn to the start of that neutral or happy "
+        "turn; NULL if none",
     },
     "quarantine": {
         "source_path": "path of the refused file, under data/raw/<day>/",
@@ -378,6 +428,15 @@ _REGISTRY = (
         schema_for_width=emotion_frames_schema,
         opt_in=True,
         columns=_COLUMNS["emotion_frames"],
+    ),
+    Table(
+        "call_emotion_arc",
+        "lake",
+        ("audio_id", "date", "model_id", "channel"),
+        "the emotion arc of each recording and channel: start and end emotion, the most negative turn "
+        "and when, whether it ended calmer, the time to recover",
+        schema=CALL_EMOTION_ARC,
+        columns=_COLUMNS["call_emotion_arc"],
     ),
     Table(
         "quarantine",

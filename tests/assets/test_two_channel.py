@@ -111,3 +111,27 @@ def test_export_keeps_each_side_with_its_own_embedding(call_day, tmp_path):
     assert len(keys) == 3 and len(set(keys)) == 3
     for key, row in zip(keys, matrix, strict=True):
         np.testing.assert_array_equal(row, by_key[key])
+
+
+def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
+    import html
+
+    from emo_assets.lib.results.report import arc_sentence, write_day_report
+
+    data_dir, spans = call_day
+    call = _ids(data_dir)["call.wav"]
+    arcs = {
+        a["channel"]: a
+        for a in lake.read_partition(data_dir / "lake", "call_emotion_arc", DAY).to_pylist()
+        if a["audio_id"] == call
+    }
+    assert sorted(arcs) == ["agent", "customer"]
+    assert arcs["agent"]["turns"] == len(spans["agent"]) and arcs["customer"]["turns"] == len(spans["customer"])
+    assert abs(arcs["agent"]["duration_s"] - (spans["agent"][-1][1] - spans["agent"][0][0])) <= 0.6
+
+    report = write_day_report(data_dir / "lake", data_dir / "models", tmp_path, DAY)
+    page = report.html_path.read_text(encoding="utf-8")
+    for side in ("agent", "customer"):
+        assert (tmp_path / DAY / f"timeline_{call[:16]}_{side}.png").is_file()
+        assert f"Timeline {call[:16]} ({side})" in page
+        assert html.escape(arc_sentence(arcs[side])) in page

@@ -21,6 +21,7 @@ No dagster here.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, SpanReader
@@ -75,6 +77,15 @@ class Analysis:
     segments: tuple = ()  # the model's windows (scorer.Segment), the emotion timeline of a long recording
     turns: tuple = ()  # with speech turns: one dict per turn (turn, start_s, end_s, speech_share, emotion, ...)
 
+    def arc_turns(self) -> list[Turn]:
+        """The recording's timeline as the emotion arc reads it: its speech turns, else the model's windows."""
+        if self.turns:
+            return [
+                Turn(t["turn"], t["start_s"], t["end_s"], tuple(t["scores"][e] for e in EMOTION_LABELS))
+                for t in self.turns
+            ]
+        return [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(self.segments)]
+
     def result(self, with_embedding: bool = True) -> dict:
         """The content of result.json."""
         out = {
@@ -94,6 +105,9 @@ class Analysis:
         if self.turns:
             out["segments"] = "turns"
             out["turns"] = [dict(t) for t in self.turns]
+        arc_turns = self.arc_turns()
+        if len(arc_turns) >= 2:  # a timeline of several turns or windows: its emotion arc
+            out["arc"] = dataclasses.asdict(emotion_arc(arc_turns))
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
             out["embedding_shape"] = list(self.embedding.shape)
@@ -168,6 +182,7 @@ def _score_turns(model, wav: np.ndarray, audio_name: str) -> tuple[EmotionResult
             "speech_share": round(t.speech_share, 3),
             "emotion": r.emotion,
             "confidence": r.confidence,
+            "scores": {label: float(v) for label, v in zip(EMOTION_LABELS, r.scores)},
         }
         for i, (t, r) in enumerate(zip(found, results, strict=True))
     )

@@ -230,6 +230,8 @@ def test_analyze_by_speech_turns_lists_the_turns_and_refuses_silence(model, tiny
     assert _run(call, "--segments", "turns", out=out, model_dir=tiny_model_dir) == 0
     result = json.loads((_only_run(out) / analyze.RESULT_JSON).read_text(encoding="utf-8"))
     assert result["segments"] == "turns" and [t["turn"] for t in result["turns"]] == [0, 1, 2]
+    assert result["arc"]["turns"] == 3  # the emotion arc over the speech turns
+    assert result["arc"]["start_emotion"] == result["turns"][0]["emotion"]
     for turn, (start, end) in zip(result["turns"], spans, strict=True):
         assert abs(turn["start_s"] - start) <= 0.3 and abs(turn["end_s"] - end) <= 0.3
     # the scores are the duration-weighted mean of the turns, each scored as a clip of its own
@@ -267,3 +269,23 @@ def test_analyze_a_two_channel_call_side_by_side(model, tiny_model_dir, tmp_path
     capsys.readouterr()
     assert _run(call, "--channels", "caller=left", out=out, model_dir=tiny_model_dir) == 2
     assert "unknown voice 'caller'" in capsys.readouterr().err
+
+
+def test_long_recording_result_has_its_emotion_arc(tiny_model_dir, tmp_path):
+    """`emo analyze` on a recording of several windows: result.json carries the arc of those windows."""
+    from emo_assets.lib.analytics.arc import Turn, emotion_arc
+    from emo_assets.resources import EmotionModelResource
+
+    scorer = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=2.5).load()
+    wav = (np.random.default_rng(9).standard_normal(16000 * 7) * 0.1).astype(np.float32)
+    analysis = analyze.analyze_waveform(scorer, wav, "long.wav")
+    assert len(analysis.segments) >= 3
+    written = json.loads((analyze.write_analysis(analysis, wav, tmp_path / "out") / "result.json").read_text())
+    turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(analysis.segments)]
+    expected = emotion_arc(turns)
+    assert written["arc"]["turns"] == len(analysis.segments)
+    assert written["arc"]["peak_turn"] == expected.peak_turn
+    assert written["arc"]["start_emotion"] == expected.start_emotion
+    assert written["arc"]["end_emotion"] == expected.end_emotion
+    short = analyze.analyze_waveform(scorer, wav[:16000], "short.wav")
+    assert "arc" not in short.result()
