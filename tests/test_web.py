@@ -85,9 +85,9 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
     scores = [score_rows(ids[n], date, model.model_id, r.scores) for n, r in zip(names, results)]
     lake.write_partition(lake_dir, "emotion_scores", DAY, pa.Table.from_pylist(scores, schema=schemas.EMOTION_SCORES))
     segments = [
-        segment_row(ids[n], date, model.model_id, seg.start_s, seg.end_s, seg.scores)
+        segment_row(ids[n], date, model.model_id, seg.start_s, seg.end_s, seg.scores, turn=i)
         for n, r in zip(names, results)
-        for seg in r.segments
+        for i, seg in enumerate(r.segments)
     ]
     lake.write_partition(
         lake_dir, "emotion_segments", DAY, pa.Table.from_pylist(segments, schema=schemas.EMOTION_SEGMENTS)
