@@ -36,7 +36,7 @@ from emo_assets.lib.analytics import ann, nearest, similarity
 from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
 from emo_assets.lib.results import analyze
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.schemas import CUSTOMER, EMOTION_LABELS, MONO
 from emo_assets.lib.store import lake, warehouse
 
 SIMILAR_K = 5
@@ -57,13 +57,26 @@ def create_app(storage, emotion_model) -> FastAPI:
     app = FastAPI(title="emo-assets", docs_url=None, redoc_url=None, lifespan=lifespan)
     outputs = storage.root / "web_outputs"
 
-    def payload(run: Path, result: dict, neighbours: list[dict], turns: list[Turn]) -> dict:
+    def payload(
+        run: Path,
+        result: dict,
+        neighbours: list[dict],
+        turns: list[Turn],
+        channel: str = MONO,
+        other_voices: dict[str, list[Turn]] | None = None,
+    ) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
         return {
             "id": run.name,
             "result": result,
-            "segments": [{**_segment(t.start_s, t.end_s, t.scores), "turn": t.turn} for t in turns],
+            "channel": channel,
+            "segments": _segments(turns),
             "arc": _arc(turns),
+            # the other sides of a two-channel call (the agent's), each with its own timeline and arc
+            "other_voices": [
+                {"channel": name, "segments": _segments(voice), "arc": _arc(voice)}
+                for name, voice in sorted((other_voices or {}).items())
+            ],
             "labels": list(EMOTION_LABELS),
             "emoji": analyze.EMOJI,
             "downloads": files,
@@ -159,8 +172,10 @@ def create_app(storage, emotion_model) -> FastAPI:
             found = dataclasses.replace(found, random_weights=bool(model.is_random))
         run = analyze.run_folder(outputs, dt.datetime.now().astimezone())
         analyze.write_analysis(found, None, run)
-        turns = _lake_turns(storage.lake_dir, audio_id, found.model_id)
-        return payload(run, found.result(), neighbours_of(audio_id=audio_id), turns)
+        voices = _lake_voices(storage.lake_dir, audio_id, found.model_id)
+        shown = next((c for c in (CUSTOMER, MONO) if c in voices), None)  # the side its scores are
+        turns = voices.pop(shown, [])
+        return payload(run, found.result(), neighbours_of(audio_id=audio_id), turns, shown or MONO, voices)
 
     @app.get("/download/{run_id}/{name}")
     def download(run_id: str, name: str) -> FileResponse:
@@ -236,27 +251,39 @@ def _arc(turns: list[Turn]) -> dict | None:
     return dataclasses.asdict(emotion_arc(turns)) if len(turns) >= 2 else None
 
 
-def _lake_turns(lake_dir: Path, audio_id: str, model_id: str) -> list[Turn]:
-    """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order."""
-    rows = lake.voice_rows(lake.read_table(lake_dir, "emotion_segments"))  # a call's customer side
+def _segments(turns: list[Turn]) -> list[dict]:
+    return [{**_segment(t.start_s, t.end_s, t.scores), "turn": t.turn} for t in turns]
+
+
+def _lake_voices(lake_dir: Path, audio_id: str, model_id: str) -> dict[str, list[Turn]]:
+    """A warehouse recording's ``emotion_segments`` rows of its newest day, in time order, per
+    channel (one ``mono`` voice, or the sides of a two-channel call; rows written before channels
+    existed are mono)."""
+    rows = lake.read_table(lake_dir, "emotion_segments")
     if rows is None:
-        return []
+        return {}
     rows = rows.filter(
         pc.and_(pc.equal(rows.column("audio_id"), audio_id), pc.equal(rows.column("model_id"), model_id))
     )
     if rows.num_rows == 0:
-        return []
+        return {}
     newest = pc.max(rows.column("date"))
     rows = rows.filter(pc.equal(rows.column("date"), newest)).sort_by([("start_s", "ascending")])
-    return [
-        Turn(
-            r.get("turn") if r.get("turn") is not None else i,
-            r["start_s"],
-            r["end_s"],
-            tuple(r[e] for e in EMOTION_LABELS),
-        )
-        for i, r in enumerate(rows.to_pylist())
-    ]
+    voices: dict[str, list[dict]] = {}
+    for r in rows.to_pylist():
+        voices.setdefault(r.get("channel") or MONO, []).append(r)
+    return {
+        channel: [
+            Turn(
+                r.get("turn") if r.get("turn") is not None else i,
+                r["start_s"],
+                r["end_s"],
+                tuple(r[e] for e in EMOTION_LABELS),
+            )
+            for i, r in enumerate(voice)
+        ]
+        for channel, voice in voices.items()
+    }
 
 
 def _lake_analysis(lake_dir: Path, audio_id: str) -> analyze.Analysis | None:
@@ -339,6 +366,7 @@ PAGE = """<!doctype html>
  <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
  <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p>
  <p id="arc"></p></div>
+ <div id="voices"></div>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
  <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
@@ -360,8 +388,30 @@ function timeline(data) {
   const segs = data.segments || [];
   const box = $("timeline"), chart = $("timeline-chart"); chart.innerHTML = "";
   box.querySelector(".legend").innerHTML = "";
+  box.querySelector("h3").textContent = "Emotion timeline" + (data.channel && data.channel !== "mono" ? ` (${data.channel})` : "");
   arc(data);
+  voices(data);
   if (segs.length < 2) { box.hidden = true; return; }
+  chart.appendChild(timelineChart(segs, data.arc, data.emoji));
+  for (const e of [...new Set(segs.map((s) => s.emotion))]) {
+    const span = document.createElement("span");
+    span.innerHTML = '<span class="swatch"></span>'; span.firstChild.style.background = COLORS[e];
+    span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
+  }
+  box.hidden = false;
+}
+function voices(data) {
+  // the other sides of a two-channel call: a timeline and an arc each
+  const box = $("voices"); box.innerHTML = "";
+  for (const v of data.other_voices || []) {
+    const div = document.createElement("div"); div.className = "voice"; div.dataset.channel = v.channel;
+    const h = document.createElement("h3"); h.textContent = `Emotion timeline (${v.channel})`; div.appendChild(h);
+    if (v.segments.length) div.appendChild(timelineChart(v.segments, v.arc, data.emoji));
+    const p = document.createElement("p"); p.className = "voice-arc"; p.textContent = arcText(v.arc, data.emoji);
+    div.appendChild(p); box.appendChild(div);
+  }
+}
+function timelineChart(segs, a, emoji) {
   const end = Math.max(...segs.map((s) => s.end_s)), W = 600, H = 40, top = 4;
   const chartSvg = svg("svg", {viewBox: `0 0 ${W} ${H + 22}`, role: "img", "aria-label": "emotion per window"});
   segs.forEach((s, i) => {
@@ -373,9 +423,9 @@ function timeline(data) {
       fill: COLORS[s.emotion] || "#000", "fill-opacity": (0.35 + 0.65 * s.confidence).toFixed(2), stroke: "#fff"});
     rect.dataset.emotion = s.emotion; rect.dataset.start = s.start_s; rect.dataset.end = s.end_s;
     rect.dataset.turn = s.turn;
-    if (data.arc && s.turn === data.arc.peak_turn) rect.classList.add("peak");
+    if (a && s.turn === a.peak_turn) rect.classList.add("peak");
     const title = svg("title", {});
-    title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${data.emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
+    title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
     rect.appendChild(title); chartSvg.appendChild(rect);
   });
   const ticks = 5;
@@ -384,27 +434,25 @@ function timeline(data) {
     const label = svg("text", {x: x.toFixed(1), y: H + 16, "text-anchor": "middle", "font-size": 11});
     label.textContent = t.toFixed(1) + " s"; chartSvg.appendChild(label);
   }
-  chart.appendChild(chartSvg);
-  for (const e of [...new Set(segs.map((s) => s.emotion))]) {
-    const span = document.createElement("span");
-    span.innerHTML = '<span class="swatch"></span>'; span.firstChild.style.background = COLORS[e];
-    span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
-  }
-  box.hidden = false;
+  return chartSvg;
 }
 function arc(data) {
   // the emotion arc: where the voice started and ended, its most negative turn (outlined), the recovery
   const a = data.arc, el = $("arc"); el.textContent = ""; for (const k in el.dataset) delete el.dataset[k];
   if (!a) return;
-  const name = (e) => data.emoji[e] + " " + e;
+  el.textContent = arcText(a, data.emoji);
+  Object.assign(el.dataset, {start: a.start_emotion, end: a.end_emotion, peak: a.peak_emotion,
+    peakStart: a.peak_start_s, recovered: String(a.recovered), calmer: String(a.ended_calmer)});
+}
+function arcText(a, emoji) {
+  if (!a) return "";
+  const name = (e) => emoji[e] + " " + e;
   const recovery = a.recovered === null ? "no negative turn"
     : a.recovered ? `calm again ${a.recovery_s.toFixed(1)} s after it started` : "no calm turn after it";
   const calmer = a.ended_calmer === null ? "" : a.ended_calmer ? " · ended calmer" : " · did not end calmer";
-  el.textContent = `Arc: ${name(a.start_emotion)} → ${name(a.end_emotion)} · most negative: ${name(a.peak_emotion)} `
+  return `Arc: ${name(a.start_emotion)} → ${name(a.end_emotion)} · most negative: ${name(a.peak_emotion)} `
     + `at ${a.peak_start_s.toFixed(1)}–${a.peak_end_s.toFixed(1)} s (negativity ${a.peak_negativity.toFixed(2)}), `
     + recovery + calmer;
-  Object.assign(el.dataset, {start: a.start_emotion, end: a.end_emotion, peak: a.peak_emotion,
-    peakStart: a.peak_start_s, recovered: String(a.recovered), calmer: String(a.ended_calmer)});
 }
 function pollStatus() {
   fetch("/api/status").then((r) => r.json()).then((st) => {

@@ -586,3 +586,61 @@ def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
             expect(page.locator("#arc")).to_have_text("")
         finally:
             browser.close()
+
+
+def test_a_two_channel_call_shows_each_side_with_its_own_arc(tmp_path, tiny_model_dir, chromium):
+    """A stereo call under a channels.toml, through the pipeline: the page shows the customer's side
+    (the one its scores are) in the timeline and the agent's side below it, each with its own arc."""
+    import urllib.request
+
+    import dagster as dg
+    import soundfile as sf
+    from playwright.sync_api import expect, sync_playwright
+
+    from emo_assets.assets import all_assets
+    from emo_assets.checks import all_checks
+    from emo_assets.lib.analytics.arc import arc_rows
+    from emo_assets.lib.audio.sample_day import synth_speech
+    from emo_assets.resources import EmotionModelResource
+    from tests.helpers import resources
+
+    data_dir = tmp_path / "data"
+    day_dir = data_dir / "raw" / DAY
+    day_dir.mkdir(parents=True)
+    sides = [synth_speech(6.0, 16000, np.random.default_rng([11, side])).reshape(-1) for side in (0, 1)]
+    sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
+    (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    res = {**resources(data_dir, tiny_model_dir), "emotion_model": emotion_model}
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    assert result.success
+    (call,) = set(lake.read_partition(data_dir / "lake", "audio_files", DAY).column("audio_id").to_pylist())
+    segments = lake.read_partition(data_dir / "lake", "emotion_segments", DAY)
+    arcs = {a["channel"]: a for a in arc_rows(segments).to_pylist()}
+    count = {c: segments.column("channel").to_pylist().count(c) for c in ("agent", "customer")}
+    assert count["agent"] >= 2 and count["customer"] >= 2
+
+    with _serving(data_dir, emotion_model) as url:
+        with urllib.request.urlopen(f"{url}/api/recording/{call}", timeout=60) as response:
+            shown = json.load(response)
+        assert shown["channel"] == "customer" and len(shown["segments"]) == count["customer"]
+        assert shown["arc"]["peak_turn"] == arcs["customer"]["peak_turn"]
+        (agent,) = shown["other_voices"]
+        assert agent["channel"] == "agent" and len(agent["segments"]) == count["agent"]
+        assert agent["arc"]["start_emotion"] == arcs["agent"]["start_emotion"]
+        assert agent["arc"]["peak_turn"] == arcs["agent"]["peak_turn"]
+        with sync_playwright() as p:
+            browser = _browser(p, chromium)
+            try:
+                page = browser.new_page()
+                _show_warehouse_recording(page, url, call)
+                expect(page.locator("#timeline h3")).to_have_text("Emotion timeline (customer)")
+                expect(page.locator("#timeline svg rect.segment")).to_have_count(count["customer"])
+                side = page.locator("#voices .voice[data-channel='agent']")
+                expect(side.locator("svg rect.segment")).to_have_count(count["agent"])
+                expect(side.locator("svg rect.segment.peak")).to_have_count(1)
+                expect(side.locator(".voice-arc")).to_contain_text(
+                    f"most negative: {_emoji(arcs['agent']['peak_emotion'])} {arcs['agent']['peak_emotion']}"
+                )
+            finally:
+                browser.close()
