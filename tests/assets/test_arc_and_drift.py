@@ -149,3 +149,36 @@ def test_drift_check_warns_on_a_day_unlike_its_week(scored_day, tiny_model_dir):
         run_config={"ops": {"emotion_scores_emotion_drift": {"config": {"psi_warn": 1e9, "cosine_warn": 2.5}}}},
     )
     assert _drift(lenient).passed
+
+
+def test_emo_run_says_a_drift_warning_and_still_succeeds(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from emo_assets.cli import main
+    from tests.helpers import write_small_day
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    write_small_day(tmp_path / "raw" / DAY)
+    argv = ["run", "--date", DAY, "--data-dir", str(tmp_path), "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main(argv) == 0
+    assert "emotion_drift" not in capsys.readouterr().err  # a first day: no baseline, no warning
+    lake_dir = tmp_path / "lake"
+    scores = lake.read_partition(lake_dir, "emotion_scores", DAY)
+    embeddings = lake.read_partition(lake_dir, "emotion_embeddings", DAY)
+    other = "sad" if "happy" in scores.column("emotion").to_pylist() else "happy"
+    unlike = scores.set_column(scores.schema.get_field_index("emotion"), "emotion", pa.array([other] * scores.num_rows))
+    flipped = embeddings.set_column(
+        embeddings.schema.get_field_index("embedding"),
+        "embedding",
+        pa.FixedSizeListArray.from_arrays(
+            pa.array((lake.embedding_matrix(embeddings) * -1).reshape(-1)),
+            embeddings.schema.field("embedding").type.list_size,
+        ),
+    )
+    for back in range(1, 8):
+        day = (dt.date.fromisoformat(DAY) - dt.timedelta(days=back)).isoformat()
+        _copy_to(lake_dir, day, "emotion_scores", unlike)
+        _copy_to(lake_dir, day, "emotion_embeddings", flipped)
+
+    assert main(argv) == 0  # a warning is said, the run does not fail
+    captured = capsys.readouterr()
+    assert "emo: warning: check emotion_drift on emotion_scores: drift: " in captured.err
+    assert "FAILED" not in captured.out + captured.err
