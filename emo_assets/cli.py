@@ -97,6 +97,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
         print(f"emo: error: {exc}", file=sys.stderr)
         return 3
     failures = run_failures(result)
+    failures += publish_after_run(storage, lambda run_id: run_is_active(instance, run_id))
     print_summary(storage, day, model, failures, run_repairs(result))
     for what, why in run_warnings(result):  # monitoring (drift): said, never a failed run
         print(f"emo: warning: {what}: {why}", file=sys.stderr)
@@ -105,6 +106,28 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
         print(f"emo: error: the run of {day} FAILED at {first[0]}: {first[1]}", file=sys.stderr)
         return 1
     return 0
+
+
+def publish_after_run(storage, is_active=lambda run_id: False) -> list[tuple[str, str]]:
+    """Publish the analysts' copy once, at the end of the run (failed or not: what succeeded is
+    published; days other runs are still writing are left as they were). Returns the failure to
+    report when the warehouse is corrupt and was not published."""
+    from emo_assets.lib.analytics.rebuild import publish_warehouse
+    from emo_assets.lib.store.day_lock import days_in_flight
+    from emo_assets.lib.store.warehouse import WarehouseCorruptError, WarehouseLockedError
+
+    try:
+        done = publish_warehouse(
+            storage.warehouse_path,
+            storage.lake_dir,
+            storage.models_dir,
+            storage.sql_models_dir,
+            in_flight=days_in_flight(storage.locks_dir, is_active),
+        )
+    except (WarehouseCorruptError, WarehouseLockedError) as exc:  # the analysts keep the version they had
+        return [("publishing the analysts' copy", str(exc))]
+    print(f"published version {done.version} of {done.read_copy.name} ({len(done.written)} file(s) written)")
+    return []
 
 
 def _wait_for_files_in_flight(storage, day: str) -> None:
@@ -257,6 +280,26 @@ def demo(data_dir: str | None) -> int:
     return code
 
 
+def rebuild_cmd(data_dir: str | None) -> int:
+    """Rebuild the warehouse from the lake for every day, then publish the analysts' copy."""
+    from emo_assets.definitions import resources_from_env
+    from emo_assets.lib.analytics.rebuild import rebuild_warehouse
+
+    storage = resources_from_env(data_dir=data_dir)["storage"]
+    rebuilt = rebuild_warehouse(
+        storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir, force=True
+    )
+    print(f"rebuilt {storage.warehouse_path} from {storage.lake_dir} ({rebuilt.reason}): {len(rebuilt.days)} day(s)")
+    for table, rows in sorted(rebuilt.rows.items()):
+        print(f"  {table:<28} {rows} rows")
+    for name, error in sorted(rebuilt.sql_models_skipped.items()):
+        print(f"  {name:<28} NOT rebuilt: {error}")
+    failures = publish_after_run(storage)
+    for what, why in failures:
+        print(f"emo: error: {what}: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def make_test_model_cmd(directory: str, size: str, seed: int) -> int:
     from emo_assets.lib.model.model_dir import make_test_model
 
@@ -309,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo_p = sub.add_parser("demo", help="offline demo: a synthetic day, a tiny random model, one run")
     demo_p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     demo_p.set_defaults(handler=lambda a: demo(a.data_dir))
+
+    reb = sub.add_parser(
+        "rebuild", help="rebuild the DuckDB warehouse from the lake for every day (it is derived state), then publish"
+    )
+    reb.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+    reb.set_defaults(handler=lambda a: rebuild_cmd(a.data_dir))
 
     mtm = sub.add_parser("make-test-model", help="write a random-weight emotion2vec model directory")
     mtm.add_argument("directory")

@@ -26,24 +26,30 @@ DOT_COMMANDS = {
 
 
 def _connect(data_dir: str | None):
-    import duckdb
-
     from emo_assets.definitions import resources_from_env
-    from emo_assets.lib.store.warehouse import read_copy_path
+    from emo_assets.lib.store.warehouse import open_read_copy, read_copy_path
 
     storage = resources_from_env(data_dir=data_dir)["storage"]
-    path = read_copy_path(storage.warehouse_path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no analysts' warehouse at {path}: run `emo demo` or `emo run --date YYYY-MM-DD` first "
-            "(or point --data-dir / EMO_DATA_DIR at the data directory)"
-        )
-    return duckdb.connect(str(path), read_only=True), path
+    return open_read_copy(storage.root), read_copy_path(storage.warehouse_path)
+
+
+class ReadOnlyError(Exception):
+    pass
+
+
+# Row changes: the read copy's tables are views over published files, and DuckDB would answer
+# "Can only delete from base table"; the true reason is that the copy is read-only.
+_ROW_CHANGES = ("INSERT", "UPDATE", "DELETE")
 
 
 def run_statements(con, text: str, max_rows: int) -> None:
     """Run every statement of ``text`` in order; print each result as a table. Raises on the first error."""
     for statement in con.extract_statements(text):
+        if statement.type.name in _ROW_CHANGES:
+            raise ReadOnlyError(
+                f"{statement.type.name} refused: the analysts' copy is read-only (a published version); "
+                "the pipeline writes warehouse.duckdb"
+            )
         query = statement.query  # runs from the statement to the next one: ';' and comments included
         query = query[: query.rindex(";")] if ";" in query else query  # `con.sql` refuses a ';' before a comment
         relation = con.sql(query)
@@ -83,7 +89,7 @@ def _interactive(con, path: Path, max_rows: int) -> int:
         text, buffer = "\n".join(buffer), []
         try:
             run_statements(con, text, max_rows)
-        except duckdb.Error as exc:
+        except (duckdb.Error, ReadOnlyError) as exc:
             print(f"Error: {exc}", file=sys.stderr)
 
 
@@ -101,7 +107,7 @@ def sql_cmd(args: argparse.Namespace) -> int:
         text = args.sql if args.sql is not None else sys.stdin.read()
         try:
             run_statements(con, text, args.max_rows)
-        except duckdb.Error as exc:
+        except (duckdb.Error, ReadOnlyError) as exc:
             print(f"emo sql: error: {exc}", file=sys.stderr)
             return 1
         return 0

@@ -39,7 +39,7 @@ from emo_assets.resources import (
     check_segments,
 )
 from emo_assets.schedules import daily_emotion_schedule, models_schedule
-from emo_assets.sensors import raw_files_sensor
+from emo_assets.sensors import PUBLISH_SENSORS, raw_files_sensor
 
 
 def _text(env: str, text: str) -> str:
@@ -187,7 +187,7 @@ def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = No
         asset_checks=[*all_checks, *monitoring_checks],
         jobs=[daily_emotion_job, models_job],
         schedules=[daily_emotion_schedule, models_schedule],
-        sensors=[raw_files_sensor],
+        sensors=[raw_files_sensor, *PUBLISH_SENSORS],
         resources=dict(resources),
         executor=RUN_EXECUTOR,
     )

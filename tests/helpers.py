@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.lib import schemas
+from emo_assets.lib.analytics import rebuild
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
-from emo_assets.lib.store import warehouse
+from emo_assets.lib.store import publish, warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 
 DAY = "2026-11-20"
@@ -53,12 +54,28 @@ def resources(data_dir: Path, model_dir: Path) -> dict:
 
 
 def materialize(data_dir: Path, model_dir: Path, day: str = DAY, assets=None, **kwargs):
-    return dg.materialize(
+    """A day's run, then the publish every run ends with (`emo run` and the run-status sensors call
+    the same library function). A warehouse another process holds is not published, as at the end
+    of `emo run` (which reports it): the analysts keep the version they had."""
+    result = dg.materialize(
         [*(assets or all_assets()), *all_checks],
         partition_key=day,
         resources=resources(data_dir, model_dir),
         raise_on_error=kwargs.pop("raise_on_error", False),
         **kwargs,
+    )
+    try:
+        publish_run(data_dir)
+    except warehouse.WarehouseLockedError:
+        pass  # the run's own warehouse steps failed on the same lock; its result says so
+    return result
+
+
+def publish_run(data_dir: Path, grace_s: float = publish.GRACE_S):
+    """Publish the analysts' copy of ``data_dir`` as a run's end does."""
+    storage = StorageResource(data_dir=str(data_dir))
+    return rebuild.publish_warehouse(
+        storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir, grace_s=grace_s
     )
 
 
@@ -90,11 +107,17 @@ def step_failure_messages(result) -> dict[str, str]:
 
 def warehouse_tables(data_dir: Path, read_copy: bool = True) -> dict[str, list[tuple]]:
     """Every table and view of the warehouse, rows sorted: what an analyst's queries would see."""
-    path = Path(data_dir) / "warehouse.duckdb"
-    path = warehouse.read_copy_path(path) if read_copy else path
-    con = duckdb.connect(str(path), read_only=True)
+    if read_copy:
+        con = warehouse.open_read_copy(Path(data_dir))
+    else:
+        con = duckdb.connect(str(Path(data_dir) / "warehouse.duckdb"), read_only=True)
     try:
-        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+            ).fetchall()
+        ]
         return {name: con.execute(f'SELECT * FROM "{name}" ORDER BY ALL').fetchall() for name in names}
     finally:
         con.close()
@@ -125,7 +148,7 @@ def digest(tables: dict[str, list[tuple]]) -> str:
 
 
 def assert_no_duplicates(data_dir: Path) -> None:
-    con = duckdb.connect(str(warehouse.read_copy_path(Path(data_dir) / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(Path(data_dir))
     try:
         present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for table, key in KEYS.items():

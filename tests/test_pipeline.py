@@ -15,7 +15,7 @@ from emo_assets.assets import all_assets
 from emo_assets.definitions import build_definitions
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
-from emo_assets.lib.store import lake
+from emo_assets.lib.store import lake, warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 from tests.helpers import materialize, resources, schedule_tick
 
@@ -248,7 +248,10 @@ def _sql_model_names() -> set[str]:
 def test_every_table_view_column_and_macro_has_a_comment(pipeline_day, file_name):
     data_dir, _ = pipeline_day
     ours = set(schemas.TABLES) | _sql_model_names()
-    con = duckdb.connect(str(data_dir / file_name), read_only=True)
+    if file_name == "warehouse_read.duckdb":
+        con = warehouse.open_read_copy(data_dir)
+    else:
+        con = duckdb.connect(str(data_dir / file_name), read_only=True)
     try:
         relations = dict(
             con.execute(

@@ -15,6 +15,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from emo_assets.assets.metadata import table_definition_metadata
+from emo_assets.assets.rebuild import ensure_warehouse
 from emo_assets.lib.analytics import assign, clustering, recordings, satisfaction
 from emo_assets.lib.analytics.fitted import FittedModel
 from emo_assets.lib.results import plots
@@ -93,6 +94,7 @@ def emotion_cluster_model(
     Kept once fitted; a refit re-assigns every day of emotion_clusters."""
     path = storage.fitted_model_path(clustering.ASSET)
     embeddings = None
+    ensure_warehouse(context, storage)
 
     def fit() -> FittedModel:
         nonlocal embeddings
@@ -138,6 +140,7 @@ def emotion_cluster_model(
 def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
     day = context.partition_key
+    ensure_warehouse(context, storage)
     fitted, rows = _assign_day(
         storage,
         clustering.ASSET,
@@ -166,6 +169,7 @@ def satisfaction_model(
     """A classifier on the distinct labelled recordings (``data/labels/*.csv``), cross-validated by
     recording; versioned, and versioned too when too few labels leave the rule to predict."""
     path = storage.fitted_model_path(satisfaction.ASSET)
+    ensure_warehouse(context, storage)
     fitted, reassigned = assign.fit_or_keep(
         path,
         satisfaction.load_fitted_satisfaction_model,
@@ -204,6 +208,7 @@ def satisfaction_predictions(context: dg.AssetExecutionContext, storage: Storage
     which); every row has the model_version it was assigned with."""
     day = context.partition_key
     notes = []
+    ensure_warehouse(context, storage)
 
     def rows_for_day(f: FittedModel, d: str):
         rows, note = assign.prediction_rows_for_day(f, storage.lake_dir, d)

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.metadata import table_definition_metadata, table_description, table_metadata
+from emo_assets.assets.rebuild import ensure_warehouse
 from emo_assets.assets.repair import day_input, repairs, reusable
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
@@ -187,6 +188,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     day = context.partition_key
     embeddings = lake.voice_rows(day_input(storage, "emotion_embeddings", day, "emotion_embeddings"))
+    ensure_warehouse(context, storage)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, embeddings)
         similarity.create_similarity_macros(con)
@@ -204,6 +206,7 @@ def lake_views(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 
     A table with no day yet gets an empty view with its columns, so SQL that reads it binds.
     """
+    ensure_warehouse(context, storage)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.refresh_lake_views(con, storage.lake_dir)
         views = [

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from emo_assets.assets.metadata import COLUMN_LINEAGE, COLUMN_SCHEMA
+from emo_assets.assets.rebuild import ensure_warehouse
 from emo_assets.lib import schemas
 from emo_assets.lib.store import warehouse
 from emo_assets.lib.store.sql_models import (
@@ -79,6 +80,7 @@ def _sql_model_asset(model: SqlModel, sql_model_names: set[str]) -> dg.AssetsDef
         metadata={"sql_file": dg.MetadataValue.path(str(model.path)), **_column_lineage(model, upstream)},
     )
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        ensure_warehouse(context, storage)
         try:
             with warehouse.connect(storage.warehouse_path) as con:
                 rows = materialize_sql_model(con, model)

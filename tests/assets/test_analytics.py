@@ -13,8 +13,9 @@ from emo_assets.assets import all_assets
 from emo_assets.definitions import build_definitions
 from emo_assets.lib.analytics.clustering import load_fitted_cluster_model
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.store import warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
-from tests.helpers import resources
+from tests.helpers import publish_run, resources
 
 DAY = "2026-11-21"
 N_CLIPS = 24
@@ -74,7 +75,7 @@ def _write_day(data_dir, day: str, n: int, offset: int = 0, prefix: str = "call"
 
 
 def _versions(data_dir) -> dict[str, list[tuple]]:
-    con = duckdb.connect(str(data_dir / "warehouse_read.duckdb"), read_only=True)
+    con = warehouse.open_read_copy(data_dir)
     try:
         tables = {
             table: con.execute(
@@ -113,6 +114,7 @@ def test_parallel_backfill_of_three_days_assigns_one_model_version(tmp_path, tin
     with ThreadPoolExecutor(len(BACKFILL_DAYS)) as pool:
         results = list(pool.map(run_day, BACKFILL_DAYS))
     assert all(r.success for r in results)
+    publish_run(tmp_path)  # each run's end (the run-status sensors), serialised on the writer lock
 
     def model_meta(asset: str) -> list[dict]:
         return [r.asset_materializations_for_node(asset)[0].metadata for r in results]
@@ -153,6 +155,7 @@ def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir, mon
     run1 = dg.materialize(list(all_assets()), partition_key=first, resources=resources)
     run2 = dg.materialize(list(all_assets()), partition_key=second, resources=resources)
     assert run1.success and run2.success
+    publish_run(tmp_path)
     v1 = run1.asset_materializations_for_node("emotion_cluster_model")[0].metadata
     kept = run2.asset_materializations_for_node("emotion_cluster_model")[0].metadata
     assert v1["refitted"].value is True and v1["n_recordings"].value == 4
@@ -162,6 +165,7 @@ def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir, mon
     job = build_definitions(resources).resolve_job_def("models_job")
     refit = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert refit.success
+    publish_run(tmp_path)
     v2 = refit.asset_materializations_for_node("emotion_cluster_model")[0].metadata
     assert v2["refitted"].value is True and v2["n_recordings"].value == 8
     assert v2["model_version"].value != v1["model_version"].value

@@ -1,11 +1,10 @@
 """The similarity_index asset on a real tiny day: the index holds the day, agrees with the exact SQL
 macro, and a re-run of the day replaces its vectors instead of adding them again."""
 
-import duckdb
 import pytest
 
 from emo_assets.lib.analytics import ann, nearest
-from emo_assets.lib.store import lake
+from emo_assets.lib.store import lake, warehouse
 from tests.helpers import DAY, failed_steps, materialize, write_small_day
 
 
@@ -20,7 +19,7 @@ def test_similarity_index_holds_the_day_and_agrees_with_the_exact_macro(tmp_path
     assert ann.indexed_models(tmp_path / "similarity") == [model_id]
     assert ann.indexed_days(tmp_path / "similarity", model_id) == [DAY]
 
-    con = duckdb.connect(str(tmp_path / "warehouse_read.duckdb"), read_only=True)
+    con = warehouse.open_read_copy(tmp_path)
     try:
         for audio_id in embeddings.column("audio_id").to_pylist():
             exact = con.execute("SELECT audio_id, similarity FROM similar_audio(?, 3)", [audio_id]).fetchall()

@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 import sqlalchemy
 import yaml
@@ -264,7 +263,7 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
         services.stop()
 
     # Every table holds all three days: the sample day's recordings, its broken upload quarantined.
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data_dir)
     try:
         days = {
             table: {str(d) for (d,) in con.execute(f'SELECT DISTINCT date FROM "{table}"').fetchall()}

@@ -4,7 +4,7 @@ daily_emotion_job runs its steps in the run's own process; this job is the same 
 Dagster's multiprocess executor, so that test_concurrency.py checks the day's lock across step
 processes too. Used as a child process: ``python multiprocess_day.py DAY DAGSTER_HOME``.
 Resources come from EMO_DATA_DIR, EMO_MODEL and EMO_DEVICE, read when the job is built in each
-step process. Prints ``ok`` or the failed steps, and exits 0 only if the run succeeded.
+step process. Publishes the analysts' copy when the run ends. Prints ``ok`` or the failed steps, and exits 0 only if the run succeeded.
 """
 
 import sys
@@ -12,6 +12,7 @@ import sys
 import dagster as dg
 
 from emo_assets.definitions import build_definitions, resources_from_env
+from emo_assets.lib.analytics import rebuild
 from emo_assets.partitions import daily_partitions
 
 JOB = "daily_emotion_job_multiprocess"
@@ -42,8 +43,11 @@ def main(day: str, dagster_home: str) -> int:
         run_config={"execution": {"config": executor}},
     ) as result:
         failed = sorted(e.step_key for e in result.all_events if e.is_step_failure)
-        print("ok" if result.success else f"failed steps: {failed}", flush=True)
-        return 0 if result.success else 1
+    # the run's end publishes the analysts' copy, as the run-status sensors do for a launched run
+    storage = resources_from_env()["storage"]
+    rebuild.publish_warehouse(storage.warehouse_path, storage.lake_dir, storage.models_dir, storage.sql_models_dir)
+    print("ok" if result.success else f"failed steps: {failed}", flush=True)
+    return 0 if result.success else 1
 
 
 if __name__ == "__main__":

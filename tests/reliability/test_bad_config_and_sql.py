@@ -4,7 +4,6 @@ only its own asset; SQL that tries to write outside its table is refused; partit
 import os
 
 import dagster as dg
-import duckdb
 import pytest
 
 from emo_assets import cli
@@ -105,7 +104,7 @@ def test_bad_sql_models_fail_alone_with_file_and_reason(tmp_path, tiny_model_dir
         "quarantine",
         "satisfaction_predictions",
     } <= materialized
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data_dir)
     try:
         assert con.execute("SELECT recordings FROM good_model").fetchall() == [(2,)]
         assert con.execute("SELECT count(*) FROM emotion_scores").fetchone() == (2,)

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from emo_assets import cli
 from emo_assets.lib.store import day_lock, lake, warehouse
@@ -106,12 +105,16 @@ def test_three_days_at_once_and_same_day_runs_refused(
 
 
 def _analyst(path: Path):
-    """A child process holding a read-only DuckDB connection to ``path`` until its stdin closes;
-    it prints the days of the DuckDB table emotion_clusters it sees when it connects and again when
-    it leaves. (Lake views such as emotion_scores read the current lake files in any copy.)"""
+    """A child process holding a read-only DuckDB connection to ``path`` (a data directory: its read
+    copy; a ``.duckdb`` file: that file) until its stdin closes; it prints the days of
+    emotion_clusters it sees when it connects and again when it leaves."""
     code = (
-        "import duckdb, sys\n"
-        "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import duckdb\n"
+        "from emo_assets.lib.store import warehouse\n"
+        "path = Path(sys.argv[1])\n"
+        "con = duckdb.connect(str(path), read_only=True) if path.suffix else warehouse.open_read_copy(path)\n"
         "q = 'SELECT count(DISTINCT date) FROM emotion_clusters'\n"
         "print(con.execute(q).fetchone()[0], flush=True)\n"
         "sys.stdin.read()\n"
@@ -130,7 +133,7 @@ def test_analyst_on_the_read_copy_never_blocks_the_pipeline(tmp_path, tiny_model
     rel.write_small_day(tmp_path / "raw" / DAY)
     rel.write_small_day(tmp_path / "raw" / OTHER_DAY, seed=1)
     assert rel.materialize(tmp_path, tiny_model_dir, day=DAY).success
-    analyst = _analyst(warehouse.read_copy_path(tmp_path / "warehouse.duckdb"))
+    analyst = _analyst(tmp_path)
     try:
         assert analyst.stdout.readline().strip() == "1"
         result = rel.materialize(tmp_path, tiny_model_dir, day=OTHER_DAY)  # while the analyst reads
@@ -140,7 +143,7 @@ def test_analyst_on_the_read_copy_never_blocks_the_pipeline(tmp_path, tiny_model
         if analyst.poll() is None:
             analyst.kill()
     assert out.strip() == "1"  # the open connection kept the copy it opened
-    con = duckdb.connect(str(warehouse.read_copy_path(tmp_path / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(tmp_path)
     assert con.execute("SELECT count(DISTINCT date) FROM emotion_clusters").fetchone()[0] == 2
     con.close()
 

@@ -11,6 +11,7 @@ Nothing in the product knows about these points.
 import datetime as dt
 import signal
 import textwrap
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -21,7 +22,7 @@ import soundfile as sf
 from emo_assets.jobs import REFIT_RUN_CONFIG
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
-from emo_assets.lib.store import lake, warehouse
+from emo_assets.lib.store import lake, publish, warehouse
 from emo_assets.lib.store.sql_models import SqlModel, materialize_sql_model
 
 DAY = "2026-11-20"
@@ -53,7 +54,8 @@ LIB_DRIVER = KILL_TOOLS + textwrap.dedent(
     import pyarrow as pa
     from emo_assets.lib.files import atomic
     from emo_assets.lib.store import lake
-    from emo_assets.lib.store import warehouse
+    from emo_assets.lib.store import warehouse, publish
+    from emo_assets.lib.store.changes import record_change
     from emo_assets.lib.audio.load import stream_mono_16k, write_mono_16k_flac
     from emo_assets.lib.store.sql_models import SqlModel, materialize_sql_model
 
@@ -84,12 +86,12 @@ LIB_DRIVER = KILL_TOOLS + textwrap.dedent(
             model = SqlModel("m", root / "m.sql", "SELECT 42 AS answer FROM range(5)", ())
             materialize_sql_model(die_on_commit(con), model)
     elif point == "read_copy":
-        def half_copy(src, dst):
-            Path(dst).write_bytes(Path(src).read_bytes()[:4096])
-            die()
-        warehouse.shutil.copyfile = half_copy
         with warehouse.connect(root / "warehouse.duckdb") as con:
             con.execute("INSERT INTO t VALUES (7, DATE '2026-11-20')")
+            record_change(con, "t")
+        # killed halfway through writing the new read copy: its views are made, not yet commented
+        publish.warehouse.apply_comments = lambda con: die()
+        publish.publish(root / "warehouse.duckdb", root / "lake")
     print("not killed")
     """
 )
@@ -108,11 +110,15 @@ def _old_state(root) -> pa.Table:
     with warehouse.connect(root / "warehouse.duckdb") as con:
         warehouse.replace_day(con, "t", DAY, _dated(list(range(10))))
         materialize_sql_model(con, SqlModel("m", root / "m.sql", "SELECT 1 AS answer", ()))
+    publish.publish(root / "warehouse.duckdb", root / "lake")  # what the analysts see
     return old
 
 
 def _duckdb_rows(path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(path), read_only=str(path) != ":memory:")
+    if path.name == warehouse.read_copy_path(path.with_name("warehouse.duckdb")).name:
+        con = warehouse.open_read_copy(path.parent)  # its views read files relative to the data directory
+    else:
+        con = duckdb.connect(str(path), read_only=str(path) != ":memory:")
     try:
         return con.execute(sql).fetchall()
     finally:
@@ -125,7 +131,7 @@ def test_killed_lake_write_leaves_the_old_day_visible(tmp_path, rel, point):
     _kill_at(rel, point, tmp_path)
     assert lake.read_partition(tmp_path / "lake", "t", DAY).equals(old)
     glob = lake.table_glob(tmp_path / "lake", "t")
-    assert _duckdb_rows(":memory:", f"SELECT count(*), sum(x) FROM read_parquet('{glob}')") == [(10, 45)]
+    assert _duckdb_rows(Path(":memory:"), f"SELECT count(*), sum(x) FROM read_parquet('{glob}')") == [(10, 45)]
     assert rel.leftover_temp_files(tmp_path)  # the killed writer's temporary file is there, unseen
     new = pa.table({"x": pa.array([5], pa.int64())})
     lake.write_partition(tmp_path / "lake", "t", DAY, new)  # the next run of the day
@@ -152,6 +158,7 @@ def test_killed_warehouse_write_leaves_no_half_table(tmp_path, rel, point):
     # The next writer is not blocked by the dead one and completes.
     with warehouse.connect(pipeline_file) as con:
         warehouse.replace_day(con, "t", DAY, _dated([3]))
+    publish.publish(pipeline_file, tmp_path / "lake")  # the next run's end
     assert _duckdb_rows(read_copy, "SELECT x FROM t") == [(3,)]
     assert rel.leftover_temp_files(tmp_path) == []
 

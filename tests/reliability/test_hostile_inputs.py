@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -108,7 +107,7 @@ def hostile_day(tmp_path_factory, tiny_model_dir, rel):
 
 
 def _query(data_dir: Path, sql: str, params=()) -> list[tuple]:
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    con = warehouse.open_read_copy(data_dir)
     try:
         return con.execute(sql, list(params)).fetchall()
     finally:

@@ -75,7 +75,7 @@ def reassign_every_day(warehouse_path: Path, table: str, rows_for_day: Callable[
         if kept:
             warehouse.replace_table(con, table, pa.concat_tables(kept))
         else:
-            con.execute(f'DELETE FROM "{table}"')
+            warehouse.delete_all(con, table)
         return Reassigned(tuple(d for d in days if d not in dropped), dropped, sum(r.num_rows for r in kept))
 
 

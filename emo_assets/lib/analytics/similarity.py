@@ -34,6 +34,7 @@ from emo_assets.lib.store.warehouse import (
     EMBEDDING_INDEX,
     apply_comments,
     embedding_width,
+    open_read_copy,
     read_copy_path,
     refresh_lake_views,
 )
@@ -143,7 +144,7 @@ def search_connection(warehouse_path: Path, lake_dir: Path) -> duckdb.DuckDBPyCo
     else an in-memory DuckDB with the lake views and these macros."""
     copy = read_copy_path(Path(warehouse_path))
     if copy.exists():
-        return duckdb.connect(str(copy), read_only=True)
+        return open_read_copy(copy.parent)
     con = duckdb.connect()
     refresh_lake_views(con, Path(lake_dir))
     create_similarity_macros(con)

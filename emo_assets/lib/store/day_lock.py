@@ -20,6 +20,7 @@ processes lock two different inodes of the same name.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
@@ -156,3 +157,27 @@ def claim_day(
         lease = {**_info(holder, run_id), "whole_run_lock": whole_run}
         with atomic_write(lease_path(locks_dir, day)) as f:
             f.write(json.dumps(lease).encode("utf-8"))
+
+
+def days_in_flight(locks_dir: Path, is_active: Callable[[str], bool]) -> set[str]:
+    """Days another run is processing now: the day's lock held by another process (`emo run` holds
+    it for its whole run), or its lease owned by a run that ``is_active`` (a Dagster run). What is
+    published leaves such a day as it was, so that half a run is never visible."""
+    days = set()
+    for path in sorted(Path(locks_dir).glob("*.lock")) if Path(locks_dir).is_dir() else []:
+        day = path.name.removesuffix(".lock")
+        if not (len(day) == 10 and day[4] == "-" and day[7] == "-") or holds_day(locks_dir, day):
+            continue  # not a day's lock (the Dagster instance's), or this process's own run
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            days.add(day)
+            continue
+        finally:
+            os.close(fd)
+        owner = read_lease(locks_dir, day).get("run_id")
+        if owner and is_active(owner):
+            days.add(day)
+    return days

@@ -203,6 +203,11 @@ def partition_days(lake_root: Path, table: str) -> list[str]:
     return sorted(p.parent.name.removeprefix("date=") for p in (Path(lake_root) / table).glob(f"date=*/{PART_NAME}"))
 
 
+def partition_files(lake_root: Path, table: str) -> dict[str, Path]:
+    """day -> the file holding that day of ``table``, for every day written (sorted by day)."""
+    return {day: partition_file(lake_root, table, day) for day in partition_days(lake_root, table)}
+
+
 def embedding_matrix(embeddings: pa.Table) -> np.ndarray:
     """The ``embedding`` column (fixed-size list<float32>[D]) as a float32 [N, D] array."""
     column = embeddings.column("embedding").combine_chunks()

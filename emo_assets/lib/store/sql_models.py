@@ -28,6 +28,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokens import TokenType
 
+from emo_assets.lib.store.changes import record_change
+
 DIALECT = "duckdb"
 
 FORBIDDEN_FUNCTIONS = frozenset(
@@ -256,6 +258,7 @@ def materialize_sql_model(con: duckdb.DuckDBPyConnection, model: SqlModel) -> in
         con.execute(f'CREATE OR REPLACE TABLE "{model.name}" AS\n{body}\n')
         row = con.execute(f'SELECT count(*) FROM "{model.name}"').fetchone()
         _comment_model(con, model)
+        record_change(con, model.name)
         con.execute("COMMIT")
     except duckdb.Error as e:
         _rollback(con)

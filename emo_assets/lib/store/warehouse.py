@@ -12,9 +12,16 @@ use two files:
   ``WRITE_WAIT_S`` the step fails with our message naming the file, the holder and the remedy
   (DuckDB's own hint, "open it read-only", is wrong here: a reader blocks writers too). Lake files
   are already written by then, so a re-run only redoes that step.
-* ``warehouse_read.duckdb`` is the analysts' (:func:`read_copy_path`): a copy published after every
-  successful write (temp file, then ``os.replace``). Opening it, even for hours, never blocks the
-  pipeline: a new copy replaces the name, and an open connection keeps reading the copy it opened.
+* ``warehouse_read.duckdb`` is the analysts' (:func:`read_copy_path`, opened with
+  :func:`open_read_copy`): a small DuckDB file of views over immutable Parquet files under
+  ``<data>/published/``, one version of every table, replaced once at the end of a run by
+  lib/store/publish.py (temp file, then ``os.replace``). Its paths are relative to the data
+  directory. Opening it, even for hours, never blocks the pipeline.
+
+The warehouse is derived state: a missing or corrupt one is rebuilt from the lake
+(lib/analytics/rebuild.py, ``emo rebuild``). :class:`WarehouseCorruptError` names the file and that
+remedy, and a corrupt file is marked (:func:`corrupt_marker`) so that it is never published and the
+next run rebuilds it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -34,9 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emo_assets.lib import schemas
-from emo_assets.lib.files.atomic import atomic_path, remove_stale_temps
 from emo_assets.lib.files.flock import exclusive_flock
 from emo_assets.lib.store import lake
+from emo_assets.lib.store.changes import record_change
 
 # The lake tables, each a view in DuckDB: derived from the registry in schemas.py.
 LAKE_TABLES: tuple[str, ...] = schemas.LAKE_TABLES
@@ -52,6 +58,74 @@ log = logging.getLogger(__name__)
 
 class WarehouseLockedError(RuntimeError):
     pass
+
+
+class WarehouseCorruptError(RuntimeError):
+    """The warehouse file cannot be read back whole; the message names the file and the remedy."""
+
+
+# DuckDB's messages for a damaged file: block checksums, bad headers, a file that is not DuckDB's.
+_CORRUPT = re.compile(
+    r"corrupt|checksum|not a valid duckdb|invalid.*(header|magic)|unexpected end of file|"
+    r"failed to read|could not read enough bytes|serializ",
+    re.I,
+)
+
+
+def corrupt_marker(path: Path) -> Path:
+    """``warehouse.duckdb.corrupt``: written when DuckDB reports the file damaged; it holds the error.
+    While it exists the warehouse is never published, and the next run rebuilds it from the lake."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.corrupt")
+
+
+def corrupt_message(path: Path, detail: str) -> str:
+    path = Path(path)
+    return (
+        f"{path} is corrupt ({detail.strip().splitlines()[0] if detail.strip() else 'unreadable'}). The warehouse is "
+        f"derived from the lake: rebuild it with `emo rebuild --data-dir {path.parent}` (the next run also "
+        f"rebuilds it before its first write). The analysts' copy {read_copy_path(path).name} was not replaced."
+    )
+
+
+def is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and bool(_CORRUPT.search(str(exc)))
+
+
+def corrupt_error(path: Path, exc: BaseException) -> WarehouseCorruptError:
+    """The error to raise for ``exc``, DuckDB's report of damage in ``path``; marks the file corrupt."""
+    message = corrupt_message(path, str(exc))
+    corrupt_marker(path).write_text(message + "\n")
+    return WarehouseCorruptError(message)
+
+
+def verify(path: Path) -> None:
+    """Raise :class:`WarehouseCorruptError` unless every block of every table of ``path`` reads back.
+
+    DuckDB 2.0 has no integrity pragma; it checks a block's checksum when it reads the block. So the
+    file is opened (headers, catalog, WAL replay) and every column of every table is scanned to the
+    end; views are only bound (they read the lake). This reads the whole file: ``emo rebuild --check``
+    and the rebuild run it; publishing reads, and so checks, every block it publishes.
+    """
+    path = Path(path)
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            tables = con.execute(
+                "SELECT table_schema, table_name, table_type FROM information_schema.tables"
+            ).fetchall()
+            for schema, name, kind in tables:
+                if kind == "VIEW":
+                    con.execute(f'DESCRIBE "{schema}"."{name}"').fetchall()
+                    continue
+                # a hash of every column of every row: each block is read (and its checksum checked)
+                con.execute(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{schema}"."{name}"').fetchall()
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        if not is_corruption(exc):
+            raise
+        raise corrupt_error(path, exc) from None
 
 
 def read_copy_path(path: Path) -> Path:
@@ -89,12 +163,53 @@ def lock_holder(exc: Exception) -> str:
     return f"PID {pid} ({command[:157] + '...' if len(command) > 160 else command})"
 
 
+def open_read_copy(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the analysts' copy of the warehouse in ``data_dir``, from any
+    working directory: its views name published files relative to the data directory, which
+    DuckDB resolves through ``file_search_path``. The one way the product opens the read copy.
+
+    Raises FileNotFoundError, naming the remedy, when there is no read copy, or when its published
+    files are gone (a data directory copied without ``published/``): it never reads another
+    directory's files.
+    """
+    data_dir = Path(data_dir).resolve()
+    path = read_copy_path(data_dir / "warehouse.duckdb")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no analysts' warehouse at {path}: run `emo demo` or `emo run --date YYYY-MM-DD` first "
+            "(or point --data-dir / EMO_DATA_DIR at the data directory)"
+        )
+    if not (data_dir / PUBLISHED_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{path} reads the files under {data_dir / PUBLISHED_DIR}, which is missing (a data directory "
+            "copied or restored without it?): copy published/ along with it, or run "
+            f"`emo rebuild --data-dir {data_dir}` to publish this directory's own lake"
+        )
+    # Attached to a new in-memory database rather than opened with duckdb.connect(path): DuckDB
+    # shares one instance per path within a process, so a second connect() while one is open
+    # would read the version the first opened, not the one published since.
+    con = duckdb.connect(config={"file_search_path": str(data_dir)})
+    try:
+        con.execute(f"ATTACH {_quote(str(path))} AS {READ_COPY_ALIAS} (READ_ONLY)")
+        con.execute(f"USE {READ_COPY_ALIAS}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+# The folder, under the data directory, of the files the read copy's views read.
+PUBLISHED_DIR = "published"
+# The name the read copy is attached under by :func:`open_read_copy`.
+READ_COPY_ALIAS = "warehouse_read"
+
+
 def _locked_message(path: Path, waited_s: float, detail: str) -> str:
     return (
         f"{path} is held by another process; waited {waited_s:.0f} s ({detail}). The pipeline's lake "
         f"files are written; only this warehouse step failed. Close the other connection (a DuckDB CLI "
         f"or notebook on {path.name}) and re-run the day. Analysts: open {read_copy_path(path)} "
-        "instead, it is refreshed after every pipeline write and never blocks it."
+        "instead, it is published at the end of every run and never blocks it."
     )
 
 
@@ -114,8 +229,10 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if not _is_lock_error(exc):
+        except duckdb.Error as exc:
+            if is_corruption(exc):
+                raise corrupt_error(path, exc) from None
+            if not isinstance(exc, duckdb.IOException) or not _is_lock_error(exc):
                 raise
             holder = lock_holder(exc)
             now = time.monotonic()
@@ -130,7 +247,10 @@ def _open(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConne
 
 
 @contextmanager
-def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
+def writer_lock(path: Path, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the pipeline writers' lock of the warehouse at ``path`` (see the module's docstring)."""
+    path = Path(path)
+    timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
     lock = path.with_name(f"{path.name}.writer.lock")
 
     def refused() -> WarehouseLockedError:
@@ -150,19 +270,13 @@ def _writer_lock(path: Path, timeout_s: float) -> Iterator[None]:
         yield
 
 
-def publish_read_copy(path: Path) -> Path:
-    """Copy the (closed, checkpointed) warehouse to :func:`read_copy_path` atomically."""
-    path = Path(path)
-    target = read_copy_path(path)
-    remove_stale_temps(target.parent, target.name)  # left by a killed writer; we hold the lock
-    with atomic_path(target) as tmp:
-        shutil.copyfile(path, tmp)
-    return target
-
-
 @contextmanager
 def connect(path: Path, read_only: bool = False, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse. A writer holds the writer lock, and publishes the read copy on success."""
+    """Open the warehouse. A writer holds the writer lock. The analysts' copy is published once,
+    at the end of a run (lib/store/publish.py), not here.
+
+    DuckDB's report of a damaged file raises :class:`WarehouseCorruptError` naming it and the remedy.
+    """
     path = Path(path)
     timeout_s = WRITE_WAIT_S if timeout_s is None else timeout_s
     if read_only:
@@ -173,14 +287,29 @@ def connect(path: Path, read_only: bool = False, timeout_s: float | None = None)
             con.close()
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(path, timeout_s):
-        con = _open(path, False, timeout_s)
-        try:
+    with writer_lock(path, timeout_s):
+        with writer_connection(path, timeout_s) as con:
             yield con
             apply_comments(con)
-        finally:
+
+
+@contextmanager
+def writer_connection(path: Path, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The writer's connection, the caller holding :func:`writer_lock`; closed (checkpointed) at the end."""
+    con = _open(path, False, WRITE_WAIT_S if timeout_s is None else timeout_s)
+    try:
+        yield con
+    except duckdb.Error as exc:
+        if is_corruption(exc):
+            raise corrupt_error(path, exc) from None
+        raise
+    finally:
+        try:
             con.close()  # checkpoints: the file alone holds every committed change
-        publish_read_copy(path)
+        except duckdb.Error as exc:
+            if is_corruption(exc):
+                raise corrupt_error(path, exc) from None
+            raise
 
 
 _DUCKDB_TYPES = {
@@ -327,10 +456,17 @@ def replace_index_day(con: duckdb.DuckDBPyConnection, day: str, embeddings: pa.T
     width = embeddings.schema.field("embedding").type.list_size
     current = embedding_width(con, EMBEDDING_INDEX)
     if current is not None and current != width:
+        con.execute("BEGIN TRANSACTION")
         con.execute(f'DROP TABLE "{EMBEDDING_INDEX}"')
-    elif current is not None:
-        # An index made before channels existed: its rows are mono (README "Two-channel calls").
-        con.execute(f"ALTER TABLE \"{EMBEDDING_INDEX}\" ADD COLUMN IF NOT EXISTS channel VARCHAR DEFAULT 'mono'")
+        record_change(con, EMBEDDING_INDEX)  # every day is gone
+        con.execute("COMMIT")
+    elif current is not None and "channel" not in table_columns(con, EMBEDDING_INDEX):
+        # An index made before channels existed: its rows are mono (README "Two-channel calls"); every
+        # day of it changed, so the next publish writes them again with the column.
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"ALTER TABLE \"{EMBEDDING_INDEX}\" ADD COLUMN channel VARCHAR DEFAULT 'mono'")
+        record_change(con, EMBEDDING_INDEX)
+        con.execute("COMMIT")
     replace_day(con, EMBEDDING_INDEX, day, embeddings)
 
 
@@ -344,17 +480,25 @@ def replace_day(con: duckdb.DuckDBPyConnection, table: str, day: str, rows: pa.T
             (f'DELETE FROM "{table}" WHERE "date" = CAST(? AS DATE)', [day]),
             (f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming_rows', []),
         ],
+        changed=(table, day),
     )
 
 
-def _with_rows(con: duckdb.DuckDBPyConnection, rows: pa.Table, statements: list[tuple[str, list]]) -> None:
-    """Run ``statements`` (SQL, parameters) in one transaction with ``rows`` registered as ``incoming_rows``."""
+def _with_rows(
+    con: duckdb.DuckDBPyConnection,
+    rows: pa.Table,
+    statements: list[tuple[str, list]],
+    changed: tuple[str, str | None],
+) -> None:
+    """Run ``statements`` (SQL, parameters) in one transaction with ``rows`` registered as ``incoming_rows``;
+    the transaction records ``changed`` (table, day or None) for the next publish (lib/store/changes.py)."""
     con.register("incoming_rows", rows)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
             for sql, params in statements:
                 con.execute(sql, params)
+            record_change(con, *changed)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -386,4 +530,18 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) ->
 
     Readers see the old table or the new one, never a mix.
     """
-    _with_rows(con, rows, [(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows', [])])
+    _with_rows(
+        con, rows, [(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM incoming_rows', [])], changed=(table, None)
+    )
+
+
+def delete_all(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Delete every row of ``table`` in one transaction (recorded for the next publish)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f'DELETE FROM "{table}"')
+        record_change(con, table)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
