@@ -4,7 +4,6 @@ table read back, and the drift check run against trailing days that match it and
 import datetime as dt
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,7 +16,7 @@ from emo_assets.lib.analytics.arc import arc_rows
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.resources import EmotionModelResource
-from tests.helpers import DAY, failed_steps, resources
+from tests.helpers import DAY, failed_steps, publish_run, resources
 
 CHECKS = [*all_checks, *monitoring_checks]
 
@@ -76,8 +75,9 @@ def test_arc_table_from_the_days_segments(scored_day):
     assert sorted(arcs.column("turns").to_pylist())[-1] >= 3  # the 9.5 s call in 3 s windows
     meta = result.asset_materializations_for_node("call_emotion_arc")[0].metadata
     assert meta["row_count"].value == 3
-    # in the warehouse as a view over the lake, like every lake table
-    con = duckdb.connect(str(warehouse.read_copy_path(data_dir / "warehouse.duckdb")), read_only=True)
+    # in the warehouse as a view over the lake, like every lake table (the analysts' copy, once published)
+    publish_run(data_dir)
+    con = warehouse.open_read_copy(data_dir)
     try:
         (n,) = con.execute("SELECT count(*) FROM call_emotion_arc WHERE date = ?", [DAY]).fetchone()
     finally:
