@@ -67,3 +67,25 @@ def test_old_and_new_days_read_together_and_one_row_stands_for_a_call(tmp_path):
         ("b", "customer"),
         ("c", "mono"),
     ]
+
+
+def test_the_published_read_copy_of_old_days_only_has_the_new_columns_as_null(tmp_path):
+    from emo_assets.lib.store import publish
+
+    lake.write_partition(tmp_path / "lake", "emotion_scores", OLD, _scores(OLD, [("a", None)], with_channel=False))
+    lake.write_partition(tmp_path / "lake", "emotion_segments", OLD, _old_segments(OLD))
+    publish.publish(tmp_path / "warehouse.duckdb", tmp_path / "lake")
+    con = warehouse.open_read_copy(tmp_path)
+    try:
+        assert con.execute("SELECT audio_id, channel FROM emotion_scores").fetchall() == [("a", None)]
+        assert con.execute("SELECT turn, speech_share, channel, start_s FROM emotion_segments").fetchall() == [
+            (None, None, None, 0.0)
+        ]
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'emotion_segments'"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert (types["turn"], types["speech_share"], types["channel"]) == ("INTEGER", "FLOAT", "VARCHAR")
