@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: 2.13.0 is the CPU wheel; never let a resolver pick a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Debian's espeak-ng speaks the sentences of the speech-turn and two-channel tests.
+	command -v espeak-ng >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng; }
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -42,6 +42,14 @@ def analyze_cmd(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         return _fail(f"no such file: {', '.join(missing)}")
+    layout = None
+    if args.channels:
+        from emo_assets.lib.audio.channels import ChannelConfigError, parse_spec
+
+        try:
+            layout = parse_spec(args.channels)
+        except ChannelConfigError as exc:
+            return _fail(str(exc))
     emotion_model = _resources(args)["emotion_model"]
     model = emotion_model.load()
     _random_note(model)
@@ -52,6 +60,8 @@ def analyze_cmd(args: argparse.Namespace) -> int:
         args.granularity,
         not args.no_embedding,
         precision=emotion_model.precision,
+        turns=(args.segments or emotion_model.segments) == "turns",
+        channels=layout,
     )
     for path, folder in done:
         result = json.loads((folder / RESULT_JSON).read_text(encoding="utf-8"))
@@ -180,6 +190,18 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--granularity", choices=["utterance", "frame"], default="utterance")
     p.add_argument("--no-embedding", action="store_true", help="do not write embedding.npy")
+    p.add_argument(
+        "--segments",
+        choices=["turns", "windows"],
+        help="score speech turns (silence left out; result.json lists the turns) or the whole file in fixed "
+        "windows (default: EMO_SEGMENTS or windows)",
+    )
+    p.add_argument(
+        "--channels",
+        metavar="VOICE=SIDE,...",
+        help="a two-channel file's voices, e.g. agent=left,customer=right: each side analysed on its own, "
+        "into a subfolder per channel (files whose sides are identical stay one recording)",
+    )
     p.add_argument("--out", default="outputs", help="folder for outputs_YYYYMMDD_HHMMSS/ (default: outputs)")
     _common(p, model=True)
     p.set_defaults(handler=analyze_cmd)

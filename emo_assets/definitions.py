@@ -28,10 +28,16 @@ from pathlib import Path
 import dagster as dg
 
 from emo_assets.assets import all_assets
-from emo_assets.checks import all_checks
+from emo_assets.checks import all_checks, monitoring_checks
 from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job, retention_job
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
-from emo_assets.resources import PACKAGED_SQL_DIR, EmotionModelResource, SettingError, StorageResource
+from emo_assets.resources import (
+    PACKAGED_SQL_DIR,
+    EmotionModelResource,
+    SettingError,
+    StorageResource,
+    check_segments,
+)
 from emo_assets.schedules import daily_emotion_schedule, models_schedule, retention_schedule
 from emo_assets.sensors import PUBLISH_SENSORS, raw_files_sensor
 
@@ -65,6 +71,10 @@ def _seconds(env: str, text: str) -> float:
         return check_window_s(text.strip())
     except ModelSettingError as exc:
         raise SettingError(str(exc)) from None
+
+
+def _segments(env: str, text: str) -> str:
+    return check_segments(text.strip().lower())
 
 
 def _rest_seconds(env: str, text: str) -> float:
@@ -128,6 +138,7 @@ SETTINGS = (
     Setting("EMO_THREADS", "emotion_model", "threads", _count),
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
+    Setting("EMO_SEGMENTS", "emotion_model", "segments", _segments),
 )
 
 RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
@@ -143,6 +154,7 @@ _CONFIG_TYPES = {
     _rest_seconds: float,
     _lake_uri: str,
     _days: int,
+    _segments: str,
 }
 
 
@@ -209,7 +221,7 @@ def build_definitions(resources: Mapping[str, object], sql_dir: Path | None = No
         sql_dir = storage.sql_models_dir if isinstance(storage, StorageResource) else PACKAGED_SQL_DIR
     return dg.Definitions(
         assets=list(all_assets(Path(sql_dir))),
-        asset_checks=all_checks,
+        asset_checks=[*all_checks, *monitoring_checks],
         jobs=[daily_emotion_job, models_job, retention_job],
         schedules=[daily_emotion_schedule, models_schedule, retention_schedule],
         sensors=[raw_files_sensor, *PUBLISH_SENSORS],

@@ -26,6 +26,19 @@ class SettingError(ValueError):
     """An EMO_* variable holds a value its setting cannot take; the message names both."""
 
 
+SEGMENTS = ("windows", "turns")
+
+
+def check_segments(value: str) -> str:
+    """EMO_SEGMENTS: ``windows`` or ``turns``, or SettingError naming the accepted values."""
+    if value not in SEGMENTS:
+        raise SettingError(
+            f"EMO_SEGMENTS={value!r} is not a segmentation; use turns (speech turns found by the "
+            "voice-activity model) or windows (fixed windows of EMO_WINDOW_S over the whole recording)"
+        )
+    return value
+
+
 def run_is_active(instance: dg.DagsterInstance, run_id: str) -> bool:
     """True while the run is queued or in progress in ``instance`` (unknown runs are not)."""
     run = instance.get_run_by_id(run_id)
@@ -157,6 +170,9 @@ class EmotionModelResource(dg.ConfigurableResource):
     threads: int = ModelSettings.threads
     window_s: float = ModelSettings.window_s
     frame_granularity: bool = ModelSettings.frames
+    # What a row of emotion_segments is: "windows" (fixed windows of window_s over the whole
+    # recording) or "turns" (speech turns found by silero-vad; silence is not scored).
+    segments: str = "windows"
 
     @pydantic.model_validator(mode="after")
     def _check_window(self):
@@ -164,7 +180,12 @@ class EmotionModelResource(dg.ConfigurableResource):
         from emo_assets.lib.model.settings import check_window_s
 
         check_window_s(self.window_s)
+        check_segments(self.segments)
         return self
+
+    @property
+    def speech_turns(self) -> bool:
+        return self.segments == "turns"
 
     def settings(self) -> ModelSettings:
         """The one settings value, checked (ModelSettingError names the bad EMO_* setting): every

@@ -40,10 +40,11 @@ from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from emo_assets.lib.analytics import ann, nearest, similarity
+from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.guard import RecordingTooLongError, load_mono_16k_capped, no_speech_reason
 from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.results import analyze
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.schemas import CUSTOMER, EMOTION_LABELS, MONO
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.web_guard import GuardMiddleware, WebSettings, redact_access_log, sweep_outputs
 
@@ -83,12 +84,26 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
         sweep_outputs(outputs, settings.outputs_keep_s)
         return analyze.run_folder(outputs, dt.datetime.now().astimezone())
 
-    def payload(run: Path, result: dict, neighbours: list[dict], segments: list[dict]) -> dict:
+    def payload(
+        run: Path,
+        result: dict,
+        neighbours: list[dict],
+        turns: list[Turn],
+        channel: str = MONO,
+        other_voices: dict[str, list[Turn]] | None = None,
+    ) -> dict:
         files = {name: f"/download/{run.name}/{name}" for name in DOWNLOADS if (run / name).exists()}
         return {
             "id": run.name,
             "result": result,
-            "segments": segments,
+            "channel": channel,
+            "segments": _segments(turns),
+            "arc": _arc(turns),
+            # the other sides of a two-channel call (the agent's), each with its own timeline and arc
+            "other_voices": [
+                {"channel": name, "segments": _segments(voice), "arc": _arc(voice)}
+                for name, voice in sorted((other_voices or {}).items())
+            ],
             "labels": list(EMOTION_LABELS),
             "emoji": analyze.EMOJI,
             "downloads": files,
@@ -126,11 +141,13 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
     def recordings(limit: int = 200) -> list[dict]:
         con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
         try:
-            if not warehouse.table_columns(con, "emotion_scores"):
+            columns = warehouse.table_columns(con, "emotion_scores")
+            if not columns:
                 return []
             with_files = bool(warehouse.table_columns(con, "audio_files"))
             rows = con.execute(
-                "SELECT audio_id, CAST(max(date) AS VARCHAR), arg_max(emotion, date) FROM emotion_scores "
+                f"SELECT audio_id, CAST(max(date) AS VARCHAR), arg_max(emotion, date) FROM emotion_scores "
+                f"{_VOICE_FILTER if 'channel' in columns else ''}"
                 "GROUP BY audio_id ORDER BY max(date) DESC, audio_id LIMIT ?",
                 [limit],
             ).fetchall()
@@ -174,9 +191,9 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
         analyze.write_analysis(result, wav, run)
         # neighbours are found with the utterance embedding, the one the lake stores
         utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
-        segments = [_segment(s.start_s, s.end_s, s.scores) for s in result.segments]
+        turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(result.segments)]
         neighbours = neighbours_of(vector=np.asarray(utterance), model_id=model.model_id)
-        return payload(run, result.result(), neighbours, segments)
+        return payload(run, result.result(), neighbours, turns)
 
     @app.get("/api/recording/{audio_id}")
     def from_lake(audio_id: str) -> dict:
@@ -188,8 +205,10 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
             found = dataclasses.replace(found, random_weights=bool(model.is_random))
         run = new_run()
         analyze.write_analysis(found, None, run)
-        segments = _lake_segments(storage.lake_dir, day, audio_id, found.model_id)
-        return payload(run, found.result(), neighbours_of(audio_id=audio_id), segments)
+        voices = _lake_voices(storage.lake_dir, day, audio_id, found.model_id)
+        shown = next((c for c in (CUSTOMER, MONO) if c in voices), None)  # the side its scores are
+        turns = voices.pop(shown, [])
+        return payload(run, found.result(), neighbours_of(audio_id=audio_id), turns, shown or MONO, voices)
 
     @app.get("/download/{run_id}/{name}")
     def download(run_id: str, name: str) -> FileResponse:
@@ -260,15 +279,48 @@ def _segment(start_s: float, end_s: float, scores) -> dict:
     }
 
 
-def _lake_segments(lake_dir: Path, day: str, audio_id: str, model_id: str) -> list[dict]:
-    """A warehouse recording's ``emotion_segments`` rows of ``day`` (its newest), in time order."""
+# The rows that stand for a whole recording (lake.voice_rows), in SQL: its customer side in a
+# two-channel call, else its mono one (NULL: written before channels existed).
+_VOICE_FILTER = f"WHERE channel IS NULL OR channel IN ('{MONO}', '{CUSTOMER}') "
+
+
+def _arc(turns: list[Turn]) -> dict | None:
+    """The emotion arc (lib/analytics/arc.py) of a recording with a timeline (two turns or more)."""
+    return dataclasses.asdict(emotion_arc(turns)) if len(turns) >= 2 else None
+
+
+def _segments(turns: list[Turn]) -> list[dict]:
+    return [{**_segment(t.start_s, t.end_s, t.scores), "turn": t.turn} for t in turns]
+
+
+def _lake_voices(lake_dir: Path, day: str, audio_id: str, model_id: str) -> dict[str, list[Turn]]:
+    """A warehouse recording's ``emotion_segments`` rows of ``day`` (its newest), in time order, per
+    channel (one ``mono`` voice, or the sides of a two-channel call; rows written before channels
+    existed are mono)."""
     rows = lake.read_partition(lake_dir, "emotion_segments", day)
     if rows is None:
-        return []
+        return {}
     rows = rows.filter(
         pc.and_(pc.equal(rows.column("audio_id"), audio_id), pc.equal(rows.column("model_id"), model_id))
-    ).sort_by([("start_s", "ascending")])
-    return [_segment(r["start_s"], r["end_s"], [r[label] for label in EMOTION_LABELS]) for r in rows.to_pylist()]
+    )
+    if rows.num_rows == 0:
+        return {}
+    rows = rows.sort_by([("start_s", "ascending")])
+    voices: dict[str, list[dict]] = {}
+    for r in rows.to_pylist():
+        voices.setdefault(r.get("channel") or MONO, []).append(r)
+    return {
+        channel: [
+            Turn(
+                r.get("turn") if r.get("turn") is not None else i,
+                r["start_s"],
+                r["end_s"],
+                tuple(r[e] for e in EMOTION_LABELS),
+            )
+            for i, r in enumerate(voice)
+        ]
+        for channel, voice in voices.items()
+    }
 
 
 def _newest_day(storage, audio_id: str) -> str | None:
@@ -288,8 +340,8 @@ def _newest_day(storage, audio_id: str) -> str | None:
 
 
 def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] | None:
-    """A warehouse recording's newest scores and embedding, as an Analysis, and its day: the day
-    comes from the warehouse, then only that day's lake files are read."""
+    """A warehouse recording's newest scores and embedding (its customer or mono side, lake.voice_rows),
+    as an Analysis, and its day: the day comes from the warehouse, then only that day's lake files are read."""
     day = _newest_day(storage, audio_id)
     if day is None:
         return None
@@ -297,7 +349,7 @@ def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] 
 
     def of_day(table: str) -> pa.Table | None:
         rows = lake.read_partition(lake_dir, table, day)
-        return None if rows is None else rows.filter(pc.equal(rows.column("audio_id"), audio_id))
+        return None if rows is None else lake.voice_rows(rows.filter(pc.equal(rows.column("audio_id"), audio_id)))
 
     scores, embeddings, files = of_day("emotion_scores"), of_day("emotion_embeddings"), of_day("audio_files")
     if scores is None or scores.num_rows == 0 or embeddings is None:
@@ -353,6 +405,7 @@ PAGE = """<!doctype html>
  .warning{background:#fde2e2;color:#900;border:1px solid #d99;padding:.4em .7em;font-weight:bold}
  #timeline svg{width:100%;height:auto;display:block} #timeline .legend span{margin-right:1em;white-space:nowrap}
  #timeline .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.2em}
+ #timeline rect.peak{stroke:#000;stroke-width:2} #arc{margin:.3em 0}
 </style></head>
 <body>
 <h1>Speech emotion</h1>
@@ -369,7 +422,9 @@ PAGE = """<!doctype html>
  <p id="random-warning" class="warning" hidden></p>
  <div id="bars"></div>
  <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
- <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p></div>
+ <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p>
+ <p id="arc"></p></div>
+ <div id="voices"></div>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
  <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
@@ -391,7 +446,30 @@ function timeline(data) {
   const segs = data.segments || [];
   const box = $("timeline"), chart = $("timeline-chart"); chart.innerHTML = "";
   box.querySelector(".legend").innerHTML = "";
+  box.querySelector("h3").textContent = "Emotion timeline" + (data.channel && data.channel !== "mono" ? ` (${data.channel})` : "");
+  arc(data);
+  voices(data);
   if (segs.length < 2) { box.hidden = true; return; }
+  chart.appendChild(timelineChart(segs, data.arc, data.emoji));
+  for (const e of [...new Set(segs.map((s) => s.emotion))]) {
+    const span = document.createElement("span");
+    span.innerHTML = '<span class="swatch"></span>'; span.firstChild.style.background = COLORS[e];
+    span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
+  }
+  box.hidden = false;
+}
+function voices(data) {
+  // the other sides of a two-channel call: a timeline and an arc each
+  const box = $("voices"); box.innerHTML = "";
+  for (const v of data.other_voices || []) {
+    const div = document.createElement("div"); div.className = "voice"; div.dataset.channel = v.channel;
+    const h = document.createElement("h3"); h.textContent = `Emotion timeline (${v.channel})`; div.appendChild(h);
+    if (v.segments.length) div.appendChild(timelineChart(v.segments, v.arc, data.emoji));
+    const p = document.createElement("p"); p.className = "voice-arc"; p.textContent = arcText(v.arc, data.emoji);
+    div.appendChild(p); box.appendChild(div);
+  }
+}
+function timelineChart(segs, a, emoji) {
   const end = Math.max(...segs.map((s) => s.end_s)), W = 600, H = 40, top = 4;
   const chartSvg = svg("svg", {viewBox: `0 0 ${W} ${H + 22}`, role: "img", "aria-label": "emotion per window"});
   segs.forEach((s, i) => {
@@ -402,8 +480,10 @@ function timeline(data) {
     const rect = svg("rect", {class: "segment", x: x.toFixed(2), y: top, width: w.toFixed(2), height: H - top,
       fill: COLORS[s.emotion] || "#000", "fill-opacity": (0.35 + 0.65 * s.confidence).toFixed(2), stroke: "#fff"});
     rect.dataset.emotion = s.emotion; rect.dataset.start = s.start_s; rect.dataset.end = s.end_s;
+    rect.dataset.turn = s.turn;
+    if (a && s.turn === a.peak_turn) rect.classList.add("peak");
     const title = svg("title", {});
-    title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${data.emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
+    title.textContent = `${s.start_s.toFixed(1)}–${s.end_s.toFixed(1)} s: ${emoji[s.emotion]} ${s.emotion} (${s.confidence.toFixed(3)})`;
     rect.appendChild(title); chartSvg.appendChild(rect);
   });
   const ticks = 5;
@@ -412,13 +492,25 @@ function timeline(data) {
     const label = svg("text", {x: x.toFixed(1), y: H + 16, "text-anchor": "middle", "font-size": 11});
     label.textContent = t.toFixed(1) + " s"; chartSvg.appendChild(label);
   }
-  chart.appendChild(chartSvg);
-  for (const e of [...new Set(segs.map((s) => s.emotion))]) {
-    const span = document.createElement("span");
-    span.innerHTML = '<span class="swatch"></span>'; span.firstChild.style.background = COLORS[e];
-    span.appendChild(document.createTextNode(data.emoji[e] + " " + e)); box.querySelector(".legend").appendChild(span);
-  }
-  box.hidden = false;
+  return chartSvg;
+}
+function arc(data) {
+  // the emotion arc: where the voice started and ended, its most negative turn (outlined), the recovery
+  const a = data.arc, el = $("arc"); el.textContent = ""; for (const k in el.dataset) delete el.dataset[k];
+  if (!a) return;
+  el.textContent = arcText(a, data.emoji);
+  Object.assign(el.dataset, {start: a.start_emotion, end: a.end_emotion, peak: a.peak_emotion,
+    peakStart: a.peak_start_s, recovered: String(a.recovered), calmer: String(a.ended_calmer)});
+}
+function arcText(a, emoji) {
+  if (!a) return "";
+  const name = (e) => emoji[e] + " " + e;
+  const recovery = a.recovered === null ? "no negative turn"
+    : a.recovered ? `calm again ${a.recovery_s.toFixed(1)} s after it started` : "no calm turn after it";
+  const calmer = a.ended_calmer === null ? "" : a.ended_calmer ? " · ended calmer" : " · did not end calmer";
+  return `Arc: ${name(a.start_emotion)} → ${name(a.end_emotion)} · most negative: ${name(a.peak_emotion)} `
+    + `at ${a.peak_start_s.toFixed(1)}–${a.peak_end_s.toFixed(1)} s (negativity ${a.peak_negativity.toFixed(2)}), `
+    + recovery + calmer;
 }
 function pollStatus() {
   fetch("/api/status").then((r) => r.json()).then((st) => {

@@ -203,3 +203,70 @@ def numpy_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
     top = np.argpartition(-sims, k - 1)[:k] if k else np.zeros(0, np.int64)
     top = top[np.argsort(-sims[top], kind="stable")]
     return top, sims[top]
+
+
+SENTENCES = (
+    "Hello, thank you for calling. How can I help you today?",
+    "My order arrived broken and nobody answered my emails.",
+    "I am sorry to hear that. Let me look at it right away.",
+)
+
+
+def espeak(text: str, voice: str = "en-us") -> np.ndarray:
+    """``text`` spoken by Debian's espeak-ng (`make test` installs it) as 16 kHz float32 mono,
+    trimmed to the speech: the sentence starts at the first sample and ends at the last."""
+    import shutil
+    import tempfile
+
+    import soundfile as sf
+
+    from emo_assets.lib.audio.load import to_mono_16k
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (the Makefile's test step does)")
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True)
+        samples, rate = sf.read(wav, dtype="float32")
+    samples = to_mono_16k(samples, rate)
+    loud = np.flatnonzero(np.abs(samples) > 0.01)
+    return samples[loud[0] : loud[-1] + 1]
+
+
+def spoken_with_pauses(
+    sentences=SENTENCES, pauses_s=(1.5, 2.0), lead_s: float = 1.0, tail_s: float = 1.0, voice: str = "en-us"
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Sentences joined by silences of known length: (16 kHz samples, [(start_s, end_s)] per sentence)."""
+    parts = [np.zeros(int(lead_s * 16000), np.float32)]
+    spans = []
+    at = len(parts[0])
+    for i, text in enumerate(sentences):
+        speech = espeak(text, voice)
+        spans.append((at / 16000, (at + len(speech)) / 16000))
+        parts.append(speech)
+        at += len(speech)
+        gap = pauses_s[i] if i < len(pauses_s) else tail_s
+        parts.append(np.zeros(int(gap * 16000), np.float32))
+        at += len(parts[-1])
+    return np.concatenate(parts), spans
+
+
+AGENT_VOICE, CUSTOMER_VOICE = "en-gb-x-rp", "en-us+f3"
+
+
+def stereo_conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float]]]]:
+    """A stereo call: the agent speaks on the left, then the customer on the right, then the agent.
+    Returns (samples (n, 2), each voice's sentence spans in seconds)."""
+    script = [("agent", SENTENCES[0]), ("customer", SENTENCES[1]), ("agent", SENTENCES[2])]
+    spans = {"agent": [], "customer": []}
+    at = 16000  # one second of silence first
+    clips = []
+    for voice, text in script:
+        speech = espeak(text, AGENT_VOICE if voice == "agent" else CUSTOMER_VOICE)
+        clips.append((voice, at, speech))
+        spans[voice].append((at / 16000, (at + len(speech)) / 16000))
+        at += len(speech) + int(1.5 * 16000)
+    left, right = np.zeros(at, np.float32), np.zeros(at, np.float32)
+    for voice, start, speech in clips:
+        (left if voice == "agent" else right)[start : start + len(speech)] = speech
+    return np.stack([left, right], axis=1), spans

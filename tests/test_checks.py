@@ -3,7 +3,7 @@
 import pytest
 from markdown_it import MarkdownIt
 
-from emo_assets.checks import all_checks
+from emo_assets.checks import all_checks, monitoring_checks
 
 # The UI renders descriptions as Markdown with inline HTML allowed: `<day>` would be taken for a tag.
 RENDERER = MarkdownIt("commonmark", {"html": True})
@@ -20,7 +20,7 @@ def _html_tokens(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("check", all_checks, ids=lambda c: next(iter(c.check_keys)).name)
+@pytest.mark.parametrize("check", [*all_checks, *monitoring_checks], ids=lambda c: next(iter(c.check_keys)).name)
 def test_check_description_has_no_text_the_ui_would_take_for_html(check):
     (spec,) = check.check_specs
     assert spec.description

@@ -68,7 +68,10 @@ def test_each_override_goes_to_the_resource_that_has_it(tmp_path, clean_env):
         resources_from_env(warehouse="x")
 
 
-@pytest.mark.parametrize(("env", "value"), [("EMO_HALF", "maybe"), ("EMO_WINDOW_S", "long"), ("EMO_WINDOW_S", "-3")])
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("EMO_HALF", "maybe"), ("EMO_WINDOW_S", "long"), ("EMO_WINDOW_S", "-3"), ("EMO_SEGMENTS", "sentences")],
+)
 def test_a_bad_value_names_its_variable(clean_env, env, value):
     clean_env.setenv(env, value)
     with pytest.raises(SettingError, match=env):
@@ -85,3 +88,11 @@ def test_sensor_ticks_with_the_launch_resources(tmp_path, clean_env):
     with dg.build_sensor_context(resources=launch_resources(), definitions=loaded) as context:
         requests = sensor.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == [DAY]
+
+
+def test_segments_default_to_fixed_windows_and_turns_are_switched_on_at_launch(clean_env):
+    with dg.build_resources(launch_resources()) as built:
+        assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("windows", False)
+    clean_env.setenv("EMO_SEGMENTS", "Turns")
+    with dg.build_resources(launch_resources()) as built:
+        assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("turns", True)

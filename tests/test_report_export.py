@@ -98,6 +98,9 @@ def test_report_has_distribution_clusters_and_timeline(day, capsys):
     assert page.count("data:image/png;base64,") == 3
     assert "Emotion distribution" in page and "Clusters" in page and "Timeline long_call" in page
     assert "1 segments" not in page and "3 segments; mostly angry (1), happy (1), sad (1)" in page
+    # the emotion arc under the timeline: angry and sad are equally negative, the earlier one is the peak
+    assert "Arc: angry -&gt; sad; most negative: angry at 0.0-30.0 s (negativity 0.90)" in page
+    assert "calm again 30.0 s after it started; did not end calmer" in page
     for name in ("emotion_distribution.png", "emotion_clusters.png", "timeline_long_call.png"):
         assert (folder / name).read_bytes().startswith(PNG_MAGIC)
     counts = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).column("emotion").to_pylist()

@@ -85,9 +85,9 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
     scores = [score_rows(ids[n], date, model.model_id, r.scores) for n, r in zip(names, results)]
     lake.write_partition(lake_dir, "emotion_scores", DAY, pa.Table.from_pylist(scores, schema=schemas.EMOTION_SCORES))
     segments = [
-        segment_row(ids[n], date, model.model_id, seg.start_s, seg.end_s, seg.scores)
+        segment_row(ids[n], date, model.model_id, seg.start_s, seg.end_s, seg.scores, turn=i)
         for n, r in zip(names, results)
-        for seg in r.segments
+        for i, seg in enumerate(r.segments)
     ]
     lake.write_partition(
         lake_dir, "emotion_segments", DAY, pa.Table.from_pylist(segments, schema=schemas.EMOTION_SEGMENTS)
@@ -102,6 +102,7 @@ def _write_lake(data_dir: Path, model, recordings: dict[str, np.ndarray]) -> dic
                 "audio_id": [ids[n] for n in names],
                 "date": pa.array([date] * len(names), pa.date32()),
                 "model_id": [model.model_id] * len(names),
+                "channel": ["mono"] * len(names),
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1]),
             },
             schema=schemas.emotion_embeddings_schema(emb.shape[1]),
@@ -536,3 +537,110 @@ def _emoji(emotion: str) -> str:
     from emo_assets.lib.results.analyze import EMOJI
 
     return EMOJI[emotion]
+
+
+def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
+    """The arc under the timeline: start and end emotion, the most negative window outlined, the
+    recovery, as lib/analytics/arc.py computes them from the recording's emotion_segments rows."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from emo_assets.lib.analytics.arc import arc_rows
+    from emo_assets.lib.store import lake as lake_store
+
+    url, data_dir, model, ids, gate = gated_server
+    gate.set()
+    segments = lake_store.read_table(data_dir / "lake", "emotion_segments")
+    (arc,) = [a for a in arc_rows(segments).to_pylist() if a["audio_id"] == ids["long_call.wav"]]
+    with sync_playwright() as p:
+        browser = _browser(p, chromium)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector(f"#recording option[value='{ids['long_call.wav']}']", state="attached")
+            page.select_option("#recording", ids["long_call.wav"])
+            page.click("#show")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            shown = page.locator("#arc")
+            expect(shown).to_be_visible()
+            expect(shown).to_contain_text(f"{arc['start_emotion']} → ")
+            expect(shown).to_contain_text(f"most negative: {_emoji(arc['peak_emotion'])} {arc['peak_emotion']}")
+            expect(shown).to_contain_text(f"at {arc['peak_start_s']:.1f}–{arc['peak_end_s']:.1f} s")
+            assert shown.get_attribute("data-start") == arc["start_emotion"]
+            assert shown.get_attribute("data-end") == arc["end_emotion"]
+            assert (
+                shown.get_attribute("data-recovered") == {None: "null", True: "true", False: "false"}[arc["recovered"]]
+            )
+            assert (
+                shown.get_attribute("data-calmer") == {None: "null", True: "true", False: "false"}[arc["ended_calmer"]]
+            )
+            peak = page.locator("#timeline svg rect.segment.peak")
+            expect(peak).to_have_count(1)
+            assert peak.get_attribute("data-turn") == str(arc["peak_turn"])
+            assert float(peak.get_attribute("data-start")) == pytest.approx(arc["peak_start_s"], abs=1e-3)
+            page.screenshot(path=str(tmp_path / "web_arc.png"), full_page=True)
+
+            # one window: no timeline, no arc
+            page.select_option("#recording", ids["short_call.wav"])
+            page.click("#show")
+            expect(page.locator("#timeline")).to_be_hidden()
+            expect(page.locator("#arc")).to_have_text("")
+        finally:
+            browser.close()
+
+
+def test_a_two_channel_call_shows_each_side_with_its_own_arc(tmp_path, tiny_model_dir, chromium):
+    """A stereo call under a channels.toml, through the pipeline: the page shows the customer's side
+    (the one its scores are) in the timeline and the agent's side below it, each with its own arc."""
+    import urllib.request
+
+    import dagster as dg
+    import soundfile as sf
+    from playwright.sync_api import expect, sync_playwright
+
+    from emo_assets.assets import all_assets
+    from emo_assets.checks import all_checks
+    from emo_assets.lib.analytics.arc import arc_rows
+    from emo_assets.lib.audio.sample_day import synth_speech
+    from emo_assets.resources import EmotionModelResource
+    from tests.helpers import resources
+
+    data_dir = tmp_path / "data"
+    day_dir = data_dir / "raw" / DAY
+    day_dir.mkdir(parents=True)
+    sides = [synth_speech(6.0, 16000, np.random.default_rng([11, side])).reshape(-1) for side in (0, 1)]
+    sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
+    (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    res = {**resources(data_dir, tiny_model_dir), "emotion_model": emotion_model}
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    assert result.success
+    (call,) = set(lake.read_partition(data_dir / "lake", "audio_files", DAY).column("audio_id").to_pylist())
+    segments = lake.read_partition(data_dir / "lake", "emotion_segments", DAY)
+    arcs = {a["channel"]: a for a in arc_rows(segments).to_pylist()}
+    count = {c: segments.column("channel").to_pylist().count(c) for c in ("agent", "customer")}
+    assert count["agent"] >= 2 and count["customer"] >= 2
+
+    with _serving(data_dir, emotion_model) as url:
+        with urllib.request.urlopen(f"{url}/api/recording/{call}", timeout=60) as response:
+            shown = json.load(response)
+        assert shown["channel"] == "customer" and len(shown["segments"]) == count["customer"]
+        assert shown["arc"]["peak_turn"] == arcs["customer"]["peak_turn"]
+        (agent,) = shown["other_voices"]
+        assert agent["channel"] == "agent" and len(agent["segments"]) == count["agent"]
+        assert agent["arc"]["start_emotion"] == arcs["agent"]["start_emotion"]
+        assert agent["arc"]["peak_turn"] == arcs["agent"]["peak_turn"]
+        with sync_playwright() as p:
+            browser = _browser(p, chromium)
+            try:
+                page = browser.new_page()
+                _show_warehouse_recording(page, url, call)
+                expect(page.locator("#timeline h3")).to_have_text("Emotion timeline (customer)")
+                expect(page.locator("#timeline svg rect.segment")).to_have_count(count["customer"])
+                side = page.locator("#voices .voice[data-channel='agent']")
+                expect(side.locator("svg rect.segment")).to_have_count(count["agent"])
+                expect(side.locator("svg rect.segment.peak")).to_have_count(1)
+                expect(side.locator(".voice-arc")).to_contain_text(
+                    f"most negative: {_emoji(arcs['agent']['peak_emotion'])} {arcs['agent']['peak_emotion']}"
+                )
+            finally:
+                browser.close()

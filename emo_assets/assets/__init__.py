@@ -13,6 +13,7 @@ from emo_assets.assets.analytics import (
     satisfaction_model,
     satisfaction_predictions,
 )
+from emo_assets.assets.arc import call_emotion_arc
 from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.emotion import embedding_index, emotion_tables, lake_views, quarantine
 from emo_assets.assets.similarity import similarity_index
@@ -27,6 +28,7 @@ def all_assets(sql_dir: Path = PACKAGED_SQL_DIR) -> tuple[dg.AssetsDefinition, .
         audio_files,
         resampled_audio,
         emotion_tables,
+        call_emotion_arc,
         quarantine,
         embedding_index,
         lake_views,

@@ -35,7 +35,7 @@ class ModelFitConfig(dg.Config):
 
 
 def _all_embeddings(storage: StorageResource) -> pa.Table:
-    table = lake.read_table(storage.lake_dir, "emotion_embeddings")
+    table = lake.voice_rows(lake.read_table(storage.lake_dir, "emotion_embeddings"))
     if table is None or table.num_rows == 0:
         raise dg.Failure("no emotion_embeddings yet: materialize a day of emotion_embeddings first")
     return lake.newest_model_rows(table)

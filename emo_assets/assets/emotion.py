@@ -15,6 +15,7 @@ from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
 from emo_assets.lib.audio.resample import resolve_paths
+from emo_assets.lib.audio.turns import find_turns
 from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
@@ -81,8 +82,11 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         previous_embeddings=previous["emotion_embeddings"].rows,
         previous_segments=previous["emotion_segments"].rows,
         open_audio=FlacReader,
+        find_turns=find_turns if emotion_model.speech_turns else None,
         progress=progress,
     )
+    if out.without_speech:
+        context.log.info(f"{day}: {out.without_speech} channel(s) of scored recordings hold no speech: no rows")
     common = {
         "model_id": dg.MetadataValue.text(model.model_id),
         "random_weights": dg.MetadataValue.bool(model.is_random),
@@ -120,12 +124,14 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             metadata={
                 **table_metadata(out.segments, path),
                 "window_s": dg.MetadataValue.float(model.settings.window_s),
+                "segments": dg.MetadataValue.text(emotion_model.segments),
+                "channels_without_speech": out.without_speech,
                 **repairs(context, "emotion_segments", day, previous["emotion_segments"], out.segments),
                 **common,
             },
         )
     if "emotion_frames" in selected and model.settings.frames:
-        scored = out.scores.column("audio_id").to_pylist()
+        scored = list(zip(out.scores.column("audio_id").to_pylist(), out.scores.column("channel").to_pylist()))
         frames = frame_batches(model, resampled, day, scored, open_audio=FlacReader)
         frames_schema = schemas.emotion_frames_schema(model.embed_dim)
         path, rows = lake.write_partition_batches(storage.lake_dir, "emotion_frames", day, frames, frames_schema)
@@ -181,7 +187,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 )
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     day = context.partition_key
-    embeddings = day_input(storage, "emotion_embeddings", day, "emotion_embeddings")
+    embeddings = lake.voice_rows(day_input(storage, "emotion_embeddings", day, "emotion_embeddings"))
     ensure_warehouse(context, storage)
     with warehouse.connect(storage.warehouse_path) as con:
         warehouse.replace_index_day(con, day, embeddings)

@@ -4,6 +4,7 @@
 -- Cluster ids of two model versions are unrelated, so they are never pooled: `model_version`
 -- is part of the key (a refit re-assigns every day, so normally there is one version).
 -- Recordings without emotion scores still count in `recordings`; they do not move the means.
+-- A two-channel call is clustered and profiled by its customer's channel.
 with clustered as (
     select
         c.model_version,
@@ -23,6 +24,7 @@ with clustered as (
     left join emotion_scores as s
         on s.audio_id = c.audio_id
         and s.date = c.date
+        and coalesce(s.channel, 'mono') in ('mono', 'customer')
 ),
 
 profiles as (

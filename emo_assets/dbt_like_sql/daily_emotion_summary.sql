@@ -2,6 +2,7 @@
 -- A recording is a row of audio_files (two byte-identical files under different paths share an
 -- audio_id but count twice); only recordings with emotion scores for the same day count.
 -- share_<emotion> is the share of those recordings whose top emotion is that class.
+-- A two-channel call counts once, by its customer's channel (README "Two-channel calls").
 with scored as (
     select
         f.date,
@@ -13,6 +14,7 @@ with scored as (
     join emotion_scores as s
         on s.audio_id = f.audio_id
         and s.date = f.date
+        and coalesce(s.channel, 'mono') in ('mono', 'customer')
 )
 
 select

@@ -54,6 +54,7 @@ AUDIO_FILES = pa.schema(
 RESAMPLED_AUDIO = pa.schema(
     [
         ("audio_id", pa.string()),
+        ("channel", pa.string()),
         ("path", pa.string()),
         ("duration_s", pa.float64()),
         ("rms_dbfs", pa.float64()),
@@ -69,6 +70,7 @@ EMOTION_SCORES = pa.schema(
         ("audio_id", pa.string()),
         ("date", pa.date32()),
         ("model_id", pa.string()),
+        ("channel", pa.string()),
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
         *_SCORE_FIELDS,
@@ -80,11 +82,40 @@ EMOTION_SEGMENTS = pa.schema(
         ("audio_id", pa.string()),
         ("date", pa.date32()),
         ("model_id", pa.string()),
+        ("channel", pa.string()),
+        ("turn", pa.int32()),
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
+        ("speech_share", pa.float32()),
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
         *_SCORE_FIELDS,
+    ]
+)
+
+# One row per recording, day, model and channel: how that voice's emotion moved over its turns
+# (lib/analytics/arc.py holds the definitions).
+CALL_EMOTION_ARC = pa.schema(
+    [
+        ("audio_id", pa.string()),
+        ("date", pa.date32()),
+        ("model_id", pa.string()),
+        ("channel", pa.string()),
+        ("turns", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("start_emotion", pa.string()),
+        ("start_negativity", pa.float32()),
+        ("end_emotion", pa.string()),
+        ("end_negativity", pa.float32()),
+        ("peak_turn", pa.int32()),
+        ("peak_start_s", pa.float64()),
+        ("peak_end_s", pa.float64()),
+        ("peak_emotion", pa.string()),
+        ("peak_negativity", pa.float32()),
+        ("ended_calmer", pa.bool_()),
+        ("recovered", pa.bool_()),
+        ("recovery_turn", pa.int32()),
+        ("recovery_s", pa.float64()),
     ]
 )
 
@@ -146,6 +177,12 @@ _TOP = {
     "emotion": "the top class: the label with the highest score, one of the nine classes",
     "confidence": "score of the top class, 0..1",
 }
+_CHANNEL = (
+    "whose voice the row is: 'mono' for a recording scored as one voice (mono, or stereo with identical "
+    "channels, or no channel config); with a channel config (channels.toml, README 'Two-channel calls') "
+    "the configured name of the channel, e.g. 'agent' or 'customer' (or 'left'/'right'); NULL in rows "
+    "written before channels existed, which are mono"
+)
 _EMBEDDING = "emotion2vec+ embedding, FLOAT[D] (D = 1024 for the large model, 768 for base); compare by cosine"
 
 _COLUMNS: dict[str, dict[str, str]] = {
@@ -162,9 +199,12 @@ _COLUMNS: dict[str, dict[str, str]] = {
     },
     "resampled_audio": {
         "audio_id": _AUDIO_ID,
+        "channel": _CHANNEL,
         "path": (
-            "the 16 kHz mono FLAC, relative to the data directory (resampled/date=YYYY-MM-DD/<audio_id>.flac), "
-            "or to EMO_LAKE_URI when the lake is in an object store (_resampled/date=YYYY-MM-DD/<audio_id>.flac)"
+            "the 16 kHz mono FLAC, relative to the data directory: the downmix for 'mono' "
+            "(resampled/date=YYYY-MM-DD/<audio_id>.flac), the channel's own samples otherwise "
+            "(resampled/date=YYYY-MM-DD/<audio_id>.<channel>.flac); relative to EMO_LAKE_URI when the lake "
+            "is in an object store (_resampled/date=YYYY-MM-DD/<audio_id>.flac or <audio_id>.<channel>.flac)"
         ),
         "duration_s": "duration of the resampled audio, in seconds",
         "rms_dbfs": "loudness: RMS level in dBFS, -120..0 (-120 for digital silence)",
@@ -175,12 +215,15 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
-        "embedding": _EMBEDDING + "; the mean of the final frame features over the recording",
+        "channel": _CHANNEL,
+        "embedding": _EMBEDDING + "; the mean of the final frame features over the recording's speech "
+        "(turns weighted by duration; with fixed windows, over the whole recording)",
     },
     "emotion_scores": {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         **_TOP,
         **_SCORES,
     },
@@ -188,8 +231,14 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
-        "start_s": "start of the window within the recording, in seconds",
-        "end_s": "end of the window within the recording, in seconds",
+        "channel": _CHANNEL,
+        "turn": "index of the row within the recording's channel, from 0 in time order: a speech turn found "
+        "by the voice-activity model (EMO_SEGMENTS=turns), or a fixed window (EMO_SEGMENTS=windows); "
+        "NULL in rows written before turns existed",
+        "start_s": "start of the turn (or window) within the recording, in seconds",
+        "end_s": "end of the turn (or window) within the recording, in seconds",
+        "speech_share": "share of the turn the voice-activity model heard as speech, 0..1 (a turn keeps short "
+        "pauses); NULL for fixed windows and for rows written before turns existed",
         **_TOP,
         **_SCORES,
     },
@@ -197,17 +246,42 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         "frame": "frame number within the recording, from 0; one frame per 20 ms (50 Hz)",
         "start_s": "start of the frame within the recording, in seconds (frame / 50)",
         **_TOP,
         **_SCORES,
         "embedding": _EMBEDDING + "; the frame's own features",
     },
+    "call_emotion_arc": {
+        "audio_id": _AUDIO_ID,
+        "date": _DATE,
+        "model_id": _MODEL_ID,
+        "channel": "whose voice the arc follows: 'mono' for a recording scored as one voice, else the "
+        "configured channel name ('agent', 'customer', ...)",
+        "turns": "number of turns (rows of emotion_segments) of the voice, >= 1",
+        "duration_s": "from the start of the first turn to the end of the last, in seconds",
+        "start_emotion": "top emotion of the first turn",
+        "start_negativity": "negativity of the first turn: angry + disgusted + fearful + sad scores, 0..1",
+        "end_emotion": "top emotion of the last turn",
+        "end_negativity": "negativity of the last turn, 0..1",
+        "peak_turn": "turn number of the most negative turn (highest negativity; the earliest of equals)",
+        "peak_start_s": "start of the most negative turn within the recording, in seconds",
+        "peak_end_s": "end of the most negative turn within the recording, in seconds",
+        "peak_emotion": "top emotion of the most negative turn",
+        "peak_negativity": "negativity of the most negative turn, 0..1",
+        "ended_calmer": "true when the last turn's negativity is below the first's; NULL for a single turn",
+        "recovered": "when the most negative turn's top emotion is negative (angry, disgusted, fearful, sad): "
+        "true if a later turn's top emotion is neutral or happy; NULL when the peak is not negative",
+        "recovery_turn": "turn number of the first neutral or happy turn after the most negative one; NULL if none",
+        "recovery_s": "seconds from the start of the most negative turn to the start of that neutral or happy "
+        "turn; NULL if none",
+    },
     "quarantine": {
         "source_path": "path of the refused file, under data/raw/<day>/",
         "audio_id": _AUDIO_ID + "; NULL when the file could not be read",
         "stage": "the stage that refused the file, named after the table it could not enter: "
-        "audio_files, resampled_audio or emotion_scores",
+        "audio_files, resampled_audio or emotion_scores (which also refuses a recording with no speech)",
         "reason": "why the stage refused the file, in words",
         "date": _DATE,
     },
@@ -215,6 +289,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "audio_id": _AUDIO_ID,
         "date": _DATE,
         "model_id": _MODEL_ID,
+        "channel": _CHANNEL,
         "embedding": _EMBEDDING + "; a copy of emotion_embeddings.embedding in DuckDB's storage",
     },
     "emotion_clusters": {
@@ -255,6 +330,7 @@ def emotion_frames_schema(embed_dim: int) -> pa.Schema:
             ("audio_id", pa.string()),
             ("date", pa.date32()),
             ("model_id", pa.string()),
+            ("channel", pa.string()),
             ("frame", pa.int32()),
             ("start_s", pa.float64()),
             ("emotion", pa.string()),
@@ -271,6 +347,7 @@ def emotion_embeddings_schema(embed_dim: int) -> pa.Schema:
             ("audio_id", pa.string()),
             ("date", pa.date32()),
             ("model_id", pa.string()),
+            ("channel", pa.string()),
             ("embedding", pa.list_(pa.float32(), embed_dim)),
         ]
     )
@@ -315,43 +392,54 @@ _REGISTRY = (
     Table(
         "resampled_audio",
         "lake",
-        ("audio_id", "date"),
-        "one row per distinct recording of the day, as 16 kHz mono FLAC",
+        ("audio_id", "date", "channel"),
+        "one row per distinct recording of the day and channel, as 16 kHz mono FLAC",
         schema=RESAMPLED_AUDIO,
         columns=_COLUMNS["resampled_audio"],
     ),
     Table(
         "emotion_embeddings",
         "lake",
-        ("audio_id", "date", "model_id"),
-        "the emotion2vec+ embedding of each recording (mean of the final frame features)",
+        ("audio_id", "date", "model_id", "channel"),
+        "the emotion2vec+ embedding of each recording and channel (mean of the final frame features over its speech)",
         schema_for_width=emotion_embeddings_schema,
         columns=_COLUMNS["emotion_embeddings"],
     ),
     Table(
         "emotion_scores",
         "lake",
-        ("audio_id", "date", "model_id"),
-        "the 9-class emotion scores of each recording, its top class and confidence",
+        ("audio_id", "date", "model_id", "channel"),
+        "the 9-class emotion scores of each recording and channel (duration-weighted mean over its speech "
+        "turns), its top class and confidence",
         schema=EMOTION_SCORES,
         columns=_COLUMNS["emotion_scores"],
     ),
     Table(
         "emotion_segments",
         "lake",
-        ("audio_id", "date", "model_id", "start_s"),
-        "the emotion timeline: one row per window of each recording",
+        ("audio_id", "date", "model_id", "channel", "start_s"),
+        "the emotion timeline: one row per speech turn (or fixed window, EMO_SEGMENTS=windows) of each "
+        "recording and channel",
         schema=EMOTION_SEGMENTS,
         columns=_COLUMNS["emotion_segments"],
     ),
     Table(
         "emotion_frames",
         "lake",
-        ("audio_id", "date", "model_id", "frame"),
+        ("audio_id", "date", "model_id", "channel", "frame"),
         "per-frame (50 Hz) scores and embeddings; written only with frame granularity on",
         schema_for_width=emotion_frames_schema,
         opt_in=True,
         columns=_COLUMNS["emotion_frames"],
+    ),
+    Table(
+        "call_emotion_arc",
+        "lake",
+        ("audio_id", "date", "model_id", "channel"),
+        "the emotion arc of each recording and channel: start and end emotion, the most negative turn "
+        "and when, whether it ended calmer, the time to recover",
+        schema=CALL_EMOTION_ARC,
+        columns=_COLUMNS["call_emotion_arc"],
     ),
     Table(
         "quarantine",
@@ -364,7 +452,7 @@ _REGISTRY = (
     Table(
         "embedding_index",
         "warehouse",
-        ("audio_id", "date", "model_id"),
+        ("audio_id", "date", "model_id", "channel"),
         "the lake's embeddings copied into DuckDB's storage for similarity search",
         schema_for_width=emotion_embeddings_schema,
         columns=_COLUMNS["embedding_index"],
@@ -399,6 +487,16 @@ class Stage(enum.StrEnum):
     AUDIO_FILES = "audio_files"
     RESAMPLED_AUDIO = "resampled_audio"
     EMOTION_SCORES = "emotion_scores"
+
+
+# The channel of a recording scored as one voice, and the channels whose voice stands for the
+# recording where one row per recording is wanted (satisfaction: the customer's, else the mono one).
+MONO = "mono"
+CUSTOMER = "customer"
+
+# Why emotion_scores refuses a recording the voice-activity model heard no speech in: silence and
+# noise are not emotions (README "Speech turns").
+NO_SPEECH = "no speech: the voice-activity model found no speech turn in the recording"
 
 
 @dataclass(frozen=True)

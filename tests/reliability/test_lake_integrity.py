@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pytest
 import soundfile as sf
@@ -218,6 +219,50 @@ def test_emo_run_says_which_recordings_it_repaired(tmp_path, tiny_model_dir, rel
     assert "  repaired         3  (stored data failed its integrity check: recomputed from its source)" in summary
     assert f"    emotion_scores: {', '.join(ids)}" in summary
     assert not any(line.strip().startswith("resampled_audio:") for line in summary)  # it was sound
+
+
+def test_a_two_channel_call_repairs_its_unsound_side_only_and_keeps_relative_paths(tmp_path, tiny_model_dir, rel):
+    from emo_assets.lib.audio.sample_day import synth_speech
+
+    data = tmp_path / "data"
+    day_dir = data / "raw" / DAY
+    rel.write_small_day(day_dir, n=1)
+    sides = [synth_speech(2.0, 16000, np.random.default_rng([9, side])).reshape(-1) for side in (0, 1)]
+    sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
+    (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    assert rel.materialize(data, tiny_model_dir).success
+    landed = lake.read_partition(data / "lake", "audio_files", DAY).to_pylist()
+    call = next(r["audio_id"] for r in landed if r["source_path"].endswith("call.wav"))
+    (mono,) = {r["audio_id"] for r in landed} - {call}
+    resampled = lake.read_partition(data / "lake", "resampled_audio", DAY).to_pylist()
+    assert {(r["audio_id"], r["channel"]): r["path"] for r in resampled} == {
+        (call, "agent"): f"resampled/date={DAY}/{call}.agent.flac",
+        (call, "customer"): f"resampled/date={DAY}/{call}.customer.flac",
+        (mono, "mono"): f"resampled/date={DAY}/{mono}.flac",
+    }
+
+    # the customer's score row gets a confidence that is not its top score (the file checksum is valid)
+    reference = lake.read_partition(data / "lake", "emotion_scores", DAY)
+    units = list(zip(reference.column("audio_id").to_pylist(), reference.column("channel").to_pylist()))
+    confidence = reference.column("confidence").to_pylist()
+    confidence[units.index((call, "customer"))] -= 0.01
+    at = reference.schema.get_field_index("confidence")
+    lake.write_partition(
+        data / "lake", "emotion_scores", DAY, reference.set_column(at, "confidence", pa.array(confidence, pa.float32()))
+    )
+
+    # in a copy of the data directory (the original gone): the copy's own FLACs, only the unsound side rescored
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, symlinks=True)
+    shutil.rmtree(data)
+    result = rel.materialize(copy, tiny_model_dir)
+    assert result.success, rel.step_failure_messages(result)
+    metadata = _materializations(result)["emotion_scores"]
+    assert metadata["repaired_audio_ids"] == [call] and metadata["repaired_partition"] == ""
+    assert metadata["reused_from_previous_run"] == 2 and metadata["inferred"] == 1
+    assert lake.read_partition(copy / "lake", "emotion_scores", DAY).equals(reference)
+    again = lake.read_partition(copy / "lake", "resampled_audio", DAY).to_pylist()
+    assert [r["path"] for r in again] == [r["path"] for r in resampled]
 
 
 KILLED_BEFORE_THE_RECORD = """

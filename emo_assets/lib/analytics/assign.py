@@ -29,14 +29,15 @@ class Reassigned:
 
 def cluster_rows_for_day(fitted: FittedModel, lake_dir: Path, day: str) -> pa.Table | None:
     """``emotion_clusters`` rows of ``day``; None when the day has no embeddings in the lake."""
-    embeddings = lake.read_partition(lake_dir, "emotion_embeddings", day)
+    embeddings = lake.voice_rows(lake.read_partition(lake_dir, "emotion_embeddings", day))
     return None if embeddings is None else clustering.cluster_rows(fitted, embeddings)
 
 
 def prediction_rows_for_day(fitted: FittedModel, lake_dir: Path, day: str) -> tuple[pa.Table | None, str | None]:
     """``satisfaction_predictions`` rows of ``day`` and a note; None when the day's lake rows are gone."""
-    embeddings = lake.read_partition(lake_dir, "emotion_embeddings", day)
-    scores = lake.read_partition(lake_dir, "emotion_scores", day)
+    # a two-channel call's satisfaction is the customer's: their channel's rows (lake.voice_rows)
+    embeddings = lake.voice_rows(lake.read_partition(lake_dir, "emotion_embeddings", day))
+    scores = lake.voice_rows(lake.read_partition(lake_dir, "emotion_scores", day))
     if embeddings is None or scores is None:
         return None, None
     return satisfaction.prediction_rows(fitted, embeddings, scores)

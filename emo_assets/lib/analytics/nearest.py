@@ -43,7 +43,7 @@ def index_day(lake_dir: Path, index_root: Path, day: str, settings: ann.AnnSetti
     Each model_id of the day gets the day's rows (replacing what it held for the day); a model that
     held the day but has no rows in it any more (the day was re-run with another model) loses the day.
     """
-    table = lake.read_partition(lake_dir, EMBEDDINGS, day)
+    table = lake.voice_rows(lake.read_partition(lake_dir, EMBEDDINGS, day))  # one vector per recording
     if table is None:
         raise ann.AnnError(f"no {EMBEDDINGS} for {day} under {lake_dir}: materialize {EMBEDDINGS} for this day first")
     rows, trained = {}, []

@@ -124,25 +124,28 @@ def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
-def stream_mono_16k(path: str | os.PathLike) -> Iterator[np.ndarray]:
+def stream_mono_16k(path: str | os.PathLike, channel: int | None = None) -> Iterator[np.ndarray]:
     """:func:`load_mono_16k` block by block: 1-D float32 16 kHz blocks as stored (:func:`as_stored`),
     memory bounded for any length.
 
     Decoding (:mod:`emo_assets.lib.audio.decode_stream`), downmix, soxr's streaming resampler and the
     16-bit quantisation run per block. AudioDecodeError may come at any block, the last one included
     (truncation is only known at the end): treat the output as provisional until the iterator is exhausted.
+    ``channel`` (0-based) takes that channel alone instead of the downmix (a two-channel call's side).
     """
     import soxr
 
     from emo_assets.lib.audio.decode_stream import open_stream
 
     stream = open_stream(path)
+    if channel is not None and not 0 <= channel < stream.channels:
+        raise AudioDecodeError(f"no channel {channel}: the file has {stream.channels} channel(s)", path)
     resampler = None
     if stream.sample_rate != SAMPLE_RATE:
         resampler = soxr.ResampleStream(stream.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality=_SOXR_QUALITY)
     produced = 0
     for block in stream:
-        mono = block.mean(axis=0, dtype=np.float32)
+        mono = block.mean(axis=0, dtype=np.float32) if channel is None else np.ascontiguousarray(block[channel])
         out = mono if resampler is None else resampler.resample_chunk(mono)
         produced += out.size
         if out.size:

@@ -12,7 +12,8 @@ e.g. ``"2026-11-24/calls/a.wav"``):
 
 Ignored without a trace, because they are not uploads: OS litter (``.DS_Store``, ``Thumbs.db``,
 ``desktop.ini``, macOS ``._*`` resource forks) and files still being copied (``*.part``, ``*.tmp``,
-``*.crdownload``, ``*.partial``); the next run picks up the finished file.
+``*.crdownload``, ``*.partial``); the next run picks up the finished file. A folder's ``channels.toml``
+is configuration, not an upload: the resample stage reads it (lib/audio/channels.py).
 
 A directory named like an audio file (``x.wav/``) is a directory: it is walked, not returned.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".oga"})
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+CHANNELS_CONFIG = "channels.toml"  # a folder's two-channel layout (lib/audio/channels.py), not an upload
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial")
 
 REASON_OUTSIDE = "symlink points outside data/raw: refused"
@@ -90,7 +92,7 @@ def scan_day(raw_root: Path, day: str) -> tuple[list[RawFile], list[tuple[str, s
         dirnames.sort()
         for name in sorted(filenames):
             entry = here / name
-            if _is_junk(name):
+            if _is_junk(name) or name == CHANNELS_CONFIG:
                 continue
             reason = _refusal(entry, name, root)
             if reason is not None:

@@ -16,11 +16,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.audio import channels
+from emo_assets.lib.audio.channels import ChannelConfigError, ChannelLayout
 from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, AudioDecodeError, stream_mono_16k, write_mono_16k_flac
 from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import remove_stale_temps
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
-from emo_assets.lib.schemas import Stage, StageOutput, reject_rows
+from emo_assets.lib.schemas import MONO, Stage, StageOutput, reject_rows
 
 
 def _inside(location: Path | str, root: Path | str) -> bool:
@@ -60,23 +62,45 @@ def resolve_paths(resampled: pa.Table, data_root: Path | str) -> pa.Table:
     return resampled.set_column(resampled.schema.get_field_index("path"), "path", pa.array(paths, pa.string()))
 
 
-def _resample_one(raw_path: Path, flac_path: Path | str, data_root: Path | str | None) -> dict:
-    """Decode, downmix, resample and write block by block: memory bounded for any length."""
+def _write(flac_path: Path | str, blocks, data_root: Path | str | None) -> dict:
+    """Write one 16 kHz mono FLAC from ``blocks``; an object-store ``flac_path`` is written to a local
+    temporary file and uploaded whole."""
     if objectstore.is_remote(flac_path):
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="emo-flac-") as tmp:
             local = Path(tmp) / flac_path.rsplit("/", 1)[-1]
-            written = write_mono_16k_flac(local, stream_mono_16k(raw_path))
+            written = write_mono_16k_flac(local, blocks)
             objectstore.put_file(local, flac_path)
     else:
-        written = write_mono_16k_flac(flac_path, stream_mono_16k(raw_path))
+        written = write_mono_16k_flac(flac_path, blocks)
     return {
         "path": stored_path(flac_path, data_root),
         "duration_s": written.duration_s,
         "rms_dbfs": written.rms_dbfs,
         "is_silent": written.rms_dbfs < SILENT_BELOW_DBFS,
     }
+
+
+def _resample_one(
+    raw_path: Path, out_dir: Path | str, audio_id: str, layout: ChannelLayout | None, data_root: Path | str | None
+) -> dict[str, dict]:
+    """Decode, downmix (or split into the layout's sides), resample and write block by block: memory
+    bounded for any length. Returns the row of each channel written, by channel name."""
+    if layout is not None:
+        from emo_assets.lib.audio.decode_stream import open_stream
+
+        if not channels.sides_identical(open_stream(raw_path)):
+            return {
+                name: _write(
+                    objectstore.join(out_dir, channels.flac_name(audio_id, name)),
+                    stream_mono_16k(raw_path, channel=index),
+                    data_root,
+                )
+                for index, name in layout.channels()
+            }
+    flac = objectstore.join(out_dir, channels.flac_name(audio_id, MONO))
+    return {MONO: _write(flac, stream_mono_16k(raw_path), data_root)}
 
 
 def resample_day(
@@ -88,15 +112,18 @@ def resample_day(
     workers: int | None = None,
     data_root: Path | str | None = None,
 ) -> StageOutput:
-    """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day.
+    """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day; a
+    two-channel recording under a ``channels.toml`` (lib/audio/channels.py) is split into its
+    sides, one row and FLAC per channel, unless its sides are identical.
 
-    A recording whose FLAC from a previous run of the day is still in place is not decoded again.
-    FLACs of recordings no longer in the day are removed: the day is the unit. ``out_dir`` is a
-    local folder or an object-store URI. ``path`` is stored relative to ``data_root`` (the data
-    directory holding ``out_dir``, or the lake URI holding it; the asset passes it), absolute without
-    one. A previous row's absolute path (written before paths were relative) is made relative when it
-    lies in ``data_root``; one outside it (a copied data directory's rows naming the original's FLACs)
-    is not reused: the recording is decoded again into ``out_dir``.
+    A recording whose FLACs from a previous run of the day, for the same channels, are still in
+    place is not decoded again. FLACs of recordings no longer in the day are removed: the day is
+    the unit. ``out_dir`` is a local folder or an object-store URI. ``path`` is stored relative to
+    ``data_root`` (the data directory holding ``out_dir``, or the lake URI holding it; the asset
+    passes it), absolute without one. A previous row's absolute path (written before paths were
+    relative) is made relative when it lies in ``data_root``; one outside it (a copied data
+    directory's rows naming the original's FLACs) is not reused: the recording is decoded again
+    into ``out_dir``.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -105,32 +132,54 @@ def resample_day(
     ):
         sources.setdefault(audio_id, []).append(source_path)
 
+    n_channels = dict(zip(audio_files.column("audio_id").to_pylist(), audio_files.column("channels").to_pylist()))
+    rejects = []
+    layouts: dict[str, ChannelLayout | None] = {}
+    for audio_id in sorted(sources):
+        try:
+            layout = channels.layout_for(raw_root, sorted(sources[audio_id])[0])
+        except ChannelConfigError as exc:
+            rejects.extend((src, audio_id, str(exc)) for src in sources[audio_id])
+            continue
+        layouts[audio_id] = layout if n_channels.get(audio_id) == 2 else None
+
     remote = objectstore.is_remote(out_dir)
-    stored = set(objectstore.glob(objectstore.join(out_dir, "*.flac"))) if remote else None
-    done = {}
+    objects = set(objectstore.glob(objectstore.join(out_dir, "*.flac"))) if remote else None
+    done: dict[str, dict[str, dict]] = {}
     if previous is not None:
+        stored: dict[str, dict[str, dict]] = {}
+        in_place: dict[str, bool] = {}
         for row in previous.to_pylist():
             flac = locate(row["path"], data_root)
             inside = data_root is None or _inside(flac, data_root)
-            if row["audio_id"] in sources and inside and (flac in stored if remote else flac.exists()):
-                kept = {k: row[k] for k in ("duration_s", "rms_dbfs", "is_silent")}
-                done[row["audio_id"]] = {"path": stored_path(flac, data_root), **kept}
+            present = str(flac) in objects if remote else Path(flac).exists()
+            in_place[row["audio_id"]] = in_place.get(row["audio_id"], True) and inside and present
+            kept = {k: row[k] for k in ("duration_s", "rms_dbfs", "is_silent")}
+            stored.setdefault(row["audio_id"], {})[row.get("channel") or MONO] = {
+                "path": stored_path(flac, data_root) if inside else row["path"],
+                **kept,
+            }
+        for audio_id, by_channel in stored.items():
+            layout = layouts.get(audio_id)
+            wanted = {MONO} if layout is None else set(layout.names)
+            if audio_id in layouts and set(by_channel) == wanted and in_place[audio_id]:
+                done[audio_id] = by_channel
 
-    todo = sorted(a for a in sources if a not in done)
+    todo = sorted(a for a in layouts if a not in done)
     if not remote:
         out_dir.mkdir(parents=True, exist_ok=True)
-
-    def flac_path(audio_id: str) -> Path | str:
-        return objectstore.join(out_dir, f"{audio_id}.flac")
-
     with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
         futures = {
             audio_id: pool.submit(
-                _resample_one, raw_root / sorted(sources[audio_id])[0], flac_path(audio_id), data_root
+                _resample_one,
+                raw_root / sorted(sources[audio_id])[0],
+                out_dir,
+                audio_id,
+                layouts[audio_id],
+                data_root,
             )
             for audio_id in todo
         }
-        rejects = []
         for audio_id, future in futures.items():
             try:
                 done[audio_id] = future.result()
@@ -152,16 +201,22 @@ def resample_day(
                 reason = f"decoder failed unexpectedly: {type(exc).__name__}: {exc}"
                 rejects.extend((src, audio_id, reason) for src in sources[audio_id])
 
+    kept = {Path(row["path"]).name for by_channel in done.values() for row in by_channel.values()}
     if remote:  # an upload is whole or absent: no temporary objects to sweep
-        for stale in stored - {flac_path(a) for a in done}:
-            objectstore.remove(stale)
+        for stale in objects:
+            if stale.rsplit("/", 1)[-1] not in kept:
+                objectstore.remove(stale)
     else:
         for stale in out_dir.glob("*.flac"):
-            if stale.stem not in done:
+            if stale.name not in kept:
                 stale.unlink()
         remove_stale_temps(out_dir, "*.flac")  # left by a killed earlier run of the day
 
-    rows = [{"audio_id": audio_id, **done[audio_id], "date": date} for audio_id in sorted(done)]
+    rows = [
+        {"audio_id": audio_id, "channel": channel, **row, "date": date}
+        for audio_id in sorted(done)
+        for channel, row in sorted(done[audio_id].items())
+    ]
     return StageOutput(
         rows=pa.Table.from_pylist(rows, schema=schemas.RESAMPLED_AUDIO),
         rejects=reject_rows(day, Stage.RESAMPLED_AUDIO, rejects),

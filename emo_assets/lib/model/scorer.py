@@ -63,6 +63,25 @@ class ArrayReader:
         return self.samples[offset : offset + n]
 
 
+class SpanReader:
+    """Samples ``[start, end)`` of another reader, as a recording of its own (a speech turn scored as a
+    clip of that length). Reads go to the underlying reader; nothing is copied ahead."""
+
+    def __init__(self, reader: AudioReader, start: int, end: int) -> None:
+        if not 0 <= start < end <= reader.num_samples:
+            raise ValueError(f"span [{start}, {end}) is not inside a recording of {reader.num_samples} samples")
+        self.reader, self.start, self.end = reader, start, end
+
+    @property
+    def num_samples(self) -> int:
+        return self.end - self.start
+
+    def read(self, offset: int, n: int) -> np.ndarray:
+        if offset < 0 or offset + n > self.num_samples:
+            raise ValueError(f"read of samples {offset}-{offset + n} outside a span of {self.num_samples}")
+        return self.reader.read(self.start + offset, n)
+
+
 @dataclass(frozen=True)
 class Segment:
     """One scored window of a recording."""

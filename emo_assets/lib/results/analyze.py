@@ -12,11 +12,16 @@ With several files, the folder holds one subfolder per file. A file becomes samp
 model hears them exactly as ``processed_audio.wav`` stores them; so ``embedding.npy`` is the lake's
 embedding of the same file, and funasr on ``processed_audio.wav`` reproduces it. Scores come from the model the pipeline's
 ``emotion_scores`` uses (an ``EmotionScorer``, ``lib/model/scorer.py``), windowed the same way; the frame
-embedding is its ``infer_frames`` (50 frames per second). No dagster here.
+embedding is its ``infer_frames`` (50 frames per second). With ``turns`` (EMO_SEGMENTS=turns or
+``--segments turns``) the recording is cut into speech turns as the pipeline cuts it
+(:mod:`emo_assets.lib.audio.turns`): each turn is scored as a clip, result.json lists them, the scores
+and the utterance embedding are their duration-weighted mean, and a file with no speech is refused.
+No dagster here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -25,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from emo_assets.lib.analytics.arc import Turn, emotion_arc
 from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
-from emo_assets.lib.model.windows import too_short
+from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, SpanReader
+from emo_assets.lib.model.windows import too_short, weighted_mean
 from emo_assets.lib.schemas import EMOTION_LABELS, SAMPLE_RATE
 
 GRANULARITIES = ("utterance", "frame")
@@ -68,6 +75,16 @@ class Analysis:
     timestamp: str  # ISO 8601, UTC
     precision: str | None = None  # fp32 or int8, as set for the model; None: not known (read from the lake)
     segments: tuple = ()  # the model's windows (scorer.Segment), the emotion timeline of a long recording
+    turns: tuple = ()  # with speech turns: one dict per turn (turn, start_s, end_s, speech_share, emotion, ...)
+
+    def arc_turns(self) -> list[Turn]:
+        """The recording's timeline as the emotion arc reads it: its speech turns, else the model's windows."""
+        if self.turns:
+            return [
+                Turn(t["turn"], t["start_s"], t["end_s"], tuple(t["scores"][e] for e in EMOTION_LABELS))
+                for t in self.turns
+            ]
+        return [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(self.segments)]
 
     def result(self, with_embedding: bool = True) -> dict:
         """The content of result.json."""
@@ -85,6 +102,12 @@ class Analysis:
             "timestamp": self.timestamp,
             "sample_rate_hz": SAMPLE_RATE,
         }
+        if self.turns:
+            out["segments"] = "turns"
+            out["turns"] = [dict(t) for t in self.turns]
+        arc_turns = self.arc_turns()
+        if len(arc_turns) >= 2:  # a timeline of several turns or windows: its emotion arc
+            out["arc"] = dataclasses.asdict(emotion_arc(arc_turns))
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
             out["embedding_shape"] = list(self.embedding.shape)
@@ -100,6 +123,7 @@ def analyze_waveform(
     granularity: str = "utterance",
     now: dt.datetime | None = None,
     precision: str | None = None,
+    turns: bool = False,
 ) -> Analysis:
     """Score one 16 kHz mono waveform with ``model`` (an EmotionScorer), as a 16-bit file stores it.
 
@@ -113,7 +137,11 @@ def analyze_waveform(
     reason = too_short(len(wav), model.min_samples)
     if reason is not None:
         raise AnalyzeError(f"{audio_name}: {reason}")
-    result = model.infer([wav])[0]
+    turn_rows: tuple = ()
+    if turns:
+        result, turn_rows = _score_turns(model, wav, audio_name)
+    else:
+        result = model.infer([wav])[0]
     if granularity == "frame":
         embedding = np.asarray(model.infer_frames(wav).embeddings, dtype=np.float32)
     else:
@@ -132,7 +160,37 @@ def analyze_waveform(
         timestamp=now.isoformat(timespec="seconds"),
         precision=precision,
         segments=tuple(result.segments),
+        turns=turn_rows,
     )
+
+
+def _score_turns(model, wav: np.ndarray, audio_name: str) -> tuple[EmotionResult, tuple[dict, ...]]:
+    """The recording's speech turns, each scored as a clip, and their duration-weighted mean."""
+    from emo_assets.lib.audio.turns import find_turns
+
+    reader = ArrayReader(wav)
+    found = [t for t in find_turns(reader) if too_short(t.end - t.start, model.min_samples) is None]
+    if not found:
+        raise AnalyzeError(f"{audio_name}: no speech: the voice-activity model found no speech turn")
+    results = model.score([SpanReader(reader, t.start, t.end) for t in found])
+    weights = [t.end - t.start for t in found]
+    rows = tuple(
+        {
+            "turn": i,
+            "start_s": round(t.start_s, 3),
+            "end_s": round(t.end_s, 3),
+            "speech_share": round(t.speech_share, 3),
+            "emotion": r.emotion,
+            "confidence": r.confidence,
+            "scores": {label: float(v) for label, v in zip(EMOTION_LABELS, r.scores)},
+        }
+        for i, (t, r) in enumerate(zip(found, results, strict=True))
+    )
+    mean = EmotionResult(
+        embedding=weighted_mean([r.embedding for r in results], weights),
+        scores=weighted_mean([r.scores for r in results], weights),
+    )
+    return mean, rows
 
 
 def write_analysis(analysis: Analysis, wav: np.ndarray | None, folder: Path, with_embedding: bool = True) -> Path:
@@ -172,11 +230,16 @@ def analyze_files(
     with_embedding: bool = True,
     now: dt.datetime | None = None,
     precision: str | None = None,
+    turns: bool = False,
+    channels=None,
 ) -> tuple[Path, list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """Analyse ``paths`` into one new run folder. Returns (run folder, [(file, its folder)], [(file, error)]).
 
     One file writes straight into the run folder; several get one subfolder each, named after the
-    file (``call_1``, ``call_1_2`` for a second file of the same name).
+    file (``call_1``, ``call_1_2`` for a second file of the same name). With ``channels`` (a
+    :class:`~emo_assets.lib.audio.channels.ChannelLayout`), each side of a two-channel file whose
+    sides differ is analysed on its own, into a subfolder named after its channel (``agent/``,
+    ``customer/``); other files as without it.
     """
     now = now or dt.datetime.now(dt.UTC)
     run = run_folder(Path(out_root), now.astimezone())
@@ -187,15 +250,33 @@ def analyze_files(
         path = Path(path)
         folder = run if len(paths) == 1 else run / _unique(_safe_name(path.stem), used)
         try:
-            wav = load_mono_16k(path)
-            analysis = analyze_waveform(model, wav, path.name, granularity, now, precision)
+            voices = _voices(path, channels)
+            results = []
+            for channel, wav in voices:
+                name = path.name if channel is None else f"{path.name} [{channel}]"
+                analysis = analyze_waveform(model, wav, name, granularity, now, precision, turns=turns)
+                results.append((analysis, wav, folder if channel is None else folder / channel))
         except (OSError, ValueError) as exc:  # AudioDecodeError and AnalyzeError are ValueErrors
             failed.append((path, str(exc)))
             continue
-        done.append((path, write_analysis(analysis, wav, folder, with_embedding)))
+        for analysis, wav, where in results:
+            done.append((path, write_analysis(analysis, wav, where, with_embedding)))
     if not done:
         run.rmdir()
     return run, done, failed
+
+
+def _voices(path: Path, layout) -> list[tuple[str | None, np.ndarray]]:
+    """(channel or None, 16 kHz samples as stored) per voice of the file: its sides when ``layout``
+    applies (two channels that differ), else the downmix."""
+    if layout is not None:
+        from emo_assets.lib.audio.channels import sides_identical
+        from emo_assets.lib.audio.decode_stream import open_stream
+        from emo_assets.lib.audio.load import probe_audio, stream_mono_16k
+
+        if probe_audio(path).channels == 2 and not sides_identical(open_stream(path)):
+            return [(name, np.concatenate(list(stream_mono_16k(path, channel=i)))) for i, name in layout.channels()]
+    return [(None, load_mono_16k(path))]
 
 
 def _safe_name(stem: str) -> str:

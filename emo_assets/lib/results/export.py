@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from emo_assets.lib.files.atomic import atomic_write
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.schemas import EMOTION_LABELS, MONO
 from emo_assets.lib.store import lake
 
 FORMATS = ("npy", "parquet", "csv")
-INDEX_COLUMNS = ("audio_id", "date", "model_id", "emotion", "confidence")
+INDEX_COLUMNS = ("audio_id", "date", "model_id", "channel", "emotion", "confidence")
 
 
 class ExportError(ValueError):
@@ -34,19 +35,33 @@ class ExportError(ValueError):
 
 
 def day_rows(lake_dir: Path, day: str) -> tuple[pa.Table, np.ndarray]:
-    """The day's scores (sorted by audio_id) and their embeddings [N, D], row for row."""
+    """The day's scores (sorted by audio_id, then channel) and their embeddings [N, D], row for row:
+    one row per recording and channel (a two-channel call has one per side)."""
     scores = lake.read_partition(lake_dir, "emotion_scores", day)
     embeddings = lake.read_partition(lake_dir, "emotion_embeddings", day)
     if scores is None or embeddings is None:
         raise ExportError(
             f"no emotion_scores/emotion_embeddings for {day} under {lake_dir}: run `emo run --date {day}` first"
         )
-    position = {a: i for i, a in enumerate(embeddings.column("audio_id").to_pylist())}
-    scores = scores.filter(pa.array([a in position for a in scores.column("audio_id").to_pylist()], pa.bool_()))
-    scores = scores.sort_by([("audio_id", "ascending")])
+    scores, embeddings = _with_channel(scores), _with_channel(embeddings)
+    position = {key: i for i, key in enumerate(_keys(embeddings))}
+    scores = scores.filter(pa.array([key in position for key in _keys(scores)], pa.bool_()))
+    scores = scores.sort_by([("audio_id", "ascending"), ("channel", "ascending")])
     matrix = lake.embedding_matrix(embeddings)
-    rows = np.array([position[a] for a in scores.column("audio_id").to_pylist()], dtype=np.int64)
+    rows = np.array([position[key] for key in _keys(scores)], dtype=np.int64)
     return scores, matrix[rows] if rows.size else np.zeros((0, matrix.shape[1]), np.float32)
+
+
+def _with_channel(rows: pa.Table) -> pa.Table:
+    """Rows written before channels existed are mono."""
+    if "channel" in rows.column_names:
+        filled = pc.fill_null(rows.column("channel"), MONO)
+        return rows.set_column(rows.column_names.index("channel"), "channel", filled)
+    return rows.append_column("channel", pa.array([MONO] * rows.num_rows, pa.string()))
+
+
+def _keys(rows: pa.Table) -> list[tuple[str, str]]:
+    return list(zip(rows.column("audio_id").to_pylist(), rows.column("channel").to_pylist()))
 
 
 def export_day(lake_dir: Path, day: str, out_dir: Path, fmt: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""PNG charts of emotion results: distribution bars, PCA scatter by cluster, emotion timeline.
+"""PNG charts of emotion results: distribution bars, PCA scatter by cluster, emotion timeline,
+a call's emotion arc, drift over days.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend switch), so
 it works headless and in threads. Each function returns PNG bytes; ``markdown_image`` wraps
@@ -77,8 +78,15 @@ def cluster_scatter_png(xy: np.ndarray, cluster_id: np.ndarray, title: str = "Em
     return _png(fig)
 
 
-def timeline_png(start_s: Sequence[float], end_s: Sequence[float], scores: np.ndarray, title: str) -> bytes:
-    """Stacked class scores over a recording's segments (x = seconds)."""
+def timeline_png(
+    start_s: Sequence[float],
+    end_s: Sequence[float],
+    scores: np.ndarray,
+    title: str,
+    peak: tuple[float, float] | None = None,
+) -> bytes:
+    """Stacked class scores over a recording's segments (x = seconds); ``peak`` (start, end) outlines
+    the most negative turn of the emotion arc."""
     start = np.asarray(start_s, dtype=np.float64)
     end = np.asarray(end_s, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1, len(EMOTION_LABELS))
@@ -97,12 +105,42 @@ def timeline_png(start_s: Sequence[float], end_s: Sequence[float], scores: np.nd
             linewidth=0,
         )
         bottom += scores[:, j]
+    if peak is not None:
+        ax.axvspan(peak[0], peak[1], fill=False, edgecolor="black", linewidth=2, label="most negative")
     ax.set_xlim(float(start.min(initial=0.0)), float(end.max(initial=1.0)))
     ax.set_ylim(0, 1)
     ax.set_xlabel("seconds")
     ax.set_ylabel("score")
     ax.set_title(title)
     ax.legend(fontsize=6, ncol=9, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    return _png(fig)
+
+
+def drift_png(
+    days: Sequence[str],
+    psi: Sequence[float | None],
+    shift: Sequence[float | None],
+    psi_warn: float,
+    cosine_warn: float,
+    title: str,
+) -> bytes:
+    """Two panels over days: PSI and cosine shift, each with its warning threshold dashed; a day
+    without a baseline is a gap."""
+    x = np.arange(len(days))
+    fig = _figure(8, 4.2)
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, values, warn, name in ((axes[0], psi, psi_warn, "PSI"), (axes[1], shift, cosine_warn, "cosine shift")):
+        y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        ax.plot(x, y, marker="o", markersize=3, color="#1f77b4")
+        over = y > warn
+        ax.scatter(x[over], y[over], color="#d62728", zorder=3, s=18, label="past threshold")
+        ax.axhline(warn, color="#d62728", linestyle="--", linewidth=1)
+        ax.set_ylabel(name)
+        if over.any():
+            ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_title(title)
+    step = max(1, len(days) // 10)
+    axes[1].set_xticks(x[::step], [d[5:] for d in days][::step], fontsize=7)
     return _png(fig)
 
 

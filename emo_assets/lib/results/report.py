@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from emo_assets.lib.analytics.arc import arc_rows
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.results import plots
-from emo_assets.lib.schemas import EMOTION_LABELS
+from emo_assets.lib.schemas import EMOTION_LABELS, MONO
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.paths import fitted_model_path
 
@@ -88,33 +90,69 @@ def _clusters_section(lake_dir, models_dir, day, out_dir, report):
 
 
 def _timeline_sections(lake_dir, day, out_dir, report):
+    """One timeline per voice of the day's first recordings: a two-channel call's sides each get their own."""
     segments = lake.read_partition(lake_dir, "emotion_segments", day)
     if segments is None or segments.num_rows == 0:
         report.notes.append("no emotion_segments for this day: no timelines")
         return []
+    if "channel" not in segments.column_names:  # written before channels existed: one mono voice
+        segments = segments.append_column("channel", pa.nulls(segments.num_rows, pa.string()))
+    segments = segments.set_column(
+        segments.schema.get_field_index("channel"), "channel", pc.fill_null(segments.column("channel"), MONO)
+    )
     sections = []
+    arcs: dict[tuple[str, str], list[dict]] = {}
+    for a in arc_rows(segments).to_pylist():
+        arcs.setdefault((a["audio_id"], a["channel"]), []).append(a)
     ids = sorted(set(segments.column("audio_id").to_pylist()))
     for audio_id in ids[:MAX_TIMELINES]:
-        rows = segments.filter(pc.equal(segments.column("audio_id"), audio_id)).sort_by("start_s")
-        scores = np.column_stack([rows.column(c).to_numpy() for c in EMOTION_LABELS])
-        png = plots.timeline_png(
-            rows.column("start_s").to_numpy(),
-            rows.column("end_s").to_numpy(),
-            scores,
-            f"{audio_id[:16]}: emotion over time",
-        )
-        report.pngs.append(plots.write_png(out_dir / f"timeline_{audio_id[:16]}.png", png))
-        top = Counter(rows.column("emotion").to_pylist()).most_common(3)
-        sections.append(
-            (
-                f"Timeline {audio_id[:16]}",
-                png,
-                html.escape(f"{rows.num_rows} segments; mostly " + ", ".join(f"{e} ({n})" for e, n in top)),
+        recording = segments.filter(pc.equal(segments.column("audio_id"), audio_id))
+        for channel in sorted(set(recording.column("channel").to_pylist())):
+            rows = recording.filter(pc.equal(recording.column("channel"), channel)).sort_by("start_s")
+            scores = np.column_stack([rows.column(c).to_numpy() for c in EMOTION_LABELS])
+            voice = arcs.get((audio_id, channel), [])
+            arc = voice[0] if len(voice) == 1 else None  # several models in one day: see call_emotion_arc
+            name = audio_id[:16] if channel == MONO else f"{audio_id[:16]} ({channel})"
+            png = plots.timeline_png(
+                rows.column("start_s").to_numpy(),
+                rows.column("end_s").to_numpy(),
+                scores,
+                f"{name}: emotion over time",
+                peak=None if arc is None else (arc["peak_start_s"], arc["peak_end_s"]),
             )
-        )
+            suffix = "" if channel == MONO else f"_{channel}"
+            report.pngs.append(plots.write_png(out_dir / f"timeline_{audio_id[:16]}{suffix}.png", png))
+            top = Counter(rows.column("emotion").to_pylist()).most_common(3)
+            sections.append(
+                (
+                    f"Timeline {name}",
+                    png,
+                    html.escape(
+                        f"{rows.num_rows} segments; mostly "
+                        + ", ".join(f"{e} ({n})" for e, n in top)
+                        + ("" if arc is None else f". {arc_sentence(arc)}")
+                    ),
+                )
+            )
     if len(ids) > MAX_TIMELINES:
         report.notes.append(f"timelines shown for {MAX_TIMELINES} of {len(ids)} recordings")
     return sections
+
+
+def arc_sentence(arc: dict) -> str:
+    """A call_emotion_arc row in words."""
+    if arc["recovered"] is None:
+        recovery = "no negative turn"
+    elif arc["recovered"]:
+        recovery = f"calm again {arc['recovery_s']:.1f} s after it started"
+    else:
+        recovery = "no calm turn after it"
+    calmer = {None: "", True: "; ended calmer", False: "; did not end calmer"}[arc["ended_calmer"]]
+    return (
+        f"Arc: {arc['start_emotion']} -> {arc['end_emotion']}; most negative: {arc['peak_emotion']} at "
+        f"{arc['peak_start_s']:.1f}-{arc['peak_end_s']:.1f} s (negativity {arc['peak_negativity']:.2f}), "
+        f"{recovery}{calmer}"
+    )
 
 
 def _counts_table(counts: dict[str, int]) -> str:

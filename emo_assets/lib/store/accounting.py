@@ -64,8 +64,14 @@ def account_day(
     still landed are accounted for as deferred."""
     files, refused = scan_day(raw_root, day)
     landed = sorted([f.source_path for f in files] + [src for src, _ in refused])
-    # Score rows per recording: identical copies share one row; two rows for one recording is a bug.
-    scored = Counter(scores.column("audio_id").to_pylist()) if scores is not None else Counter()
+    # Score rows per recording and channel: identical copies share one row; two rows for one
+    # recording's channel is a bug (a two-channel call has one row per channel).
+    scored: Counter[str] = Counter()
+    if scores is not None:
+        ids = scores.column("audio_id").to_pylist()
+        channels = scores.column("channel").to_pylist() if "channel" in scores.column_names else [None] * len(ids)
+        for (audio_id, _), n in Counter(zip(ids, channels)).items():
+            scored[audio_id] = max(scored[audio_id], n)
     processed = []
     if audio_files is not None:
         processed = sorted(

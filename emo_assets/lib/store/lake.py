@@ -278,6 +278,18 @@ def embedding_matrix(embeddings: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
 
 
+def voice_rows(rows: pa.Table | None) -> pa.Table | None:
+    """The rows that stand for a whole recording where one row per recording is wanted (clusters,
+    satisfaction, similarity): its ``customer`` channel in a two-channel call, else its ``mono`` one
+    (NULL: written before channels existed). An agent's channel, or a side left unnamed, is in the
+    emotion tables only."""
+    if rows is None or "channel" not in rows.column_names:
+        return rows
+    channel = rows.column("channel")
+    keep = pc.or_(pc.is_null(channel), pc.is_in(channel, pa.array([schemas.MONO, schemas.CUSTOMER])))
+    return rows.filter(pc.fill_null(keep, True))
+
+
 def newest_model_rows(embeddings: pa.Table) -> pa.Table:
     """Rows of the model that wrote the newest day: the model the analytics are fitted for."""
     newest = embeddings.sort_by([("date", "descending")]).column("model_id")[0].as_py()

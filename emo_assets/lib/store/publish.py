@@ -246,11 +246,26 @@ def _commit(
         raise
 
 
-def _view_sql(table: str, files: list[str], arrays: dict[str, str]) -> str:
+def _view_sql(table: str, files: list[str], arrays: dict[str, str], missing: dict[str, str] | None = None) -> str:
+    """``missing``: registry columns no file of the table has yet (days written before the column
+    existed), as typed NULLs, so the same SQL binds on old and new lakes alike."""
     listed = ", ".join(f"'{_sql_text(f)}'" for f in files)
     casts = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in arrays.items())
     select = f"SELECT * REPLACE ({casts})" if casts else "SELECT *"
+    select += "".join(f', CAST(NULL AS {t}) AS "{c}"' for c, t in (missing or {}).items())
     return f'CREATE VIEW "{table}" AS {select} FROM read_parquet([{listed}], union_by_name = true)'
+
+
+def _missing_columns(copy: duckdb.DuckDBPyConnection, table: str, files: list[str], embed_dim) -> dict[str, str]:
+    """The registry's columns of lake ``table`` that none of ``files`` has, with their DuckDB types."""
+    schema = schemas.TABLES[table].arrow_schema(embed_dim)
+    if schema is None:
+        return {}
+    listed = ", ".join(f"'{_sql_text(f)}'" for f in files)
+    have = {
+        r[0] for r in copy.execute(f"DESCRIBE SELECT * FROM read_parquet([{listed}], union_by_name = true)").fetchall()
+    }
+    return {f.name: warehouse._duckdb_type(f.type) for f in schema if f.name not in have and f.name != "embedding"}
 
 
 def _lake_arrays(data_dir: Path, newest: str) -> dict[str, str]:
@@ -301,13 +316,17 @@ def _write_read_copy(
                     f"CREATE MACRO {'.'.join(warehouse.LAKE_URI_MACRO)}() AS {warehouse._quote(str(lake_dir))}",
                 ]
             for table, files in sorted(by_table.items()):
+                missing = {}
                 if table in schemas.LAKE_TABLES:
                     arrays = _lake_arrays(data_dir, files[-1])
                 else:
                     arrays = {c: k for c, k, _ in columns.get(table, []) if k.endswith("]")}
                 if "embedding" in arrays:
                     embed_dim = int(arrays["embedding"].split("[")[1].rstrip("]"))
-                statements.append(_view_sql(table, files, arrays))
+                if table in schemas.LAKE_TABLES:
+                    width = int(arrays["embedding"].split("[")[1].rstrip("]")) if "embedding" in arrays else embed_dim
+                    missing = _missing_columns(copy, table, files, width)
+                statements.append(_view_sql(table, files, arrays, missing))
             for table in schemas.LAKE_TABLES:  # a lake table with no day yet: empty, with its columns
                 schema = schemas.TABLES[table].arrow_schema(embed_dim)
                 if table not in by_table and schema is not None and not schemas.TABLES[table].opt_in:

@@ -361,12 +361,21 @@ def refresh_lake_views(con: duckdb.DuckDBPyConnection, lake_root: Path, embed_di
         days = lake.partition_days(lake_root, table)
         if days:
             glob = lake.table_glob(lake_root, table).replace("'", "''")
-            body = f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
+            source = f"read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
+            body = f"SELECT * FROM {source}"
             newest = lake.read_schema(lake_root, table, days[-1])
+            width = newest.field("embedding").type.list_size if "embedding" in newest.names else embed_dim
             if "embedding" in newest.names:
                 # Parquet has no fixed-size list: restore FLOAT[D] from the Arrow schema it keeps.
-                width = newest.field("embedding").type.list_size
                 body = body.replace("SELECT *", f"SELECT * REPLACE (CAST(embedding AS FLOAT[{width}]) AS embedding)")
+            # Columns the registry added after some days were written (a lake of only such days has
+            # none of them): NULL, so the same SQL binds on old and new lakes alike.
+            schema = schemas.TABLES[table].arrow_schema(width)
+            have = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            missing = [f for f in schema or [] if f.name not in have and f.name != "embedding"]
+            if missing:
+                extra = ", ".join(f'CAST(NULL AS {_duckdb_type(f.type)}) AS "{f.name}"' for f in missing)
+                body = body.replace(f" FROM {source}", f", {extra} FROM {source}", 1)
         else:
             schema = schemas.TABLES[table].arrow_schema(embed_dim)
             if schema is None or schemas.TABLES[table].opt_in:
@@ -467,6 +476,13 @@ def replace_index_day(con: duckdb.DuckDBPyConnection, day: str, embeddings: pa.T
         con.execute("BEGIN TRANSACTION")
         con.execute(f'DROP TABLE "{EMBEDDING_INDEX}"')
         record_change(con, EMBEDDING_INDEX)  # every day is gone
+        con.execute("COMMIT")
+    elif current is not None and "channel" not in table_columns(con, EMBEDDING_INDEX):
+        # An index made before channels existed: its rows are mono (README "Two-channel calls"); every
+        # day of it changed, so the next publish writes them again with the column.
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"ALTER TABLE \"{EMBEDDING_INDEX}\" ADD COLUMN channel VARCHAR DEFAULT 'mono'")
+        record_change(con, EMBEDDING_INDEX)
         con.execute("COMMIT")
     replace_day(con, EMBEDDING_INDEX, day, embeddings)
 

@@ -25,6 +25,7 @@ def _write_day(lake_dir, day: str, rows: list[tuple[str, str, list[float]]]) -> 
                 "audio_id": [r[0] for r in rows],
                 "date": pa.array([date] * len(rows), pa.date32()),
                 "model_id": [r[1] for r in rows],
+                "channel": ["mono"] * len(rows),
                 "embedding": pa.FixedSizeListArray.from_arrays(
                     pa.array(np.asarray([r[2] for r in rows], np.float32).reshape(-1)), len(rows[0][2])
                 ),

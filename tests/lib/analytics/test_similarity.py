@@ -24,6 +24,7 @@ def _embeddings(rows: list[tuple[str, str, str, list[float]]]) -> pa.Table:
             "audio_id": [r[0] for r in rows],
             "date": pa.array([dt.date.fromisoformat(r[1]) for r in rows], pa.date32()),
             "model_id": [r[2] for r in rows],
+            "channel": ["mono"] * len(rows),
             "embedding": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.asarray([r[3] for r in rows], np.float32).reshape(-1)), width
             ),

@@ -217,3 +217,75 @@ def test_a_bad_precision_is_refused_with_the_choices(uploads, tiny_model_dir, tm
     )
     assert code == 2
     assert "int4" in capsys.readouterr().err and not list(tmp_path.glob("outputs_*"))
+
+
+def test_analyze_by_speech_turns_lists_the_turns_and_refuses_silence(model, tiny_model_dir, tmp_path, capsys):
+    from emo_assets.lib.audio.load import write_wav_atomic
+    from tests.helpers import spoken_with_pauses
+
+    speech, spans = spoken_with_pauses()
+    call = write_wav_atomic(tmp_path / "call.wav", speech)
+    quiet = write_wav_atomic(tmp_path / "quiet.wav", np.zeros(32000, np.float32))
+    out = tmp_path / "out"
+    assert _run(call, "--segments", "turns", out=out, model_dir=tiny_model_dir) == 0
+    result = json.loads((_only_run(out) / analyze.RESULT_JSON).read_text(encoding="utf-8"))
+    assert result["segments"] == "turns" and [t["turn"] for t in result["turns"]] == [0, 1, 2]
+    assert result["arc"]["turns"] == 3  # the emotion arc over the speech turns
+    assert result["arc"]["start_emotion"] == result["turns"][0]["emotion"]
+    for turn, (start, end) in zip(result["turns"], spans, strict=True):
+        assert abs(turn["start_s"] - start) <= 0.3 and abs(turn["end_s"] - end) <= 0.3
+    # the scores are the duration-weighted mean of the turns, each scored as a clip of its own
+    wav = load_mono_16k(call)
+    clips = [wav[round(t["start_s"] * 16000) : round(t["end_s"] * 16000)] for t in result["turns"]]
+    expected = model.infer(clips)
+    weights = np.array([len(c) for c in clips], np.float64)
+    mean = (weights[:, None] * np.stack([r.scores for r in expected])).sum(0) / weights.sum()
+    np.testing.assert_allclose([result["scores"][label] for label in EMOTION_LABELS], mean, atol=1e-5)
+    capsys.readouterr()
+    assert _run(quiet, "--segments", "turns", out=tmp_path / "q", model_dir=tiny_model_dir) == 1
+    assert "no speech" in capsys.readouterr().err
+
+
+def test_analyze_a_two_channel_call_side_by_side(model, tiny_model_dir, tmp_path, capsys):
+    from tests.helpers import stereo_conversation
+
+    stereo, spans = stereo_conversation()
+    call = tmp_path / "call.wav"
+    sf.write(call, stereo, 16000, subtype="PCM_16")
+    out = tmp_path / "out"
+    args = ["--channels", "agent=left,customer=right", "--segments", "turns"]
+    assert _run(call, *args, out=out, model_dir=tiny_model_dir) == 0
+    run = _only_run(out)
+    for voice in ("agent", "customer"):
+        result = json.loads((run / voice / analyze.RESULT_JSON).read_text(encoding="utf-8"))
+        assert result["audio_name"] == f"call.wav [{voice}]"
+        found = [(t["start_s"], t["end_s"]) for t in result["turns"]]
+        assert len(found) == len(spans[voice])
+        for (s, e), (es, ee) in zip(found, spans[voice], strict=True):
+            assert abs(s - es) <= 0.3 and abs(e - ee) <= 0.3
+        heard = load_mono_16k(run / voice / analyze.PROCESSED_WAV)
+        side = stereo[:, 0 if voice == "agent" else 1]
+        np.testing.assert_allclose(heard, side, atol=1 / 32768)  # that side alone, not the mix
+    capsys.readouterr()
+    assert _run(call, "--channels", "caller=left", out=out, model_dir=tiny_model_dir) == 2
+    assert "unknown voice 'caller'" in capsys.readouterr().err
+
+
+def test_long_recording_result_has_its_emotion_arc(tiny_model_dir, tmp_path):
+    """`emo analyze` on a recording of several windows: result.json carries the arc of those windows."""
+    from emo_assets.lib.analytics.arc import Turn, emotion_arc
+    from emo_assets.resources import EmotionModelResource
+
+    scorer = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=2.5).load()
+    wav = (np.random.default_rng(9).standard_normal(16000 * 7) * 0.1).astype(np.float32)
+    analysis = analyze.analyze_waveform(scorer, wav, "long.wav")
+    assert len(analysis.segments) >= 3
+    written = json.loads((analyze.write_analysis(analysis, wav, tmp_path / "out") / "result.json").read_text())
+    turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(analysis.segments)]
+    expected = emotion_arc(turns)
+    assert written["arc"]["turns"] == len(analysis.segments)
+    assert written["arc"]["peak_turn"] == expected.peak_turn
+    assert written["arc"]["start_emotion"] == expected.start_emotion
+    assert written["arc"]["end_emotion"] == expected.end_emotion
+    short = analyze.analyze_waveform(scorer, wav[:16000], "short.wav")
+    assert "arc" not in short.result()

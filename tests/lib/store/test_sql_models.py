@@ -265,6 +265,13 @@ def warehouse(con):
             score_row("e", D2, "neutral", 0.9),
         ],
     )
+    # d is a two-channel call: its customer's row counts, the agent's rows (here and on a) never do
+    con.execute("alter table emotion_scores add column channel VARCHAR default 'mono'")
+    con.execute("update emotion_scores set channel = 'customer' where audio_id = 'd'")
+    con.executemany(
+        f"insert into emotion_scores values ({', '.join(['?'] * 15)})",
+        [(*score_row("a", D1, "angry", 0.99), "agent"), (*score_row("d", D2, "happy", 0.7), "agent")],
+    )
     con.execute(
         "create table audio_files(audio_id VARCHAR, source_path VARCHAR, size_bytes BIGINT, "
         "format VARCHAR, sample_rate INTEGER, channels INTEGER, duration_s DOUBLE, "

@@ -1,0 +1,137 @@
+"""Two-channel calls through the real assets: agent and customer (two espeak-ng voices) on the two
+sides of a stereo file under a channels.toml are scored each on its own; the customer's channel
+feeds satisfaction; a stereo file with identical sides stays one mono recording."""
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emo_assets.assets import all_assets
+from emo_assets.checks import all_checks
+from emo_assets.lib import schemas
+from emo_assets.lib.analytics.satisfaction import satisfaction_rule
+from emo_assets.lib.store import lake
+from emo_assets.resources import EmotionModelResource
+from tests.helpers import DAY, resources, stereo_conversation
+
+
+@pytest.fixture(scope="module")
+def call_day(tmp_path_factory, tiny_model_dir):
+    data_dir = tmp_path_factory.mktemp("stereo")
+    day = data_dir / "raw" / DAY
+    day.mkdir(parents=True)
+    stereo, spans = stereo_conversation()
+    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
+    mono = stereo[:, 0] + stereo[:, 1]
+    sf.write(day / "duplicated.wav", np.stack([mono, mono], axis=1), 16000, subtype="PCM_16")
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    res = {
+        **resources(data_dir, tiny_model_dir),
+        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
+    }
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    assert result.success
+    return data_dir, spans
+
+
+def _ids(data_dir) -> dict[str, str]:
+    files = lake.read_partition(data_dir / "lake", "audio_files", DAY).to_pylist()
+    return {f["source_path"].rsplit("/", 1)[1]: f["audio_id"] for f in files}
+
+
+def test_each_side_is_scored_on_its_own(call_day):
+    data_dir, spans = call_day
+    ids = _ids(data_dir)
+    resampled = lake.read_partition(data_dir / "lake", "resampled_audio", DAY).to_pylist()
+    assert sorted((r["audio_id"], r["channel"]) for r in resampled) == sorted(
+        [(ids["call.wav"], "agent"), (ids["call.wav"], "customer"), (ids["duplicated.wav"], "mono")]
+    )
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        scores = con.execute("SELECT audio_id, channel FROM emotion_scores ORDER BY ALL").fetchall()
+        turns = con.execute(
+            "SELECT channel, turn, start_s, end_s FROM emotion_segments WHERE audio_id = ? ORDER BY channel, turn",
+            [ids["call.wav"]],
+        ).fetchall()
+    assert sorted(scores) == sorted(
+        [(ids["call.wav"], "agent"), (ids["call.wav"], "customer"), (ids["duplicated.wav"], "mono")]
+    )
+    for voice in ("agent", "customer"):
+        found = [(s, e) for channel, _, s, e in turns if channel == voice]
+        assert len(found) == len(spans[voice]), (voice, found)
+        for (s, e), (es, ee) in zip(found, spans[voice], strict=True):
+            assert abs(s - es) <= 0.3 and abs(e - ee) <= 0.3
+    assert [t for c, t, _, _ in turns if c == "agent"] == [0, 1]
+
+
+def test_the_customer_channel_feeds_satisfaction(call_day):
+    data_dir, _ = call_day
+    ids = _ids(data_dir)
+    scores = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).to_pylist()
+    customer = next(r for r in scores if r["audio_id"] == ids["call.wav"] and r["channel"] == "customer")
+    (label,), (probability,) = satisfaction_rule(
+        np.array([[customer[c] for c in schemas.EMOTION_LABELS]]), schemas.EMOTION_LABELS
+    )
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT audio_id, label, probability FROM satisfaction_predictions ORDER BY 1").fetchall()
+        clusters = con.execute("SELECT count(*), count(DISTINCT audio_id) FROM emotion_clusters").fetchone()
+    assert sorted(a for a, _, _ in rows) == sorted(ids.values())  # one prediction per call
+    (call,) = [r for r in rows if r[0] == ids["call.wav"]]
+    assert call[1] == label and call[2] == pytest.approx(probability, abs=1e-6)
+    assert clusters == (2, 2)
+
+
+def test_a_stereo_file_with_identical_sides_stays_mono(call_day):
+    data_dir, _ = call_day
+    ids = _ids(data_dir)
+    files = sorted(p.name for p in (data_dir / "resampled" / f"date={DAY}").glob("*.flac"))
+    assert files == sorted(
+        [f"{ids['call.wav']}.agent.flac", f"{ids['call.wav']}.customer.flac", f"{ids['duplicated.wav']}.flac"]
+    )
+    segments = lake.read_partition(data_dir / "lake", "emotion_segments", DAY).to_pylist()
+    assert {s["channel"] for s in segments if s["audio_id"] == ids["duplicated.wav"]} == {"mono"}
+
+
+def test_export_keeps_each_side_with_its_own_embedding(call_day, tmp_path):
+    from emo_assets.lib.results.export import day_rows
+
+    data_dir, _ = call_day
+    scores, matrix = day_rows(data_dir / "lake", DAY)
+    embeddings = lake.read_partition(data_dir / "lake", "emotion_embeddings", DAY)
+    by_key = {
+        (a, c): v
+        for a, c, v in zip(
+            embeddings.column("audio_id").to_pylist(),
+            embeddings.column("channel").to_pylist(),
+            lake.embedding_matrix(embeddings),
+        )
+    }
+    keys = list(zip(scores.column("audio_id").to_pylist(), scores.column("channel").to_pylist()))
+    assert len(keys) == 3 and len(set(keys)) == 3
+    for key, row in zip(keys, matrix, strict=True):
+        np.testing.assert_array_equal(row, by_key[key])
+
+
+def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
+    import html
+
+    from emo_assets.lib.results.report import arc_sentence, write_day_report
+
+    data_dir, spans = call_day
+    call = _ids(data_dir)["call.wav"]
+    arcs = {
+        a["channel"]: a
+        for a in lake.read_partition(data_dir / "lake", "call_emotion_arc", DAY).to_pylist()
+        if a["audio_id"] == call
+    }
+    assert sorted(arcs) == ["agent", "customer"]
+    assert arcs["agent"]["turns"] == len(spans["agent"]) and arcs["customer"]["turns"] == len(spans["customer"])
+    assert abs(arcs["agent"]["duration_s"] - (spans["agent"][-1][1] - spans["agent"][0][0])) <= 0.6
+
+    report = write_day_report(data_dir / "lake", data_dir / "models", tmp_path, DAY)
+    page = report.html_path.read_text(encoding="utf-8")
+    for side in ("agent", "customer"):
+        assert (tmp_path / DAY / f"timeline_{call[:16]}_{side}.png").is_file()
+        assert f"Timeline {call[:16]} ({side})" in page
+        assert html.escape(arc_sentence(arcs[side])) in page
