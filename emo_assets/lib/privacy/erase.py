@@ -144,7 +144,9 @@ def _erase_held(storage, ids: list[str], facts: _Facts, done: Erasure, now: dt.d
             done.count("raw_files")
     processed = set()
     for audio_id in ids:
-        for flac in sorted(storage.resampled_dir.glob(f"*/{audio_id}.flac")):
+        # the mono FLAC, and each side of a two-channel call (<audio_id>.<channel>.flac)
+        flacs = [*storage.resampled_dir.glob(f"*/{audio_id}.flac"), *storage.resampled_dir.glob(f"*/{audio_id}.*.flac")]
+        for flac in sorted(flacs):
             processed.add(_samples_digest(flac))
             flac.unlink()
             done.count("flac_files")
