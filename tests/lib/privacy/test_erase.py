@@ -209,3 +209,36 @@ def test_erase_and_retention_refuse_an_object_store_lake(tmp_path):
     with pytest.raises(ErasureError, match="EMO_LAKE_URI"):
         retention.plan(storage, retention.policy_of(storage), dt.date(2026, 12, 1))
     assert not (tmp_path / "data" / "erasure").exists()  # refused before anything was written
+
+
+def test_an_erased_two_channel_call_leaves_neither_side(tmp_path, tiny_model_dir, monkeypatch):
+    """Each side of a two-channel call has its own FLAC (<audio_id>.<channel>.flac): both go."""
+    import soundfile as sf
+
+    from emo_assets.lib.audio.sample_day import synth_speech
+
+    data = tmp_path / "data"
+    day = data / "raw" / DAY
+    day.mkdir(parents=True)
+    sides = [synth_speech(4.0, 16000, np.random.default_rng([5, side])).reshape(-1) for side in (0, 1)]
+    sf.write(day / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
+    sf.write(day / "other.wav", synth_speech(4.0, 16000, np.random.default_rng(9)).reshape(-1), 16000)
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    result = materialize(data, tiny_model_dir)
+    assert result.success, failed_steps(result)
+    files = {
+        f["source_path"]: f["audio_id"] for f in lake.read_partition(data / "lake", "audio_files", DAY).to_pylist()
+    }
+    victim, kept = files[f"{DAY}/call.wav"], files[f"{DAY}/other.wav"]
+    assert sorted(p.name for p in data.glob(f"resampled/*/{victim}.*")) == [
+        f"{victim}.agent.flac",
+        f"{victim}.customer.flac",
+    ]
+    args = ["erase", victim, "--data-dir", str(data)]
+    monkeypatch.setattr(sys, "argv", ["emo", *args])
+    assert main(args) == 0
+    assert list(data.glob(f"resampled/*/{victim}*")) == []
+    assert list(data.glob(f"resampled/*/{kept}.flac")) != []
+    assert places_naming(data, victim, skip=data / "erasure") == []
+    (entry,) = tombstones.read_log(data)
+    assert entry["removed"]["flac_files"] == 2
