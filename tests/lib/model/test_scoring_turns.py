@@ -38,6 +38,21 @@ def _day(recordings):
     return resampled, audio_files, lambda path: ArrayReader(recordings[path.rsplit("/", 1)[1].removesuffix(".flac")])
 
 
+def _rerun(model, resampled, audio_files, open_audio, previous, **kwargs):
+    """The day scored again with ``previous``'s rows as the earlier run's."""
+    return score_day(
+        resampled,
+        audio_files,
+        model,
+        DAY,
+        open_audio=open_audio,
+        previous_scores=previous.scores,
+        previous_embeddings=previous.embeddings,
+        previous_segments=previous.segments,
+        **kwargs,
+    )
+
+
 def test_each_turn_is_scored_as_a_clip_and_the_recording_is_their_duration_weighted_mean(model, recordings):
     waves, spans = recordings
     resampled, audio_files, open_audio = _day(waves)
@@ -79,29 +94,9 @@ def test_a_rerun_with_turns_reuses_turns_but_not_fixed_windows(wide_model, recor
     resampled, audio_files, open_audio = _day(waves)
     windows = score_day(resampled, audio_files, model, DAY, open_audio=open_audio)
     assert windows.segments.column("speech_share").null_count == windows.segments.num_rows
-    turns = score_day(
-        resampled,
-        audio_files,
-        model,
-        DAY,
-        open_audio=open_audio,
-        find_turns=find_turns,
-        previous_scores=windows.scores,
-        previous_embeddings=windows.embeddings,
-        previous_segments=windows.segments,
-    )
+    turns = _rerun(model, resampled, audio_files, open_audio, windows, find_turns=find_turns)
     assert turns.reused == 0 and turns.inferred == 1  # the quiet one never reaches the model
-    again = score_day(
-        resampled,
-        audio_files,
-        model,
-        DAY,
-        open_audio=open_audio,
-        find_turns=find_turns,
-        previous_scores=turns.scores,
-        previous_embeddings=turns.embeddings,
-        previous_segments=turns.segments,
-    )
+    again = _rerun(model, resampled, audio_files, open_audio, turns, find_turns=find_turns)
     assert again.reused == 1 and again.inferred == 0
     assert again.scores.equals(turns.scores) and again.segments.equals(turns.segments)
 
@@ -112,17 +107,7 @@ def test_a_turn_longer_than_the_window_is_scored_again_on_a_rerun(model, recordi
     resampled, audio_files, open_audio = _day(waves)
     first = score_day(resampled, audio_files, model, DAY, open_audio=open_audio, find_turns=find_turns)
     assert max(s["end_s"] - s["start_s"] for s in first.segments.to_pylist()) > model.settings.window_s
-    again = score_day(
-        resampled,
-        audio_files,
-        model,
-        DAY,
-        open_audio=open_audio,
-        find_turns=find_turns,
-        previous_scores=first.scores,
-        previous_embeddings=first.embeddings,
-        previous_segments=first.segments,
-    )
+    again = _rerun(model, resampled, audio_files, open_audio, first, find_turns=find_turns)
     assert again.reused == 0 and again.inferred == 1
     assert again.scores.equals(first.scores)
 
