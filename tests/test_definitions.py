@@ -10,6 +10,7 @@ import pytest
 
 from emo_assets import definitions
 from emo_assets.definitions import SettingError, defs, launch_resources, resources_from_env
+from emo_assets.jobs import daily_emotion_job
 from emo_assets.lib.store import lake
 from emo_assets.resources import PROJECT_ROOT, EmotionModelResource, StorageResource
 from tests.helpers import DAY, write_small_day
@@ -112,4 +113,4 @@ def test_the_instance_fails_a_dead_run_and_retries_it_once_from_its_first_step(t
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert not instance.run_retries_retry_on_asset_or_op_failure
-    assert defs.resolve_job_def("daily_emotion_job").tags["dagster/retry_strategy"] == "ALL_STEPS"
+    assert daily_emotion_job.tags["dagster/retry_strategy"] == "ALL_STEPS"
