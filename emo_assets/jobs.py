@@ -27,11 +27,17 @@ REFIT_RUN_CONFIG = {"ops": {key.to_python_identifier(): {"config": {"refit": Tru
 # the UI's asset graph (definitions.py).
 RUN_EXECUTOR = dg.in_process_executor
 
+# A run retried by the daemon (run_retries in dagster.yaml: a run whose process died) runs every step
+# again, not only those that had not succeeded: its first step, audio_files, claims the day for it, so
+# no other run of the day can start while the retry writes (lib/store/day_lock.py).
+RUN_TAGS = {"dagster/retry_strategy": "ALL_STEPS"}
+
 daily_emotion_job = dg.define_asset_job(
     "daily_emotion_job",
     selection=dg.AssetSelection.all(),
     partitions_def=daily_partitions,
     executor_def=RUN_EXECUTOR,
+    tags=RUN_TAGS,
     description="One day from raw audio to the SQL models, in the run's own process. The models are "
     "fitted only while they do not exist yet (one fit at a time; parallel days use the version that "
     "exists); models_job refits.",

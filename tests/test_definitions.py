@@ -2,6 +2,7 @@
 config (the launchpad) and `emo` flags override the environment, each on its own resource."""
 
 import os
+import shutil
 import time
 
 import dagster as dg
@@ -9,8 +10,9 @@ import pytest
 
 from emo_assets import definitions
 from emo_assets.definitions import SettingError, defs, launch_resources, resources_from_env
+from emo_assets.jobs import daily_emotion_job
 from emo_assets.lib.store import lake
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import PROJECT_ROOT, EmotionModelResource, StorageResource
 from tests.helpers import DAY, write_small_day
 
 
@@ -96,3 +98,19 @@ def test_segments_default_to_fixed_windows_and_turns_are_switched_on_at_launch(c
     clean_env.setenv("EMO_SEGMENTS", "Turns")
     with dg.build_resources(launch_resources()) as built:
         assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("turns", True)
+
+
+def test_the_instance_fails_a_dead_run_and_retries_it_once_from_its_first_step(tmp_path):
+    """The repository's dagster.yaml (copied by `make ui`, extended by `make cluster-up`) loads with
+    Dagster's default run launcher: run monitoring on, no resume (that launcher cannot), one retry of
+    a run whose process died but none of a step's failure; the day's job retries every step, so its
+    first step claims the day again (tests/cluster/test_dagster_run_killed.py kills such a run)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_launcher) is dg.DefaultRunLauncher
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+    assert daily_emotion_job.tags["dagster/retry_strategy"] == "ALL_STEPS"

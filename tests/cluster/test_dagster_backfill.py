@@ -10,27 +10,19 @@ as the UI does: the job's own executor (in-process, one process per run) runs ea
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy
-import yaml
 
 from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_sample_day
 from emo_assets.lib.store import warehouse
-from emo_assets.resources import PROJECT_ROOT
+from tests.cluster.services import Services, free_port, graphql, published_days, wait_for_webserver
 
 pytestmark = pytest.mark.cluster
 
@@ -48,93 +40,6 @@ DAILY_TABLES = [
     "satisfaction_predictions",
     "daily_emotion_summary",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_database(cluster_env):
-    """A fresh database on the cluster's Postgres server: its name, dropped after the test."""
-    name = f"dagster_backfill_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(cluster_env["EMO_PG_URL"], isolation_level="AUTOCOMMIT")
-    with engine.connect() as con:
-        con.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        with engine.connect() as con:
-            con.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
-@pytest.fixture
-def dagster_home(cluster_env, postgres_database, tmp_path) -> Path:
-    """The cluster's dagster.yaml (queue limits and Postgres storage) pointed at the test's database."""
-    config = yaml.safe_load((Path(cluster_env["DAGSTER_HOME"]) / "dagster.yaml").read_text())
-    config["storage"]["postgres"]["postgres_db"]["db_name"] = postgres_database
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return home
-
-
-class Services:
-    """Long-running processes of the test, each in its own session, stopped with their children."""
-
-    def __init__(self, env: dict, log_dir: Path):
-        self.env, self.log_dir, self.procs = env, log_dir, {}
-
-    def start(self, name: str, args: list[str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        self.procs[name] = (
-            subprocess.Popen(
-                args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            ),
-            log,
-        )
-
-    def check_alive(self) -> None:
-        for name, (proc, _) in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, chars: int = 4000) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        for proc, _log in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, log in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever is left in the session (a code server, a run worker) was started here
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            log.close()
-
-
-def _graphql(port: int, query: str, variables: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.load(response)
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"GraphQL {exc.code}: {exc.read().decode(errors='replace')[:3000]}") from exc
-    assert "errors" not in body, body
-    return body["data"]
 
 
 LAUNCH_BACKFILL = """
@@ -163,32 +68,6 @@ query ($backfillId: String!) {
 }"""
 
 
-def _wait_for_webserver(port: int, services: Services, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        services.check_alive()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, (
-                f"webserver did not answer in {timeout_s} s:\n{services.tail('webserver')}"
-            )
-            time.sleep(1)
-
-
-def _published_days(data_dir: Path) -> set[str]:
-    """The days of emotion_scores in the analysts' read copy (none before the first publish)."""
-    try:
-        con = warehouse.open_read_copy(data_dir)
-    except FileNotFoundError:
-        return set()
-    try:
-        return {str(d) for (d,) in con.execute("SELECT DISTINCT date FROM emotion_scores").fetchall()}
-    finally:
-        con.close()
-
-
 def test_three_day_backfill_runs_once_per_day_on_postgres(
     cluster_env, dagster_home, postgres_database, tiny_model_dir, tmp_path
 ):
@@ -202,7 +81,7 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
         "EMO_MODEL": str(tiny_model_dir),
         "EMO_DEVICE": "cpu",
     }
-    web_port = _free_port()
+    web_port = free_port()
     services = Services(env, tmp_path)
     try:
         services.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"])
@@ -210,8 +89,8 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
             "webserver",
             [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
         )
-        _wait_for_webserver(web_port, services)
-        (repository,) = _graphql(web_port, PARTITION_SETS, {})["repositoriesOrError"]["nodes"]
+        wait_for_webserver(web_port, services)
+        (repository,) = graphql(web_port, PARTITION_SETS, {})["repositoriesOrError"]["nodes"]
         (partition_set,) = [p["name"] for p in repository["partitionSets"] if p["pipelineName"] == "daily_emotion_job"]
         started = time.monotonic()
         params = {
@@ -224,7 +103,7 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
             },
             "partitionNames": DAYS,
         }
-        launched = _graphql(web_port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        launched = graphql(web_port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill_id = launched["backfillId"]
 
@@ -268,14 +147,14 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
         assert {r for r, n in events if n > 0} >= run_ids
 
         # The webserver reads the same instance: the UI lists the three runs.
-        listed = _graphql(web_port, RUNS, {"backfillId": backfill_id})["runsOrError"]["results"]
+        listed = graphql(web_port, RUNS, {"backfillId": backfill_id})["runsOrError"]["results"]
         assert {r["runId"] for r in listed} == run_ids
         assert {r["status"] for r in listed} == {"SUCCESS"}
 
         # The daemon's run-status sensors publish each finished run (checked every 5 s): the last
         # run's publish may come after the run is seen finished, so wait for it before stopping.
         deadline = time.monotonic() + RUNS_TIMEOUT_S
-        while (published := _published_days(data_dir)) != set(DAYS):
+        while (published := published_days(data_dir)) != set(DAYS):
             assert time.monotonic() < deadline, f"published days {published}\n{services.tail('daemon')}"
             time.sleep(2)
     finally:

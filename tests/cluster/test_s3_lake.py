@@ -10,7 +10,6 @@ warehouse are its own, only the bucket is shared.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import signal
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,37 +26,12 @@ import pytest
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.resample import resolve_paths
 from emo_assets.lib.files import objectstore
-from emo_assets.lib.store import lake, warehouse
+from emo_assets.lib.store import lake
 from emo_assets.resources import PROJECT_ROOT
-from tests.helpers import DAY, EMO, emo_env, write_small_day
+from tests.cluster.services import AWS_VARS, RUN_TIMEOUT_S, day_tables, emo_run, finish, lake_env
+from tests.helpers import DAY, emo_env, write_small_day
 
 pytestmark = pytest.mark.cluster
-
-RUN_TIMEOUT_S = 600
-AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
-
-
-def _env(cluster_env: dict, lake_uri: str | None) -> dict:
-    env = emo_env(**{k: cluster_env[k] for k in AWS_VARS})
-    if lake_uri:
-        env["EMO_LAKE_URI"] = lake_uri
-    return env
-
-
-def _emo_run(data_dir: Path, model_dir: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [EMO, "run", "--date", DAY, "--data-dir", str(data_dir), "--model", str(model_dir), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-
-
-def _finish(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
 
 
 def _s3(command: str) -> None:
@@ -70,61 +43,6 @@ def _s3(command: str) -> None:
         env={**os.environ, "PYTHON": sys.executable},
     )
     assert done.returncode == 0, done.stderr
-
-
-@pytest.fixture
-def s3_lake(cluster_env, monkeypatch) -> str:
-    """A fresh prefix in the cluster's bucket; this process reads it with the cluster's endpoint."""
-    for name in AWS_VARS:
-        monkeypatch.setenv(name, cluster_env[name])
-    return f"{cluster_env['EMO_LAKE_URI']}/test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="module")
-def local_day(cluster_env, tiny_model_dir, tmp_path_factory) -> Path:
-    """The day run by `emo run` on the local lake (EMO_LAKE_URI unset): the reference."""
-    data_dir = tmp_path_factory.mktemp("local")
-    write_small_day(data_dir / "raw" / DAY)
-    code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, _env(cluster_env, None)))
-    assert code == 0, err[-3000:]
-    return data_dir
-
-
-def _tables(data_dir: Path, lake_root: Path | str) -> dict[str, list[tuple]]:
-    """Every lake table's day and every warehouse table and view, rows sorted, with the places that
-    must differ masked: the data directory, the lake's root and the FLACs' folder (``resampled_audio.path``
-    is relative to the data directory, ``resampled/...``, or to the lake's URI, ``_resampled/...``)."""
-    remote = isinstance(lake_root, str)
-    resampled = f"{lake_root}/_resampled" if remote else str(data_dir / "resampled")
-    relative = "_resampled/" if remote else "resampled/"
-
-    def cell(value):
-        if isinstance(value, str):
-            if value.startswith(relative):
-                value = "<resampled>/" + value.removeprefix(relative)
-            return (
-                value.replace(resampled, "<resampled>")
-                .replace(str(lake_root), "<lake>")
-                .replace(str(data_dir), "<data>")
-            )
-        if isinstance(value, dt.datetime):
-            return "<time>"  # ingested_at: when a file was first seen
-        return value
-
-    tables = {}
-    for table in schemas.LAKE_TABLES:
-        rows = lake.read_partition(lake_root, table, DAY)
-        if rows is not None:
-            tables[f"lake:{table}"] = sorted(tuple(cell(v) for v in r.values()) for r in rows.to_pylist())
-    con = warehouse.open_read_copy(data_dir)  # registers the store's filesystem for an S3 lake's views
-    try:
-        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
-        for name in names:
-            rows = con.execute(f'SELECT * FROM "{name}" ORDER BY ALL').fetchall()
-            tables[name] = [tuple(cell(v) for v in row) for row in rows]
-    finally:
-        con.close()
-    return tables
 
 
 def _stage_child(stage: str, data_dir: Path, model_dir: Path, env: dict) -> tuple[int, str, str]:
@@ -166,7 +84,7 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
     completes, reusing stage 1's FLACs, and every lake and warehouse table equals the local lake's."""
     data_dir = tmp_path / "data"
     write_small_day(data_dir / "raw" / DAY)
-    env = _env(cluster_env, s3_lake)
+    env = lake_env(cluster_env, s3_lake)
 
     code, _, err = _stage_child("ingest", data_dir, tiny_model_dir, env)
     assert code == 0, err[-3000:]
@@ -192,7 +110,7 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
 
     uploaded = _modified(f"{s3_lake}/_resampled")
     time.sleep(1.5)  # S3 times have whole seconds: a FLAC uploaded again would show a later time
-    code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
+    code, out, err = finish(emo_run(data_dir, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     assert _objects(f"{s3_lake}/_resampled") == flacs
     assert _modified(f"{s3_lake}/_resampled") == uploaded  # reused, not decoded and uploaded again
@@ -209,7 +127,7 @@ def test_s3_day_equals_the_local_day_and_survives_an_s3_restart_between_stages(
             day_objects = [data for path, data in published.items() if f"/_published/{table}/date={DAY}/" in path]
             assert day_objects == [objectstore.cat(lake.partition_file(s3_lake, table, DAY))], table
             assert not (data_dir / "published" / table).exists(), table
-    s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
+    s3_tables, local_tables = day_tables(data_dir, s3_lake), day_tables(local_day, local_day / "lake")
     assert set(s3_tables) == set(local_tables)
     for name, rows in local_tables.items():
         assert s3_tables[name] == rows, name
@@ -255,7 +173,7 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
     the same bucket) is refused, naming A; A is killed with SIGKILL (its lock object stays behind);
     B's next run takes the lock over (its holder's process is gone), completes, and gives the local
     lake's rows."""
-    env = _env(cluster_env, s3_lake)
+    env = lake_env(cluster_env, s3_lake)
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"
     for data_dir in (machine_a, machine_b):
         write_small_day(data_dir / "raw" / DAY)
@@ -278,7 +196,7 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
         lock = f"{s3_lake}/_locks/{DAY}.lock"
         assert _objects(lock), "run A holds no lock object"
 
-        code, out, err = _finish(_emo_run(machine_b, tiny_model_dir, env))
+        code, out, err = finish(emo_run(machine_b, tiny_model_dir, env))
         assert code == 3, (out[-2000:], err[-3000:])
         print(err.strip().splitlines()[-1])
         assert f"day {DAY} is being processed by emo run --date {DAY}" in err
@@ -298,12 +216,12 @@ def test_second_run_of_the_day_on_the_same_bucket_is_refused_and_a_killed_run_re
             os.killpg(run_a.pid, signal.SIGKILL)
             run_a.communicate()
 
-    code, out, err = _finish(_emo_run(machine_b, tiny_model_dir, env))
+    code, out, err = finish(emo_run(machine_b, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     assert "took over the day lock" in err and "is gone" in err, err[-3000:]
     print(next(line for line in err.splitlines() if "took over the day lock" in line))
     assert not _objects(f"{s3_lake}/_locks"), "a finished `emo run` deletes its lock object"
-    s3_tables, local_tables = _tables(machine_b, s3_lake), _tables(local_day, local_day / "lake")
+    s3_tables, local_tables = day_tables(machine_b, s3_lake), day_tables(local_day, local_day / "lake")
     for name, rows in local_tables.items():
         assert s3_tables[name] == rows, name
 
@@ -372,8 +290,8 @@ def test_corrupt_objects_in_the_bucket_are_recomputed_from_their_source(
     repaired, and every table equals the local lake's again."""
     data_dir = tmp_path / "data"
     write_small_day(data_dir / "raw" / DAY)
-    env = _env(cluster_env, s3_lake)
-    code, _, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
+    env = lake_env(cluster_env, s3_lake)
+    code, _, err = finish(emo_run(data_dir, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     ids = sorted(lake.read_partition(s3_lake, "emotion_scores", DAY).column("audio_id").to_pylist())
 
@@ -386,7 +304,7 @@ def test_corrupt_objects_in_the_bucket_are_recomputed_from_their_source(
     for table in ("emotion_scores", "resampled_audio", "emotion_segments"):
         assert lake.read_reusable(s3_lake, table, DAY).corrupt, table
 
-    code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, env))
+    code, out, err = finish(emo_run(data_dir, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     summary = out.split(f"Summary for {DAY}")[-1].splitlines()
     print("\n".join(line for line in summary if "repaired" in line or line.startswith("    ")))
@@ -394,7 +312,7 @@ def test_corrupt_objects_in_the_bucket_are_recomputed_from_their_source(
     for table in ("emotion_scores", "resampled_audio", "emotion_segments"):
         assert f"    {table}: {', '.join(ids)}" in summary, (table, summary)
         assert lake.read_reusable(s3_lake, table, DAY).corrupt is None, table
-    s3_tables, local_tables = _tables(data_dir, s3_lake), _tables(local_day, local_day / "lake")
+    s3_tables, local_tables = day_tables(data_dir, s3_lake), day_tables(local_day, local_day / "lake")
     for name, rows in local_tables.items():
         assert s3_tables[name] == rows, name
 
@@ -402,8 +320,8 @@ def test_corrupt_objects_in_the_bucket_are_recomputed_from_their_source(
 def test_unreachable_bucket_is_refused_before_any_file_is_touched(cluster_env, tiny_model_dir, tmp_path):
     data_dir = tmp_path / "data"
     write_small_day(data_dir / "raw" / DAY)
-    env = _env(cluster_env, "s3://no-such-bucket-emo/lake")
-    code, out, err = _finish(_emo_run(data_dir, tiny_model_dir, env), timeout=300)
+    env = lake_env(cluster_env, "s3://no-such-bucket-emo/lake")
+    code, out, err = finish(emo_run(data_dir, tiny_model_dir, env), timeout=300)
     assert code == 2, (out[-2000:], err[-2000:])
     assert "EMO_LAKE_URI=s3://no-such-bucket-emo/lake" in err and "does not exist" in err, err[-2000:]
     assert not (data_dir / "lake").exists() and not (data_dir / "locks").exists()
