@@ -95,7 +95,7 @@ def bucket_traces(lake_uri: str, audio_id: str) -> list[str]:
             continue
         if version is None and objectstore.is_versioned(lake_uri):
             continue  # a delete marker: no bytes
-        data = reader.cat_file(f"{bucket}/{key}", **({"version_id": version} if version else {}))
+        data = reader.cat_file(f"{bucket}/{key}" + (f"?versionId={version}" if version else ""))
         hit = any(n in data for n in needles)
         if not hit and key.endswith(".parquet"):
             hit = audio_id in json.dumps(pq.read_table(pa.BufferReader(data)).to_pylist(), default=str)
