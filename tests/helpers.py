@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -233,6 +234,22 @@ def espeak(text: str, voice: str = "en-us") -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1]
 
 
+def spoken(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    """Exactly ``seconds`` of espeak-ng speech at ``rate`` Hz: the sentences, starting at the
+    ``seed``-th, in voices picked by ``seed``, 0.3 s apart, repeated as needed and cut to length."""
+    import soxr
+
+    voices = ("en-us", "en-gb-x-rp", "en-us+f3", "en-gb-scotland")
+    parts, total, i = [], 0, seed
+    while total < seconds * 16000:
+        speech = espeak(SENTENCES[i % len(SENTENCES)], voices[(seed + i // len(SENTENCES)) % len(voices)])
+        parts += [speech, np.zeros(int(0.3 * 16000), np.float32)]
+        total += len(speech) + int(0.3 * 16000)
+        i += 1
+    samples = np.concatenate(parts)[: int(round(seconds * 16000))]
+    return samples if rate == 16000 else soxr.resample(samples, 16000, rate).astype(np.float32)
+
+
 def spoken_with_pauses(
     sentences=SENTENCES, pauses_s=(1.5, 2.0), lead_s: float = 1.0, tail_s: float = 1.0, voice: str = "en-us"
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -270,3 +287,28 @@ def stereo_conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float
     for voice, start, speech in clips:
         (left if voice == "agent" else right)[start : start + len(speech)] = speech
     return np.stack([left, right], axis=1), spans
+
+
+def places_naming(root: Path, audio_id: str, skip: Path | None = None) -> list[str]:
+    """Every file under ``root`` (but ``skip``) whose content names ``audio_id``, by the test's own means."""
+    needles = (audio_id.encode(), audio_id.encode("utf-32-le"), bytes.fromhex(audio_id))
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
+            continue
+        hit = any(n in path.read_bytes() for n in needles)
+        if not hit and path.suffix == ".parquet":
+            hit = audio_id in json.dumps(pq.read_table(path).to_pylist(), default=str)
+        if not hit and path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                hit = any(audio_id in str(npz[k].tolist()) for k in npz.files)
+        if not hit and path.suffix == ".duckdb":
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+                hit = any(audio_id in str(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables)
+            finally:
+                con.close()
+        if hit:
+            found.append(str(path.relative_to(root)))
+    return found

@@ -28,6 +28,7 @@ from emo_assets.lib.analytics import nearest
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.model.scoring import score_rows, segment_row
 from emo_assets.lib.store import lake
+from tests.helpers import spoken
 
 DAY = "2026-11-20"
 CHROMIUM = "/usr/bin/chromium"
@@ -172,8 +173,7 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
     from emo_assets.resources import EmotionModelResource
 
     data_dir = tmp_path_factory.mktemp("web_data")
-    rng = np.random.default_rng(3)
-    recordings = {f"call_{i}.wav": (rng.standard_normal(16000 + 4000 * i) * 0.1).astype(np.float32) for i in range(4)}
+    recordings = {f"call_{i}.wav": spoken(1.0 + 0.25 * i, seed=i) for i in range(4)}
     emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu")
     model = emotion_model.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
@@ -212,11 +212,7 @@ def gated_server(tmp_path_factory, tiny_model_dir, chromium):
     from emo_assets.resources import EmotionModelResource
 
     data_dir = tmp_path_factory.mktemp("web_long")
-    rng = np.random.default_rng(5)
-    recordings = {
-        "long_call.wav": (rng.standard_normal(int(LONG_S * 16000)) * 0.1).astype(np.float32),
-        "short_call.wav": (rng.standard_normal(16000) * 0.1).astype(np.float32),
-    }
+    recordings = {"long_call.wav": spoken(LONG_S, seed=5), "short_call.wav": spoken(1.0, seed=6)}
     resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
     model = resource.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
@@ -473,9 +469,7 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_on(tmp_path, tiny_mod
             return LazyEmotionModel(self.resource.load().description, fail)
 
     upload = tmp_path / "raw" / "a.wav"
-    write_encoded(
-        upload, (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32), 16000, "wav_pcm_16"
-    )
+    write_encoded(upload, spoken(1.0, seed=1), 16000, "wav_pcm_16")
     with _serving(tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu"))) as url:
         deadline = time.monotonic() + 20
         while (status := json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read()))[

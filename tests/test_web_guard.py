@@ -27,6 +27,7 @@ from emo_assets.lib.audio.guard import RecordingTooLongError, load_mono_16k_capp
 from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 from emo_assets.web_guard import WebSettingError, WebSettings, is_loopback, sweep_outputs
+from tests.helpers import SENTENCES, espeak
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -67,10 +68,37 @@ def test_the_duration_cap_keeps_a_recording_within_it(tmp_path):
         load_mono_16k_capped(tmp_path / "bad.wav", 10)
 
 
-def test_silence_has_no_speech_and_speech_has():
-    assert "no speech" in no_speech_reason(np.zeros(16000, np.float32))
-    assert no_speech_reason(np.full(16000, 1e-5, np.float32)) is not None  # -100 dBFS: an empty line
-    assert no_speech_reason(synth_speech(1.0, 16000, np.random.default_rng(1))) is None
+def _at_dbfs(samples: np.ndarray, dbfs: float) -> np.ndarray:
+    """``samples`` scaled to an RMS level of ``dbfs``."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return (samples * (10 ** (dbfs / 20) / rms)).astype(np.float32)
+
+
+_T = np.arange(5 * 16000) / 16000
+# Recordings without speech at a normal level (-25 dBFS RMS, as a call's voice): an energy test passes them.
+NOT_SPEECH = {
+    "white-noise": np.random.default_rng(3).normal(0, 1, len(_T)),
+    "tone-440hz": np.sin(2 * np.pi * 440 * _T),
+    "mains-hum": sum(np.sin(2 * np.pi * 50 * k * _T) / k for k in (1, 2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_SPEECH))
+def test_noise_a_tone_and_hum_at_a_normal_level_hold_no_speech(name):
+    samples = _at_dbfs(NOT_SPEECH[name], -25.0)
+    reason = no_speech_reason(samples)
+    assert reason is not None and reason.startswith("no speech: the voice-activity model found no speech turn")
+
+
+def test_digital_silence_holds_no_speech_and_spoken_sentences_do():
+    assert "digital silence" in no_speech_reason(np.zeros(16000, np.float32))
+    assert no_speech_reason(np.full(16000, 1e-6, np.float32)) is not None  # rounds to zero in 16 bits
+    speech = np.concatenate([espeak(SENTENCES[0]), np.zeros(8000, np.float32), espeak(SENTENCES[1], "en-gb-x-rp")])
+    assert no_speech_reason(speech) is None
+    # a faint line is still speech: below -60 dBFS, where an energy test would have refused it
+    assert no_speech_reason(_at_dbfs(speech, -70.0)) is None
+    noisy = speech + _at_dbfs(np.resize(NOT_SPEECH["mains-hum"], len(speech)), -40.0)
+    assert no_speech_reason(noisy) is None  # speech over hum
 
 
 @pytest.mark.parametrize(
@@ -243,12 +271,21 @@ def test_a_body_over_the_byte_cap_is_refused_with_413(guarded_server):
     assert status == 413 and "EMO_WEB_MAX_UPLOAD_MB" in payload["detail"]
 
 
-def test_silence_gets_no_emotion_and_speech_does(guarded_server, tmp_path):
+def test_recordings_without_speech_get_no_emotion_and_speech_does(guarded_server, tmp_path):
+    """Through the HTTP API as a browser uploads: digital silence, white noise and hum (at a normal
+    level) are each a 422 naming "no speech" with no emotion; spoken sentences get an emotion."""
     url, auth, *_ = guarded_server
-    silent = silence_flac(tmp_path / "quiet.flac", 60)
-    status, _, payload = _request(f"{url}/api/analyze", *_with(auth, _multipart("quiet.flac", silent.read_bytes())))
-    assert status == 422 and "no speech" in payload["detail"] and "emotion" not in payload
-    speech = write_encoded(tmp_path / "call.flac", synth_speech(2.0, 16000, np.random.default_rng(2)), 16000, "flac")
+    uploads = {"quiet.flac": silence_flac(tmp_path / "quiet.flac", 60)}
+    for name in ("white-noise", "mains-hum"):
+        uploads[f"{name}.flac"] = write_encoded(
+            tmp_path / f"{name}.flac", _at_dbfs(NOT_SPEECH[name], -25.0), 16000, "flac"
+        )
+    for name, path in uploads.items():
+        status, _, payload = _request(f"{url}/api/analyze", *_with(auth, _multipart(name, path.read_bytes())))
+        print(f"{name}: HTTP {status} {payload.get('detail')}")
+        assert status == 422 and "no speech" in payload["detail"] and "emotion" not in payload, name
+    spoken = np.concatenate([espeak(SENTENCES[0]), np.zeros(8000, np.float32), espeak(SENTENCES[1])])
+    speech = write_encoded(tmp_path / "call.flac", spoken, 16000, "flac")
     status, _, payload = _request(f"{url}/api/analyze", *_with(auth, _multipart("call.flac", speech.read_bytes())))
     assert status == 200 and payload["result"]["emotion"] in payload["labels"]
 

@@ -7,9 +7,10 @@ counts the 16 kHz samples as :func:`~emo_assets.lib.audio.load.stream_mono_16k` 
 by block, and stops decoding (closing the file) at the first block past the cap: memory and time
 are bounded by the cap, not by the file.
 
-:func:`no_speech_reason` is an energy test: a recording whose RMS level is below
-:data:`~emo_assets.lib.audio.load.SILENT_BELOW_DBFS` (digital silence, a line with no one on it)
-gets no emotion. No dagster here.
+:func:`no_speech_reason` asks the voice-activity model the pipeline cuts speech turns with
+(:func:`~emo_assets.lib.audio.turns.holds_speech`, silero-vad): noise, hum, a tone or music at any
+level holds no speech turn and gets no emotion. Digital silence (every 16-bit sample zero) is
+answered before the model runs: it holds nothing for the model to hear. No dagster here.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.audio.load import SILENT_BELOW_DBFS, rms_dbfs, stream_mono_16k
-from emo_assets.lib.schemas import SAMPLE_RATE
+from emo_assets.lib.audio.load import as_stored, stream_mono_16k
+from emo_assets.lib.audio.turns import SamplesReader, SileroVad, holds_speech
+from emo_assets.lib.schemas import NO_SPEECH, SAMPLE_RATE
 
 
 class RecordingTooLongError(ValueError):
@@ -50,16 +52,15 @@ def load_mono_16k_capped(path: str | os.PathLike, max_s: float) -> np.ndarray:
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
-def no_speech_reason(samples: np.ndarray, threshold_dbfs: float = SILENT_BELOW_DBFS) -> str | None:
-    """Why ``samples`` (16 kHz mono) hold no speech to give an emotion to, or None when they may.
+def no_speech_reason(samples: np.ndarray, vad: SileroVad | None = None) -> str | None:
+    """Why ``samples`` (16 kHz mono) hold no speech to give an emotion to, or None when they do.
 
-    An energy test: the RMS level below ``threshold_dbfs``. It catches digital silence and an empty
-    line, not a recording of noise or music.
+    The voice-activity model's rule (:func:`~emo_assets.lib.audio.turns.holds_speech`) on the
+    samples as a 16-bit file stores them; digital silence is refused without running the model.
     """
-    level = rms_dbfs(samples)
-    if level < threshold_dbfs:
-        return (
-            f"no speech: the recording is silent (RMS level {level:.1f} dBFS, below {threshold_dbfs:g} dBFS), "
-            "so no emotion is given"
-        )
+    stored = as_stored(samples)
+    if not np.any(stored):
+        return "no speech: the recording is digital silence (every sample is zero), so no emotion is given"
+    if not holds_speech(SamplesReader(stored), vad):
+        return f"{NO_SPEECH}, so no emotion is given"
     return None

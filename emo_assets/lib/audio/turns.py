@@ -10,7 +10,9 @@ starts where the probability rises past ``threshold`` and a turn ends at a pause
 and one float per frame, whatever the length.
 
 A turn keeps its short pauses (a breath, a comma); its ``speech_share`` is the share of its frames
-the model heard as speech. An empty list means the recording holds no speech.
+the model heard as speech. An empty list means the recording holds no speech: :func:`holds_speech`
+is that rule, the one the pipeline's turns, ``emo analyze --segments turns`` and the web page's
+refusal of a recording without speech share.
 
 No dagster import; torch is imported when a model is loaded.
 """
@@ -167,6 +169,25 @@ def find_turns(reader: Reader, vad: SileroVad | None = None, **rule) -> list[Tur
     vad = vad or default_vad()
     probs = vad.speech_probabilities(reader)
     return turns_from_probabilities(probs, reader.num_samples, **rule)
+
+
+def holds_speech(reader: Reader, vad: SileroVad | None = None) -> bool:
+    """Whether the voice-activity model hears at least one speech turn in the recording."""
+    return bool(find_turns(reader, vad))
+
+
+class SamplesReader:
+    """16 kHz mono samples in memory as a :class:`Reader`."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    def read(self, offset: int, n: int) -> np.ndarray:
+        return self.samples[offset : offset + n]
 
 
 @functools.cache

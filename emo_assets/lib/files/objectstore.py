@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -219,3 +219,70 @@ def open_input(location: str | os.PathLike) -> Iterator:
         return
     with store_errors("reading", location), filesystem(location).open(fs_path(location), "rb") as f:
         yield f
+
+
+def find(uri: str) -> list[str]:
+    """The URIs of every object under the prefix ``uri``, sorted (none when there is none)."""
+    scheme = uri.partition("://")[0]
+    with store_errors("listing", uri):
+        found = filesystem(uri).find(fs_path(uri).rstrip("/") + "/")
+    return sorted(f"{scheme}://{p}" for p in found)
+
+
+def remove_tree(uri: str) -> list[str]:
+    """Delete every object under the prefix ``uri``; returns the URIs deleted."""
+    found = find(uri)
+    if found:
+        with store_errors("deleting", uri):
+            filesystem(uri).rm([fs_path(u) for u in found])
+    return found
+
+
+def is_versioned(uri: str) -> bool:
+    """Whether the bucket of ``uri`` keeps old versions of objects (versioning Enabled, or Suspended
+    after having been enabled: the versions kept meanwhile stay)."""
+    _, bucket, _ = split_uri(uri)
+    with store_errors("reading the versioning of the bucket", f"s3://{bucket}"):
+        status = filesystem(uri).call_s3("get_bucket_versioning", Bucket=bucket).get("Status", "")
+    return status in ("Enabled", "Suspended")
+
+
+def old_versions(uri: str) -> list[tuple[str, str, bool]]:
+    """``(object URI, version id, is a delete marker)`` for every version under the prefix ``uri``
+    that is not an object's current bytes: its old versions and every delete marker."""
+    _, bucket, prefix = split_uri(uri)
+    scheme = uri.partition("://")[0]
+    fs = filesystem(uri)
+    found = []
+    with store_errors("listing old versions", uri):
+        page: dict = {}
+        while True:
+            listed = fs.call_s3("list_object_versions", Bucket=bucket, Prefix=prefix.rstrip("/") + "/", **page)
+            found += [(v["Key"], v["VersionId"], False) for v in listed.get("Versions", []) if not v["IsLatest"]]
+            found += [(m["Key"], m["VersionId"], True) for m in listed.get("DeleteMarkers", [])]
+            if not listed.get("IsTruncated"):
+                break
+            page = {"KeyMarker": listed["NextKeyMarker"], "VersionIdMarker": listed["NextVersionIdMarker"]}
+    return [(f"{scheme}://{bucket}/{key}", version, marker) for key, version, marker in found]
+
+
+def delete_old_versions(uri: str, wanted: Callable[[str], bool]) -> int:
+    """In a versioned bucket, under the prefix ``uri``: for every object ``wanted`` (its URI) is true
+    of, delete every version but the current one, and every delete marker. Afterwards an object
+    that was rewritten keeps its newest bytes only, and one that was deleted has no version left
+    (its key is gone from the version listing too). Returns the number of versions and markers deleted."""
+    _, bucket, _ = split_uri(uri)
+    found = [(u, v, marker) for u, v, marker in old_versions(uri) if wanted(u)]
+    # old versions first, delete markers after: a marker removed never uncovers an old version
+    doomed = [{"Key": split_uri(u)[2], "VersionId": v} for u, v, marker in sorted(found, key=lambda f: f[2])]
+    fs = filesystem(uri)
+    with store_errors("deleting old versions", uri):
+        for start in range(0, len(doomed), 1000):  # S3 deletes at most 1000 keys per request
+            done = fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": doomed[start : start + 1000]})
+            if done.get("Errors"):
+                error = done["Errors"][0]
+                raise PermissionError(
+                    f"{len(done['Errors'])} old version(s) were not deleted, e.g. {error.get('Key')}: "
+                    f"{error.get('Code')} {error.get('Message')}"
+                )
+    return len(doomed)

@@ -20,7 +20,15 @@ In this order, so that an interrupted erasure can simply be run again:
    catalog still lists it (a day another run is writing);
 10. the erasure log: when, the keyed hashes, counts of what was removed where;
 11. a scan of every file under the data directory (but the erasure folder) for the ids, as text
-    and as numpy's UTF-32: any file still holding one is returned in ``leftovers``.
+    and as numpy's UTF-32 (lib/privacy/scan.py): any file still holding one is returned in ``leftovers``.
+
+With the lake in an object store (``EMO_LAKE_URI``) the same steps reach the bucket: the FLACs
+under ``<lake>/_resampled/`` are deleted, every lake object holding a row is rewritten through
+lake.py's writer (a local temporary file uploaded as one object, its SHA-256 object rewritten with
+it), ``<lake>/_published/`` objects holding an id are deleted or rewritten by the republish, and the
+final scan reads every object under the lake's prefix (keys and bytes). In a versioned bucket the
+old versions still hold the bytes: every non-current version and delete marker under the erased
+days' ``date=DAY`` prefixes (and any key naming an id) is deleted (lib/privacy/bucket.py).
 
 No dagster here; the caller (the CLI) reports and sets the exit code.
 """
@@ -34,17 +42,17 @@ import pickle
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from emo_assets.lib.analytics import ann, fitted, nearest, rebuild
 from emo_assets.lib.audio.raw_scan import sha256_file
-from emo_assets.lib.files import tombstones
-from emo_assets.lib.files.atomic import atomic_path
+from emo_assets.lib.files import objectstore, tombstones
+from emo_assets.lib.privacy import bucket
+from emo_assets.lib.privacy.scan import files_holding, holds
 from emo_assets.lib.results import export
 from emo_assets.lib.store import day_lock, lake, publish, warehouse
 from emo_assets.lib.store.paths import FITTED_MODEL_SUFFIX
@@ -101,24 +109,12 @@ def ids_of_sources(storage, sources: list[str]) -> list[str]:
     return sorted(ids)
 
 
-def check_local_lake(storage, what: str) -> None:
-    """Erasure and retention rewrite files under the data directory; a lake in an object store
-    (EMO_LAKE_URI) is not covered yet, so they refuse instead of leaving the bucket's copies."""
-    if getattr(storage, "lake_uri", None):
-        raise ErasureError(
-            f"{what} covers a local lake only, and EMO_LAKE_URI points the lake at an object store: "
-            "its partitions, FLACs and published copies there would be left. Unset EMO_LAKE_URI for a "
-            "local lake, or remove the recording's objects with the store's own tools"
-        )
-
-
 def erase(
     storage, audio_ids: list[str], now: dt.datetime | None = None, is_active: Callable[[str], bool] = lambda run: False
 ) -> Erasure:
     """Erase ``audio_ids`` from the data directory of ``storage`` (a StorageResource). ``is_active``:
     whether a Dagster run holding a day's lease is still running (its day is left to its own publish,
     the published file of that day cleaned in place)."""
-    check_local_lake(storage, "emo erase")
     ids = check_audio_ids(audio_ids)
     now = now or dt.datetime.now(dt.UTC)
     root = storage.root
@@ -130,8 +126,18 @@ def erase(
             held.enter_context(day_lock.hold_day(storage.locks_dir, day, holder="emo erase"))
         _erase_held(storage, ids, facts, done, now)
     republish(storage, lambda path: holds(path, ids), lambda path: _rewrite_without(path, ids), done, is_active)
+    if objectstore.is_remote(storage.lake_dir):
+        days = [f"/date={day}/" for day in facts.days]
+        done.count(
+            "object_versions_deleted",
+            bucket.delete_old_versions(
+                storage.lake_dir, lambda uri: any(d in uri for d in days) or any(a in uri for a in ids)
+            ),
+        )
     tombstones.append_log(root, hashes, done.removed, now)
     done.leftovers = files_holding(root, ids, skip=tombstones.erasure_dir(root))
+    if objectstore.is_remote(storage.lake_dir):
+        done.leftovers += bucket.objects_holding(storage.lake_dir, lambda uri: holds(uri, ids), ids)
     return done
 
 
@@ -145,14 +151,13 @@ def _erase_held(storage, ids: list[str], facts: _Facts, done: Erasure, now: dt.d
     processed = set()
     for audio_id in ids:
         # the mono FLAC, and each side of a two-channel call (<audio_id>.<channel>.flac)
-        flacs = [*storage.resampled_dir.glob(f"*/{audio_id}.flac"), *storage.resampled_dir.glob(f"*/{audio_id}.*.flac")]
-        for flac in sorted(flacs):
+        for flac in bucket.glob(storage.resampled_dir, f"*/{audio_id}.flac", f"*/{audio_id}.*.flac"):
             processed.add(_samples_digest(flac))
-            flac.unlink()
+            bucket.remove(flac)
             done.count("flac_files")
     done.count("web_outputs", _erase_web_outputs(root / "web_outputs", ids, processed, facts.names))
     for path, n in _erase_parquet(root, storage.lake_dir, ids):
-        done.count(f"rows:{path.relative_to(root)}", n)
+        done.count(f"rows:{bucket.name_of(path, root, storage.lake_dir)}", n)
     for table, n in warehouse.erase_values(storage.warehouse_path, ids).items():
         done.count(f"warehouse_rows:{table}", n)
     for model_id, _day in _erase_similarity(storage, ids):
@@ -174,18 +179,17 @@ class _Facts:
 def _facts(lake_dir: Path, ids: list[str]) -> _Facts:
     """Where the recordings came from, from every lake table with a ``source_path`` column."""
     sources, days, first = set(), set(), None
-    for path in sorted(Path(lake_dir).rglob("*.parquet")):
-        if path.name.startswith("."):
-            continue
-        names = pq.read_schema(path).names
-        if "audio_id" in names and path.parent.name.startswith("date="):
-            found = pq.read_table(path, columns=["audio_id"]).column("audio_id")
+    for path in bucket.lake_parquet(lake_dir):
+        names = bucket.read_schema(path).names
+        folder = PurePosixPath(str(path)).parent.name
+        if "audio_id" in names and folder.startswith("date="):
+            found = bucket.read_parquet(path, columns=["audio_id"]).column("audio_id")
             if pc.any(pc.is_in(found, pa.array(ids))).as_py():
-                days.add(path.parent.name.removeprefix("date="))
+                days.add(folder.removeprefix("date="))
         if "audio_id" not in names or "source_path" not in names:
             continue
         cols = ["audio_id", "source_path"] + (["ingested_at"] if "ingested_at" in names else [])
-        rows = pq.read_table(path, columns=cols)
+        rows = bucket.read_parquet(path, columns=cols)
         rows = rows.filter(pc.is_in(rows.column("audio_id"), pa.array(ids)))
         sources |= {s for s in rows.column("source_path").to_pylist() if s}
         if "ingested_at" in cols and rows.num_rows:
@@ -194,12 +198,12 @@ def _facts(lake_dir: Path, ids: list[str]) -> _Facts:
     return _Facts(sorted(sources), {Path(s).name for s in sources}, sorted(days), first)
 
 
-def _samples_digest(path: Path) -> str:
+def _samples_digest(path: Path | str) -> str:
     """SHA-256 of a file's 16-bit samples: the lake FLAC and a web output's WAV of one recording match."""
     import soundfile as sf
 
     digest = hashlib.sha256()
-    with sf.SoundFile(str(path)) as f:
+    with objectstore.open_input(path) as raw, sf.SoundFile(raw) as f:
         for block in f.blocks(blocksize=1 << 16, dtype="int16"):
             digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest()
@@ -222,15 +226,15 @@ def _erase_web_outputs(outputs: Path, ids: list[str], processed: set[str], names
     return removed
 
 
-def _without(path: Path, ids: list[str]) -> tuple[pa.Table, int] | None:
-    """The rows of a Parquet file with no text column equal to an id, and how many were dropped;
-    None when the file has no text column."""
-    schema = pq.read_schema(path)
+def _without(path: Path | str, ids: list[str]) -> tuple[pa.Table, int] | None:
+    """The rows of a Parquet file (or object) with no text column equal to an id, and how many were
+    dropped; None when the file has no text column."""
+    schema = bucket.read_schema(path)
     text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     if not text:
         return None
     wanted = pa.array(ids)
-    rows = pq.read_table(path)
+    rows = bucket.read_parquet(path)
     hit = pc.is_in(rows.column(text[0]), wanted)
     for name in text[1:]:
         hit = pc.or_(hit, pc.is_in(rows.column(name), wanted))
@@ -238,36 +242,39 @@ def _without(path: Path, ids: list[str]) -> tuple[pa.Table, int] | None:
     return rows.filter(pc.invert(hit)), pc.sum(hit).as_py() or 0
 
 
-def _rewrite_without(path: Path, ids: list[str]) -> int:
-    """Rewrite a Parquet file (not the lake's) without the rows naming an id; returns rows dropped."""
+def _rewrite_without(path: Path | str, ids: list[str]) -> int:
+    """Rewrite a Parquet file or object (not the lake's) without the rows naming an id; returns rows dropped."""
     kept = _without(path, ids)
     if kept is None or not kept[1]:
         return 0
-    with atomic_path(path) as tmp:
-        pq.write_table(kept[0], tmp, compression="zstd")
+    bucket.replace_parquet(path, kept[0])
     return kept[1]
 
 
-def _lake_partition(lake_dir: Path, path: Path) -> tuple[str, str] | None:
+def _lake_partition(lake_dir: Path | str, path: Path | str) -> tuple[str, str] | None:
     """(table, day) when ``path`` is a day partition of the lake (``_rejects/<stage>`` included)."""
-    if not path.is_relative_to(lake_dir) or path.name != lake.PART_NAME:
+    try:
+        parts = PurePosixPath(objectstore.relative(path, lake_dir)).parts
+    except ValueError:  # not under the lake
         return None
-    parts = path.relative_to(lake_dir).parts
+    if parts[-1] != lake.PART_NAME:
+        return None
     if len(parts) < 3 or not parts[-2].startswith("date=") or parts[0] == lake.CHECKSUMS:
         return None
     return "/".join(parts[:-2]), parts[-2].removeprefix("date=")
 
 
-def _erase_parquet(root: Path, lake_dir: Path, ids: list[str]) -> list[tuple[Path, int]]:
+def _erase_parquet(root: Path, lake_dir: Path | str, ids: list[str]) -> list[tuple[Path | str, int]]:
     """Rewrite every Parquet file under ``root`` (but the erasure folder and ``published/``, see
-    :func:`republish`) that has a row with a text column equal to an id. A lake day is rewritten
-    through :func:`lake.write_partition`, which records its new SHA-256."""
-    lake_dir = Path(lake_dir)
+    :func:`republish`), and every Parquet object of a lake in an object store (but ``_published/``),
+    that has a row with a text column equal to an id. A lake day is rewritten through
+    :func:`lake.write_partition`, which records its new SHA-256."""
     skip = {tombstones.ERASURE_DIR, warehouse.PUBLISHED_DIR}
+    local = [p for p in sorted(root.rglob("*.parquet")) if not p.name.startswith(".")]
+    local = [p for p in local if p.relative_to(root).parts[0] not in skip]
+    remote = bucket.lake_parquet(lake_dir) if objectstore.is_remote(lake_dir) else []
     changed = []
-    for path in sorted(root.rglob("*.parquet")):
-        if path.name.startswith(".") or path.relative_to(root).parts[0] in skip:
-            continue
+    for path in [*local, *remote]:
         kept = _without(path, ids)
         if kept is None or not kept[1]:
             continue
@@ -275,16 +282,15 @@ def _erase_parquet(root: Path, lake_dir: Path, ids: list[str]) -> list[tuple[Pat
         if partition is not None:
             lake.write_partition(lake_dir, *partition, kept[0])
         else:
-            with atomic_path(path) as tmp:
-                pq.write_table(kept[0], tmp, compression="zstd")
+            bucket.replace_parquet(path, kept[0])
         changed.append((path, kept[1]))
     return changed
 
 
 def republish(
     storage,
-    holds_erased: Callable[[Path], bool],
-    clean: Callable[[Path], object],
+    holds_erased: Callable[[Path | str], bool],
+    clean: Callable[[Path | str], object],
     done: Erasure,
     is_active: Callable[[str], bool] = lambda run: False,
 ) -> None:
@@ -303,7 +309,7 @@ def republish(
     )
     done.count("published_versions")
     done.count("published_files_written", len(published.written))
-    deleted, rewritten = publish.purge(storage.warehouse_path, holds_erased, clean)
+    deleted, rewritten = publish.purge(storage.warehouse_path, holds_erased, clean, lake_dir=storage.lake_dir)
     done.count("published_files_deleted", len(deleted))
     done.count("published_files_rewritten", len(rewritten))
 
@@ -376,63 +382,3 @@ def _mark_models_stale(models_dir: Path, first_ingested: dt.datetime | None, now
             fitted.mark_stale(path, "fitted on a recording that has since been erased", now)
             marked.append(path.name.removesuffix(FITTED_MODEL_SUFFIX))
     return marked
-
-
-def _needles(ids: list[str]) -> list[bytes]:
-    return [form for a in ids for form in (a.encode("ascii"), a.encode("utf-32-le"), bytes.fromhex(a))]
-
-
-def holds(path: Path, ids: list[str]) -> bool:
-    """True when the file's bytes hold an id: as text, as numpy's UTF-32, or as the raw digest; for
-    Parquet (compressed), when a text column holds one."""
-    if path.suffix == ".parquet" and not path.name.startswith("."):
-        rows = pq.read_table(path)
-        for column in rows.schema:
-            if pa.types.is_string(column.type) and pc.any(pc.is_in(rows.column(column.name), pa.array(ids))).as_py():
-                return True
-    if path.suffix == ".duckdb" and _duckdb_holds(path, ids):
-        return True
-    needles = _needles(ids)
-    overlap = max(len(n) for n in needles) - 1
-    tail = b""
-    with path.open("rb") as f:  # in blocks: a raw recording may be gigabytes
-        while block := f.read(1 << 22):
-            data = tail + block
-            if any(needle in data for needle in needles):
-                return True
-            tail = data[-overlap:]
-    return False
-
-
-def _duckdb_holds(path: Path, ids: list[str]) -> bool:
-    """A DuckDB file compresses its strings: ask it whether a table's text column holds an id."""
-    import duckdb
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        columns = con.execute(
-            "SELECT c.schema_name, c.table_name, c.column_name FROM duckdb_columns() c JOIN duckdb_tables() t "
-            "ON c.database_name = t.database_name AND c.schema_name = t.schema_name AND c.table_name = t.table_name "
-            "WHERE c.database_name = current_database() AND c.data_type = 'VARCHAR'"
-        ).fetchall()
-        for schema, table, column in columns:
-            found = con.execute(
-                f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" IN (SELECT unnest(CAST(? AS VARCHAR[])))',
-                [ids],
-            ).fetchone()[0]
-            if found:
-                return True
-    finally:
-        con.close()
-    return False
-
-
-def files_holding(root: Path, ids: list[str], skip: Path | None = None) -> list[Path]:
-    """Every file under ``root`` (but ``skip``) that :func:`holds` an id."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
-            continue
-        if holds(path, ids):
-            found.append(path)
-    return found

@@ -15,23 +15,28 @@ day. :func:`plan` lists what :func:`apply` would delete (``emo retention --dry-r
 runs :func:`apply` every day (``retention_schedule``). After deleting table days, the analysts' copy
 is published again and every file under ``published/`` holding an expired day is deleted at once
 (or cleaned in place when still listed), not kept for the grace period (lib/privacy/erase.py:
-:func:`~emo_assets.lib.privacy.erase.republish`). No dagster here.
+:func:`~emo_assets.lib.privacy.erase.republish`).
+
+With the lake in an object store (``EMO_LAKE_URI``) the FLAC days are the ``<lake>/_resampled/date=DAY/``
+prefixes and the table days every ``date=DAY`` prefix of the lake (checksum objects included); their
+objects are deleted, the ``<lake>/_published/`` copies of the days with them, and in a versioned
+bucket every non-current version and delete marker under the expired days' prefixes
+(lib/privacy/bucket.py). No dagster here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from emo_assets.lib.analytics import ann, fitted
-from emo_assets.lib.files.atomic import atomic_path
+from emo_assets.lib.files import objectstore
+from emo_assets.lib.privacy import bucket
 from emo_assets.lib.privacy.erase import Erasure, republish
 from emo_assets.lib.store import day_lock, warehouse
 from emo_assets.lib.store.paths import FITTED_MODEL_SUFFIX
@@ -55,7 +60,7 @@ class Expired:
 
     kind: str
     day: str
-    paths: tuple[Path, ...]
+    paths: tuple[Path | str, ...]  # local folders and files, or object-store prefixes
 
 
 def _day(name: str) -> dt.date | None:
@@ -65,12 +70,13 @@ def _day(name: str) -> dt.date | None:
         return None
 
 
-def _days_in(folder: Path) -> dict[str, Path]:
-    """``DAY`` -> folder, for the day folders (``DAY`` or ``date=DAY``) directly under ``folder``."""
+def _days_in(folder: Path | str) -> dict[str, Path | str]:
+    """``DAY`` -> folder, for the day folders (``DAY`` or ``date=DAY``) directly under ``folder`` (a
+    local folder, or a URI prefix)."""
     found = {}
-    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
-        day = _day(child.name)
-        if child.is_dir() and day is not None:
+    for name, child in bucket.days_of(folder).items():
+        day = _day(name)
+        if day is not None and (objectstore.is_remote(child) or Path(child).is_dir()):
             found[day.isoformat()] = child
     return found
 
@@ -81,9 +87,6 @@ def _old(day: str, keep: int | None, today: dt.date) -> bool:
 
 def plan(storage, policy: Policy, today: dt.date) -> list[Expired]:
     """Everything past its retention on ``today``, oldest day first."""
-    from emo_assets.lib.privacy.erase import check_local_lake
-
-    check_local_lake(storage, "retention")
     expired = []
     for day, folder in _days_in(storage.raw_dir).items():
         if _old(day, policy.raw_days, today):
@@ -91,9 +94,9 @@ def plan(storage, policy: Policy, today: dt.date) -> list[Expired]:
     for day, folder in _days_in(storage.resampled_dir).items():
         if _old(day, policy.flac_days, today):
             expired.append(Expired("flac", day, (folder,)))
-    table_days: dict[str, list[Path]] = {}
-    for table_dir in _table_dirs(storage.lake_dir):
-        for day, folder in _days_in(table_dir).items():
+    table_days: dict[str, list[Path | str]] = {}
+    for day, folder in bucket.day_folders(storage.lake_dir):
+        if _day(day) is not None:
             table_days.setdefault(day, []).append(folder)
     for model_id in ann.indexed_models(storage.similarity_dir):
         for day in ann.indexed_days(storage.similarity_dir, model_id):
@@ -107,34 +110,28 @@ def plan(storage, policy: Policy, today: dt.date) -> list[Expired]:
     return sorted(expired, key=lambda e: (e.day, e.kind))
 
 
-def _table_dirs(lake_dir: Path) -> list[Path]:
-    """Every folder of the lake holding ``date=DAY`` partitions (tables, ``_rejects/<stage>``, ...)."""
-    return sorted({p.parent for p in Path(lake_dir).rglob("date=*") if p.is_dir()})
-
-
-def _day_rows(path: Path, days: list[str]) -> pa.Array | None:
+def _day_rows(path: Path | str, days: list[str]) -> pa.Array | None:
     """Per row of a Parquet file, whether its ``date`` is one of ``days``; None without a date column."""
-    if "date" not in pq.read_schema(path).names:
+    if "date" not in bucket.read_schema(path).names:
         return None
-    dates = pc.cast(pq.read_table(path, columns=["date"]).column("date"), pa.string())
+    dates = pc.cast(bucket.read_parquet(path, columns=["date"]).column("date"), pa.string())
     return pc.fill_null(pc.is_in(dates, pa.array(days)), False)
 
 
-def holds_days(path: Path, days: list[str]) -> bool:
+def holds_days(path: Path | str, days: list[str]) -> bool:
     """True when a (published) Parquet file holds a row of one of ``days``: its folder is the day's,
     or its ``date`` column names one."""
-    if path.parent.name.removeprefix("date=") in days:
+    if PurePosixPath(str(path)).parent.name.removeprefix("date=") in days:
         return True
     hit = _day_rows(path, days)
     return hit is not None and bool(pc.any(hit).as_py())
 
 
-def _rewrite_without_days(path: Path, days: list[str]) -> None:
+def _rewrite_without_days(path: Path | str, days: list[str]) -> None:
     hit = _day_rows(path, days)
-    rows = pq.read_table(path)
+    rows = bucket.read_parquet(path)
     kept = rows.slice(0, 0) if hit is None else rows.filter(pc.invert(hit))
-    with atomic_path(path) as tmp:
-        pq.write_table(kept, tmp, compression="zstd")
+    bucket.replace_parquet(path, kept)
 
 
 def apply(
@@ -152,10 +149,7 @@ def apply(
     for item in expired:
         with day_lock.hold_day(storage.locks_dir, item.day, holder="retention", wait_s=60):
             for path in item.paths:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+                bucket.remove_tree(path)
         counts[item.kind] = counts.get(item.kind, 0) + 1
     if table_days:
         deleted = warehouse.erase_days(storage.warehouse_path, table_days)
@@ -171,4 +165,10 @@ def apply(
             is_active,
         )
         counts.update(done.removed)
+    in_bucket = sorted({e.day for e in expired if any(objectstore.is_remote(p) for p in e.paths)})
+    if in_bucket:
+        prefixes = [f"/date={day}/" for day in in_bucket]
+        versions = bucket.delete_old_versions(storage.lake_dir, lambda uri: any(p in uri for p in prefixes))
+        if versions:
+            counts["object_versions_deleted"] = versions
     return counts

@@ -35,7 +35,7 @@ from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, SpanReader
 from emo_assets.lib.model.windows import too_short, weighted_mean
-from emo_assets.lib.schemas import EMOTION_LABELS, SAMPLE_RATE
+from emo_assets.lib.schemas import EMOTION_LABELS, NO_SPEECH, SAMPLE_RATE
 
 GRANULARITIES = ("utterance", "frame")
 FRAME_RATE_HZ = 50
@@ -171,7 +171,7 @@ def _score_turns(model, wav: np.ndarray, audio_name: str) -> tuple[EmotionResult
     reader = ArrayReader(wav)
     found = [t for t in find_turns(reader) if too_short(t.end - t.start, model.min_samples) is None]
     if not found:
-        raise AnalyzeError(f"{audio_name}: no speech: the voice-activity model found no speech turn")
+        raise AnalyzeError(f"{audio_name}: {NO_SPEECH}")
     results = model.score([SpanReader(reader, t.start, t.end) for t in found])
     weights = [t.end - t.start for t in found]
     rows = tuple(

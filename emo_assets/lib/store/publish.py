@@ -424,22 +424,25 @@ def publish(
 
 def purge(
     warehouse_path: Path,
-    holds: Callable[[Path], bool],
-    clean: Callable[[Path], None],
+    holds: Callable[[Path | str], bool],
+    clean: Callable[[Path | str], None],
     timeout_s: float | None = None,
+    lake_dir: Path | str | None = None,
 ) -> tuple[list[str], list[str]]:
     """After an erasure or a retention deletion has been published: no published file may keep the
     erased rows, grace period or not. A file that ``holds`` them is deleted at once when no version
     references it any more (superseded: the publish just made points at clean files), or rewritten
     in place by ``clean`` when the current version still lists it (a day another run was writing,
     left as it was published). Hard links share bytes with the lake file they were made from: the
-    lake file was rewritten by rename, so this link is the last name of the old bytes.
+    lake file was rewritten by rename, so this link is the last name of the old bytes. With a lake
+    in an object store (``lake_dir`` a URI), its ``_published/`` objects are purged the same way.
 
-    Returns the files deleted and the files rewritten, relative to the data directory."""
+    Returns the files deleted and the files rewritten, relative to the data directory (objects: their URI)."""
     warehouse_path = Path(warehouse_path)
     data_dir = warehouse_path.parent
     root = data_dir / warehouse.PUBLISHED_DIR
-    if not root.is_dir():
+    remote = lake_dir is not None and objectstore.is_remote(lake_dir)
+    if not root.is_dir() and not remote:
         return [], []
     deleted: list[str] = []
     rewritten: list[str] = []
@@ -447,18 +450,28 @@ def purge(
         with warehouse.writer_connection(warehouse_path, timeout_s) as con:
             _ensure_tables(con)
             referenced = {path for (path,) in con.execute(f"SELECT path FROM {CATALOG}").fetchall()}
-            for path in sorted(root.rglob("*.parquet")):
-                if path.name.startswith(".") or not holds(path):
+            files: list[tuple[Path | str, str]] = [
+                (path, str(path.relative_to(data_dir)))
+                for path in (sorted(root.rglob("*.parquet")) if root.is_dir() else [])
+                if not path.name.startswith(".")
+            ]
+            if remote:
+                found = objectstore.find(objectstore.join(lake_dir, PUBLISHED_PREFIX))
+                files += [(uri, uri) for uri in found if uri.endswith(".parquet")]
+            for path, rel in files:
+                if not holds(path):
                     continue
-                rel = str(path.relative_to(data_dir))
                 if rel in referenced:
                     clean(path)
                     rewritten.append(rel)
                 else:
-                    path.unlink()
+                    if objectstore.is_remote(path):
+                        objectstore.remove(path, missing_ok=True)
+                    else:
+                        path.unlink()
                     deleted.append(rel)
             con.execute(f"DELETE FROM {RETIRED} WHERE path IN (SELECT unnest(?::VARCHAR[]))", [deleted])
-    for folder in sorted({(data_dir / rel).parent for rel in deleted}, reverse=True):
+    for folder in sorted({(data_dir / rel).parent for rel in deleted if not objectstore.is_remote(rel)}, reverse=True):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     return deleted, rewritten

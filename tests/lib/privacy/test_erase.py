@@ -4,12 +4,10 @@ the binary digest), every Parquet file decoded, every DuckDB file queried, every
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -25,32 +23,7 @@ from emo_assets.lib.files import tombstones
 from emo_assets.lib.results.export import export_day
 from emo_assets.lib.results.report import write_day_report
 from emo_assets.lib.store import lake, warehouse
-from tests.helpers import DAY, failed_steps, materialize, write_small_day
-
-
-def places_naming(root: Path, audio_id: str, skip: Path | None = None) -> list[str]:
-    """Every file under ``root`` (but ``skip``) whose content names ``audio_id``, by the test's own means."""
-    needles = (audio_id.encode(), audio_id.encode("utf-32-le"), bytes.fromhex(audio_id))
-    found = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
-            continue
-        hit = any(n in path.read_bytes() for n in needles)
-        if not hit and path.suffix == ".parquet":
-            hit = audio_id in json.dumps(pq.read_table(path).to_pylist(), default=str)
-        if not hit and path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                hit = any(audio_id in str(npz[k].tolist()) for k in npz.files)
-        if not hit and path.suffix == ".duckdb":
-            con = duckdb.connect(str(path), read_only=True)
-            try:
-                tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
-                hit = any(audio_id in str(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables)
-            finally:
-                con.close()
-        if hit:
-            found.append(str(path.relative_to(root)))
-    return found
+from tests.helpers import DAY, failed_steps, materialize, places_naming, write_small_day
 
 
 @pytest.fixture
@@ -196,19 +169,6 @@ def test_erase_by_source_path_and_refusals(tmp_path, capsys):
     table = pq.read_table(lake.partition_file(data / "lake", "audio_files", DAY))
     assert table.num_rows == 0 and not pc.any(pc.equal(table.column("audio_id"), "a" * 64)).as_py()
     shutil.rmtree(data)
-
-
-def test_erase_and_retention_refuse_an_object_store_lake(tmp_path):
-    from emo_assets.lib.privacy import retention
-    from emo_assets.lib.privacy.erase import ErasureError, erase
-    from emo_assets.resources import StorageResource
-
-    storage = StorageResource(data_dir=str(tmp_path / "data"), lake_uri="s3://bucket/lake")
-    with pytest.raises(ErasureError, match="EMO_LAKE_URI"):
-        erase(storage, ["a" * 64])
-    with pytest.raises(ErasureError, match="EMO_LAKE_URI"):
-        retention.plan(storage, retention.policy_of(storage), dt.date(2026, 12, 1))
-    assert not (tmp_path / "data" / "erasure").exists()  # refused before anything was written
 
 
 def test_an_erased_two_channel_call_leaves_neither_side(tmp_path, tiny_model_dir, monkeypatch):

@@ -27,10 +27,10 @@ from emo_assets.checks import all_checks
 from emo_assets.cli import main
 from emo_assets.lib.audio.load import load_mono_16k
 from emo_assets.lib.audio.resample import resolve_paths
-from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.store import lake
 from emo_assets.resources import EmotionModelResource, StorageResource
-from tests.helpers import failed_steps
+from tests.helpers import failed_steps, spoken
 
 DAY = "2026-11-20"
 WINDOW_S = 4.0  # small, so that one recording is scored window by window
@@ -47,13 +47,22 @@ def _emotion_model(model_dir: Path) -> EmotionModelResource:
     return EmotionModelResource(model=str(model_dir), device="cpu", window_s=WINDOW_S)
 
 
+def _speech(seconds: float, rate: int, seed: int, channels: int) -> np.ndarray:
+    """Spoken sentences (the web page refuses a recording without speech), ``(channels, n)`` with
+    peak 0.6; a second channel is the first, delayed 10 ms and softer."""
+    mono = spoken(seconds, seed, rate)
+    mono *= 0.6 / np.abs(mono).max()
+    sides = [mono, 0.8 * np.roll(mono, rate // 100)][:channels]
+    return np.stack(sides).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def warehouse_day(tmp_path_factory, tiny_model_dir):
     """The recordings run through the pipeline: (data dir, raw files, audio_id by name, lake vector by audio_id)."""
     data_dir = tmp_path_factory.mktemp("every_door")
     files = {}
     for i, (name, (codec, rate, channels, seconds, gain)) in enumerate(RECORDINGS.items()):
-        samples = gain * synth_speech(seconds, rate, np.random.default_rng([13, i]), channels=channels)
+        samples = gain * _speech(seconds, rate, i, channels)
         files[name] = write_encoded(data_dir / "raw" / DAY / name, samples, rate, codec)
     result = dg.materialize(
         [*all_assets(), *all_checks],
