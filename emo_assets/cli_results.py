@@ -194,7 +194,7 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
         "--segments",
         choices=["turns", "windows"],
         help="score speech turns (silence left out; result.json lists the turns) or the whole file in fixed "
-        "windows (default: EMO_SEGMENTS or windows)",
+        "windows (default: EMO_SEGMENTS or turns)",
     )
     p.add_argument(
         "--channels",
