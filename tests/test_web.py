@@ -174,7 +174,8 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
     data_dir = tmp_path_factory.mktemp("web_data")
     rng = np.random.default_rng(3)
     recordings = {f"call_{i}.wav": (rng.standard_normal(16000 + 4000 * i) * 0.1).astype(np.float32) for i in range(4)}
-    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu")
+    # noise, scored whole in fixed windows (the speech-turn upload has its own test)
+    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="windows")
     model = emotion_model.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
     with _serving(data_dir, emotion_model) as url:
@@ -217,7 +218,7 @@ def gated_server(tmp_path_factory, tiny_model_dir, chromium):
         "long_call.wav": (rng.standard_normal(int(LONG_S * 16000)) * 0.1).astype(np.float32),
         "short_call.wav": (rng.standard_normal(16000) * 0.1).astype(np.float32),
     }
-    resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S, segments="windows")
     model = resource.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
     gate = threading.Event()
@@ -476,7 +477,9 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_on(tmp_path, tiny_mod
     write_encoded(
         upload, (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32), 16000, "wav_pcm_16"
     )
-    with _serving(tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu"))) as url:
+    with _serving(
+        tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="windows"))
+    ) as url:
         deadline = time.monotonic() + 20
         while (status := json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read()))[
             "state"
@@ -610,7 +613,9 @@ def test_a_two_channel_call_shows_each_side_with_its_own_arc(tmp_path, tiny_mode
     sides = [synth_speech(6.0, 16000, np.random.default_rng([11, side])).reshape(-1) for side in (0, 1)]
     sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
     (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
-    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    emotion_model = EmotionModelResource(
+        model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S, segments="windows"
+    )
     res = {**resources(data_dir, tiny_model_dir), "emotion_model": emotion_model}
     result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success

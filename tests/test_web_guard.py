@@ -26,6 +26,7 @@ import soundfile as sf
 from emo_assets.lib.audio.guard import RecordingTooLongError, load_mono_16k_capped, no_speech_reason
 from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.web_guard import WebSettingError, WebSettings, is_loopback, sweep_outputs
 
 pytest.importorskip("fastapi")
@@ -248,7 +249,7 @@ def test_silence_gets_no_emotion_and_speech_does(guarded_server, tmp_path):
     silent = silence_flac(tmp_path / "quiet.flac", 60)
     status, _, payload = _request(f"{url}/api/analyze", *_with(auth, _multipart("quiet.flac", silent.read_bytes())))
     assert status == 422 and "no speech" in payload["detail"] and "emotion" not in payload
-    speech = write_encoded(tmp_path / "call.flac", synth_speech(2.0, 16000, np.random.default_rng(2)), 16000, "flac")
+    speech = write_encoded(tmp_path / "call.flac", spoken_speech(2.0, 16000, 2), 16000, "flac")
     status, _, payload = _request(f"{url}/api/analyze", *_with(auth, _multipart("call.flac", speech.read_bytes())))
     assert status == 200 and payload["result"]["emotion"] in payload["labels"]
 
@@ -313,7 +314,7 @@ def test_a_warehouse_recording_is_read_from_its_day_only(tmp_path, tiny_model_di
     monkeypatch.setattr(lake, "read_partition", spy_partition)
     monkeypatch.setattr(lake, "read_table", no_full_read)
     (audio_id,) = ids.values()  # the recording of 2026-11-21
-    found, day = web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), audio_id)
-    assert day == "2026-11-21" and set(read_days) == {"2026-11-21"}
+    found, day, channel, _ = web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), audio_id)
+    assert day == "2026-11-21" and set(read_days) == {"2026-11-21"} and channel == "mono"
     assert found.audio_name == "call_2026-11-21.wav" and found.embedding.shape[0] == 1
     assert web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), "f" * 64) is None

@@ -50,7 +50,9 @@ def scored_day(tmp_path_factory, tiny_model_dir):
         samples = synth_speech(seconds, 16000, np.random.default_rng([5, i]))
         write_encoded(day_dir / f"call_{i}.wav", samples, 16000, "wav_pcm_16")
     res = resources(data_dir, tiny_model_dir)
-    res["emotion_model"] = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=3.0)
+    res["emotion_model"] = EmotionModelResource(
+        model=str(tiny_model_dir), device="cpu", window_s=3.0, segments="windows"
+    )
     result = dg.materialize([*all_assets(), *CHECKS], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success, failed_steps(result)
     return data_dir, result

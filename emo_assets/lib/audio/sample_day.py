@@ -81,6 +81,9 @@ SAMPLE_DAY: tuple[SampleRecording, ...] = (
     SampleRecording("voicemail/voicemail_0003_line_noise.wav", "wav_pcm_16", 16000, 1, 3.0, "none"),
 )
 BROKEN_SAMPLE = "uploads/broken_upload.mp3"
+# The recordings with speech, and the one a voice-activity model finds none in.
+SPOKEN = tuple(rec for rec in SAMPLE_DAY if rec.speech != "none")
+NO_SPEECH_SAMPLE = next(rec.name for rec in SAMPLE_DAY if rec.speech == "none")
 # The calls folder's channel config: its stereo recordings are split into agent and customer.
 CHANNELS_CONFIG = "calls/channels.toml"
 CHANNELS_TOML = '[channels]\nagent = "left"\ncustomer = "right"\n'
