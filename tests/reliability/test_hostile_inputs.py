@@ -43,9 +43,9 @@ QUARANTINED = {
     "nan_inf.wav": "non-finite",
     "outside.wav": "outside data/raw",
     "unreadable.wav": "unreadable",
+    "silence.wav": "no speech",  # resampled (is_silent), then refused by the voice-activity model
 }
 PROCESSED = (
-    "silence.wav",
     "mulaw_8k.wav",
     "pcm_24bit.wav",
     "float32.wav",
