@@ -15,8 +15,9 @@ warehouse recording's day is asked of the warehouse; only that day's lake files 
 The model loads in a background thread when the server starts; ``/api/status`` says whether it is
 ready, the page keeps its upload button disabled until then, and an upload that arrives while it loads
 waits for it. A result from random weights carries a warning, plays ``processed_audio.wav`` in an
-``<audio>`` player, and draws the emotion timeline (one bar per window: the model's segments for an
-upload, the ``emotion_segments`` rows for a warehouse recording) when the recording has several windows.
+``<audio>`` player, and draws the emotion timeline (one bar per speech turn, or per window under
+EMO_SEGMENTS=windows: the upload's own, the ``emotion_segments`` rows for a warehouse recording) when
+the recording has several.
 """
 
 from __future__ import annotations
