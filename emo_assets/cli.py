@@ -30,7 +30,11 @@ DEMO_QUERIES = """\
   SELECT * FROM daily_emotion_summary ORDER BY date;
 
   -- what could not be processed, and why
-  SELECT source_path, stage, reason FROM quarantine;"""
+  SELECT source_path, stage, reason FROM quarantine;
+
+  -- the emotion arc of each voice: first and last turn, the most negative one
+  SELECT audio_id[:12] AS call, channel, turns, start_emotion, end_emotion, peak_emotion, peak_start_s
+  FROM call_emotion_arc ORDER BY audio_id, channel;"""
 
 
 def _instance(data_dir: Path):

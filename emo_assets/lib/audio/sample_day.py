@@ -70,11 +70,11 @@ class SampleRecording:
 
 
 SAMPLE_DAY: tuple[SampleRecording, ...] = (
-    SampleRecording("calls/call_0001.wav", "wav_pcm_16", 44100, 2, 8.0, "call"),
+    SampleRecording("calls/call_0001.wav", "wav_pcm_16", 44100, 2, 16.0, "call"),
     SampleRecording("calls/call_0002_phone.wav", "wav_ulaw", 8000, 1, 4.0),
-    SampleRecording("calls/call_0003.mp3", "mp3", 44100, 2, 7.0, "call"),
+    SampleRecording("calls/call_0003.mp3", "mp3", 44100, 2, 13.0, "call"),
     SampleRecording("calls/call_0004.m4a", "aac", 44100, 1, 3.0),
-    SampleRecording("interviews/interview_0001.flac", "flac", 22050, 1, 6.0),
+    SampleRecording("interviews/interview_0001.flac", "flac", 22050, 1, 9.0),
     SampleRecording("interviews/interview_0002.wav", "wav_float", 48000, 1, 3.5),
     SampleRecording("voicemail/voicemail_0001.opus", "opus", 48000, 1, 4.5),
     SampleRecording("voicemail/voicemail_0002.ogg", "vorbis", 22050, 2, 3.0),
