@@ -188,7 +188,7 @@ class _GatedModel:
 
     def __init__(self, resource, gate: threading.Event) -> None:
         self.resource, self.gate = resource, gate
-        self.model, self.precision = resource.model, resource.precision
+        self.model, self.precision, self.speech_turns = resource.model, resource.precision, resource.speech_turns
 
     def load(self):
         from emo_assets.lib.model.loading import LazyEmotionModel
