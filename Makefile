@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CLUSTER_STAMP := $(VENV)/.cluster-stamp
 
-.PHONY: test demo ui bench clean-data cluster-install cluster-up cluster-down test-cluster
+.PHONY: test demo ui bench clean-data cluster-install cluster-up cluster-down test-cluster espeak-ng
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,16 +13,19 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: 2.13.0 is the CPU wheel; never let a resolver pick a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# Debian's espeak-ng speaks the sentences of the speech-turn and two-channel tests.
-	command -v espeak-ng >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng; }
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian's espeak-ng speaks the demo day and the test days (lib/audio/spoken.py); checked on every
+# `make test` and `make demo`, so a .venv made before it was needed still gets it.
+espeak-ng:
+	command -v espeak-ng >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends espeak-ng; }
+
+test: $(STAMP) espeak-ng
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(STAMP) espeak-ng
 	$(BIN)/emo demo
 
 # A DAGSTER_HOME already set (`. data/cluster/env.sh`: the cluster's Postgres instance) is kept.

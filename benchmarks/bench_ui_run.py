@@ -64,6 +64,7 @@ def child_env(data_dir: Path, model_dir: Path, dagster_home: Path) -> dict[str, 
         EMO_DATA_DIR=str(data_dir),
         EMO_MODEL=str(model_dir),
         EMO_DEVICE="cpu",
+        EMO_SEGMENTS="windows",  # synth_speech holds no speech for a voice-activity model: fixed windows
         DAGSTER_HOME=str(dagster_home),
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )

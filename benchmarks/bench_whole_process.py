@@ -139,9 +139,10 @@ def main() -> None:
     py = sys.executable
     env = dict(os.environ, PYTHONPATH=str(repo), EMO_DEVICE="cpu")
 
+    # Whole files, as funasr scores them (`emo analyze` defaults to speech turns: VAD, then one clip per turn).
     def ours(precision: str, files: list[str], out: Path) -> list[str]:
         return [py, "-m", "emo_assets.cli", "analyze", *files, "--model", str(model), "--precision", precision,
-                "--out", str(out)]  # fmt: skip
+                "--segments", "windows", "--out", str(out)]  # fmt: skip
 
     def funasr(files: list[str], out: Path) -> list[str]:
         return [py, "-c", FUNASR_LOOP, str(model), str(out), *files]

@@ -22,15 +22,19 @@ RANDOM_MODEL_WARNING = (
 )
 
 DEMO_QUERIES = """\
-  -- emotions of the day, most confident first
-  SELECT f.source_path, s.emotion, round(s.confidence, 3) AS confidence, s.model_id
+  -- emotions of the day (each side of a two-channel call on its own row), most confident first
+  SELECT f.source_path, s.channel, s.emotion, round(s.confidence, 3) AS confidence, s.model_id
   FROM emotion_scores s JOIN audio_files f USING (audio_id, date) ORDER BY s.confidence DESC;
 
   -- the analysts' daily summary (dbt_like_sql/daily_emotion_summary.sql)
   SELECT * FROM daily_emotion_summary ORDER BY date;
 
   -- what could not be processed, and why
-  SELECT source_path, stage, reason FROM quarantine;"""
+  SELECT source_path, stage, reason FROM quarantine;
+
+  -- the emotion arc of each voice: first and last turn, the most negative one
+  SELECT audio_id[:12] AS call, channel, turns, start_emotion, end_emotion, peak_emotion, peak_start_s
+  FROM call_emotion_arc ORDER BY audio_id, channel;"""
 
 
 def _instance(data_dir: Path):
@@ -259,7 +263,8 @@ def print_summary(
 
 def demo(data_dir: str | None) -> int:
     from emo_assets.definitions import resources_from_env
-    from emo_assets.lib.audio.sample_day import write_sample_day
+    from emo_assets.lib.audio.sample_day import CHANNELS_CONFIG, write_sample_day
+    from emo_assets.lib.audio.spoken import SpeechSynthesisError
     from emo_assets.lib.model.model_dir import make_test_model
     from emo_assets.lib.store.warehouse import read_copy_path
 
@@ -270,9 +275,17 @@ def demo(data_dir: str | None) -> int:
     if day_dir.exists() and any(day_dir.iterdir()):
         print(f"{day_dir} already has files: running the day as it is")
     else:
-        written = write_sample_day(day_dir, seed=0)
+        try:
+            written = write_sample_day(day_dir, seed=0)
+        except SpeechSynthesisError as exc:
+            print(f"emo: error: the demo day is spoken by espeak-ng: {exc}", file=sys.stderr)
+            return 2
         settle_s = 0.0  # written whole just now, by us: nothing to wait for
-        print(f"wrote {len(written)} synthetic recordings to {day_dir}")
+        uploads = [p for p in written if p != day_dir / CHANNELS_CONFIG]
+        print(
+            f"wrote {len(uploads)} uploads to {day_dir}: sentences spoken by espeak-ng, two-voice stereo calls "
+            f"split by {CHANNELS_CONFIG}, a line with no speech and a broken upload"
+        )
     model_dir = storage.models_dir / "random-tiny-seed0"
     if not (model_dir / "model.pt").exists():
         make_test_model(model_dir, size="tiny", seed=0)
@@ -330,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--segments",
         choices=["turns", "windows"],
-        help="emotion_segments by speech turns (silence not scored) or fixed windows (default: EMO_SEGMENTS or windows)",
+        help="emotion_segments by speech turns (silence not scored) or fixed windows (default: EMO_SEGMENTS or turns)",
     )
     run.add_argument(
         "--refit-models",
@@ -355,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
-    demo_p = sub.add_parser("demo", help="offline demo: a synthetic day, a tiny random model, one run")
+    demo_p = sub.add_parser("demo", help="offline demo: a day of espeak-ng speech, a tiny random model, one run")
     demo_p.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     demo_p.set_defaults(handler=lambda a: demo(a.data_dir))
 

@@ -86,11 +86,15 @@ def similar_cmd(args: argparse.Namespace) -> int:
         target = Path(args.target)
         if target.is_file():
             from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k
+            from emo_assets.lib.results.analyze import analyze_waveform
 
-            model = resources["emotion_model"].load()
+            emotion_model = resources["emotion_model"]
+            model = emotion_model.load()
             _random_note(model)
             try:
-                vector = model.infer([load_mono_16k(target)])[0].embedding
+                # the embedding the lake stores: under turns, the duration-weighted mean over the speech turns
+                wav = load_mono_16k(target)
+                vector = analyze_waveform(model, wav, target.name, turns=emotion_model.speech_turns).embedding[0]
                 neighbours = nearest.similar_to_vector(
                     storage.similarity_dir, vector, args.k, model_id=model.model_id, date_from=args.date_from
                 )
@@ -194,7 +198,7 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
         "--segments",
         choices=["turns", "windows"],
         help="score speech turns (silence left out; result.json lists the turns) or the whole file in fixed "
-        "windows (default: EMO_SEGMENTS or windows)",
+        "windows (default: EMO_SEGMENTS or turns)",
     )
     p.add_argument(
         "--channels",

@@ -26,11 +26,11 @@ class SettingError(ValueError):
     """An EMO_* variable holds a value its setting cannot take; the message names both."""
 
 
-SEGMENTS = ("windows", "turns")
+SEGMENTS = ("turns", "windows")
 
 
 def check_segments(value: str) -> str:
-    """EMO_SEGMENTS: ``windows`` or ``turns``, or SettingError naming the accepted values."""
+    """EMO_SEGMENTS: ``turns`` or ``windows``, or SettingError naming the accepted values."""
     if value not in SEGMENTS:
         raise SettingError(
             f"EMO_SEGMENTS={value!r} is not a segmentation; use turns (speech turns found by the "
@@ -170,9 +170,9 @@ class EmotionModelResource(dg.ConfigurableResource):
     threads: int = ModelSettings.threads
     window_s: float = ModelSettings.window_s
     frame_granularity: bool = ModelSettings.frames
-    # What a row of emotion_segments is: "windows" (fixed windows of window_s over the whole
-    # recording) or "turns" (speech turns found by silero-vad; silence is not scored).
-    segments: str = "windows"
+    # What a row of emotion_segments is: "turns" (speech turns found by silero-vad; silence is not
+    # scored) or "windows" (fixed windows of window_s over the whole recording).
+    segments: str = "turns"
 
     @pydantic.model_validator(mode="after")
     def _check_window(self):

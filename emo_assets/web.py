@@ -15,8 +15,9 @@ warehouse recording's day is asked of the warehouse; only that day's lake files 
 The model loads in a background thread when the server starts; ``/api/status`` says whether it is
 ready, the page keeps its upload button disabled until then, and an upload that arrives while it loads
 waits for it. A result from random weights carries a warning, plays ``processed_audio.wav`` in an
-``<audio>`` player, and draws the emotion timeline (one bar per window: the model's segments for an
-upload, the ``emotion_segments`` rows for a warehouse recording) when the recording has several windows.
+``<audio>`` player, and draws the emotion timeline (one bar per speech turn, or per window under
+EMO_SEGMENTS=windows: the upload's own, the ``emotion_segments`` rows for a warehouse recording) when
+the recording has several.
 """
 
 from __future__ import annotations
@@ -145,10 +146,11 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
             if not columns:
                 return []
             with_files = bool(warehouse.table_columns(con, "audio_files"))
+            side = _SHOWN_SIDE_ORDER if "channel" in columns else ""
             rows = con.execute(
-                f"SELECT audio_id, CAST(max(date) AS VARCHAR), arg_max(emotion, date) FROM emotion_scores "
-                f"{_VOICE_FILTER if 'channel' in columns else ''}"
-                "GROUP BY audio_id ORDER BY max(date) DESC, audio_id LIMIT ?",
+                "SELECT audio_id, CAST(date AS VARCHAR), emotion FROM emotion_scores "
+                f"QUALIFY row_number() OVER (PARTITION BY audio_id ORDER BY date DESC{side}) = 1 "
+                "ORDER BY date DESC, audio_id LIMIT ?",
                 [limit],
             ).fetchall()
             names = {}
@@ -184,31 +186,40 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
             raise HTTPException(422, f"{name}: {silent}")
         loading.wait()
         try:
-            result = analyze.analyze_waveform(model, wav, name, granularity, precision=emotion_model.precision)
+            result = analyze.analyze_waveform(
+                model, wav, name, granularity, precision=emotion_model.precision, turns=emotion_model.speech_turns
+            )
+            # neighbours are found with the utterance embedding, the one the lake stores (under turns:
+            # the duration-weighted mean over the speech turns)
+            utterance = result.embedding[0]
+            if granularity == "frame":
+                utterance = analyze.analyze_waveform(model, wav, name, turns=emotion_model.speech_turns).embedding[0]
+        except analyze.NoSpeechError as exc:
+            raise HTTPException(422, str(exc)) from exc
         except analyze.AnalyzeError as exc:
             raise HTTPException(400, str(exc)) from exc
         run = new_run()
         analyze.write_analysis(result, wav, run)
-        # neighbours are found with the utterance embedding, the one the lake stores
-        utterance = model.infer([wav])[0].embedding if granularity == "frame" else result.embedding[0]
-        turns = [Turn(i, s.start_s, s.end_s, tuple(float(v) for v in s.scores)) for i, s in enumerate(result.segments)]
         neighbours = neighbours_of(vector=np.asarray(utterance), model_id=model.model_id)
-        return payload(run, result.result(), neighbours, turns)
+        return payload(run, result.result(), neighbours, result.arc_turns())
 
     @app.get("/api/recording/{audio_id}")
     def from_lake(audio_id: str) -> dict:
         found = _warehouse_analysis(storage, audio_id)
         if found is None:
             raise HTTPException(404, f"no recording {audio_id} in the warehouse of {storage.root}")
-        found, day = found
+        found, day, shown, embedding = found
         if found.model_id == model.model_id:  # scored by the served model: its weights are known
             found = dataclasses.replace(found, random_weights=bool(model.is_random))
         run = new_run()
         analyze.write_analysis(found, None, run)
         voices = _lake_voices(storage.lake_dir, day, audio_id, found.model_id)
-        shown = next((c for c in (CUSTOMER, MONO) if c in voices), None)  # the side its scores are
         turns = voices.pop(shown, [])
-        return payload(run, found.result(), neighbours_of(audio_id=audio_id), turns, shown or MONO, voices)
+        if shown in (CUSTOMER, MONO):  # the side that stands for the call is in the similarity index
+            neighbours = neighbours_of(audio_id=audio_id)
+        else:  # a call with no customer side: recordings that sound like the side shown
+            neighbours = neighbours_of(vector=embedding, model_id=found.model_id)
+        return payload(run, found.result(), neighbours, turns, shown, voices)
 
     @app.get("/download/{run_id}/{name}")
     def download(run_id: str, name: str) -> FileResponse:
@@ -279,9 +290,9 @@ def _segment(start_s: float, end_s: float, scores) -> dict:
     }
 
 
-# The rows that stand for a whole recording (lake.voice_rows), in SQL: its customer side in a
-# two-channel call, else its mono one (NULL: written before channels existed).
-_VOICE_FILTER = f"WHERE channel IS NULL OR channel IN ('{MONO}', '{CUSTOMER}') "
+# The side of a recording its newest day is listed by, in SQL (as _shown_channel): the one that
+# stands for it (lake.voice_rows: customer, else mono; NULL is mono), else its first side.
+_SHOWN_SIDE_ORDER = f", (channel IS NULL OR channel IN ('{MONO}', '{CUSTOMER}')) DESC, channel"
 
 
 def _arc(turns: list[Turn]) -> dict | None:
@@ -339,9 +350,18 @@ def _newest_day(storage, audio_id: str) -> str | None:
     return row[0] if row else None
 
 
-def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] | None:
-    """A warehouse recording's newest scores and embedding (its customer or mono side, lake.voice_rows),
-    as an Analysis, and its day: the day comes from the warehouse, then only that day's lake files are read."""
+def _shown_channel(channels: list[str | None]) -> str | None:
+    """The side of a recording the page shows first: the one that stands for it (lake.voice_rows: the
+    customer's, else mono; NULL is mono), else the first of the sides it has (a call whose config names
+    only an agent)."""
+    present = {c or MONO for c in channels}
+    return next((c for c in (CUSTOMER, MONO) if c in present), min(present, default=None))
+
+
+def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str, str, np.ndarray] | None:
+    """A warehouse recording's newest scores and embedding, as an Analysis, its day, the channel they
+    are of (:func:`_shown_channel`) and that channel's embedding: the day comes from the warehouse,
+    then only that day's lake files are read."""
     day = _newest_day(storage, audio_id)
     if day is None:
         return None
@@ -349,10 +369,20 @@ def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] 
 
     def of_day(table: str) -> pa.Table | None:
         rows = lake.read_partition(lake_dir, table, day)
-        return None if rows is None else lake.voice_rows(rows.filter(pc.equal(rows.column("audio_id"), audio_id)))
+        return None if rows is None else rows.filter(pc.equal(rows.column("audio_id"), audio_id))
+
+    def of_channel(rows: pa.Table | None, channel: str) -> pa.Table | None:
+        if rows is None or "channel" not in rows.column_names:
+            return rows
+        return rows.filter(pc.equal(pc.fill_null(rows.column("channel"), MONO), channel))
 
     scores, embeddings, files = of_day("emotion_scores"), of_day("emotion_embeddings"), of_day("audio_files")
     if scores is None or scores.num_rows == 0 or embeddings is None:
+        return None
+    channels = scores.column("channel").to_pylist() if "channel" in scores.column_names else [None]
+    shown = _shown_channel(channels)
+    scores, embeddings = of_channel(scores, shown), of_channel(embeddings, shown)
+    if embeddings.num_rows == 0:
         return None
     row = scores.slice(0, 1).to_pylist()[0]
     name, duration = audio_id, 0.0
@@ -371,7 +401,7 @@ def _warehouse_analysis(storage, audio_id: str) -> tuple[analyze.Analysis, str] 
         random_weights=None,
         timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    return found, day
+    return found, day, shown, lake.embedding_matrix(embeddings)[0]
 
 
 def serve(

@@ -20,7 +20,9 @@ from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import rebuild
-from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio import spoken
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.audio.spoken import AGENT_VOICE, CUSTOMER_VOICE, SENTENCES, spoken_speech
 from emo_assets.lib.store import publish, warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -38,10 +40,10 @@ KEYS = {
 
 
 def write_small_day(day_dir: Path, n: int = 3, seed: int = 0, seconds: float = 1.5) -> list[Path]:
-    """``n`` short speech-like WAVs plus one file that must be quarantined."""
+    """``n`` short WAVs of speech (espeak-ng, a speaker each) plus one file that must be quarantined."""
     paths = []
     for i in range(n):
-        samples = synth_speech(seconds, 16000, np.random.default_rng([seed, i]))
+        samples = spoken_speech(seconds, 16000, np.random.default_rng([seed, i]))
         paths.append(write_encoded(day_dir / f"call_{i:02d}.wav", samples, 16000, "wav_pcm_16"))
     (day_dir / "notes.wav").write_text("not audio at all")
     return paths
@@ -206,32 +208,10 @@ def numpy_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
     return top, sims[top]
 
 
-SENTENCES = (
-    "Hello, thank you for calling. How can I help you today?",
-    "My order arrived broken and nobody answered my emails.",
-    "I am sorry to hear that. Let me look at it right away.",
-)
-
-
 def espeak(text: str, voice: str = "en-us") -> np.ndarray:
     """``text`` spoken by Debian's espeak-ng (`make test` installs it) as 16 kHz float32 mono,
     trimmed to the speech: the sentence starts at the first sample and ends at the last."""
-    import shutil
-    import tempfile
-
-    import soundfile as sf
-
-    from emo_assets.lib.audio.load import to_mono_16k
-
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (the Makefile's test step does)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "s.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True)
-        samples, rate = sf.read(wav, dtype="float32")
-    samples = to_mono_16k(samples, rate)
-    loud = np.flatnonzero(np.abs(samples) > 0.01)
-    return samples[loud[0] : loud[-1] + 1]
+    return spoken.say(text, voice)
 
 
 def spoken(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
@@ -266,9 +246,6 @@ def spoken_with_pauses(
         parts.append(np.zeros(int(gap * 16000), np.float32))
         at += len(parts[-1])
     return np.concatenate(parts), spans
-
-
-AGENT_VOICE, CUSTOMER_VOICE = "en-gb-x-rp", "en-us+f3"
 
 
 def stereo_conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float]]]]:

@@ -6,7 +6,8 @@ import sys
 import duckdb
 
 from emo_assets.cli import main
-from emo_assets.lib.audio.sample_day import SAMPLE_DAY
+from emo_assets.lib.audio.sample_day import NO_SPEECH_SAMPLE, SAMPLE_DAY, SPOKEN
+from emo_assets.lib.schemas import NO_SPEECH
 
 
 def test_demo_runs_a_sample_day_offline(tmp_path, capsys, monkeypatch):
@@ -14,16 +15,24 @@ def test_demo_runs_a_sample_day_offline(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "RANDOM weights" in out and "meaningless" in out
-    assert f"processed        {len(SAMPLE_DAY)}" in out
-    assert "quarantined      1" in out
+    assert "sentences spoken by espeak-ng" in out
+    assert f"processed        {len(SPOKEN)}" in out
+    assert "quarantined      2" in out  # the broken upload, and the line with no speech
     assert "unaccounted      0" in out
     assert "SELECT * FROM daily_emotion_summary" in out
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     models = con.execute("SELECT DISTINCT model_id FROM emotion_scores").fetchall()
     summary_files = con.execute("SELECT files FROM daily_emotion_summary").fetchall()
+    sides = con.execute("SELECT channel, count(*) FROM emotion_scores GROUP BY ALL ORDER BY ALL").fetchall()
+    turns = con.execute("SELECT count(*) FROM emotion_segments WHERE speech_share IS NULL").fetchone()
+    no_speech = con.execute("SELECT source_path, reason FROM quarantine WHERE reason = ?", [NO_SPEECH]).fetchall()
     con.close()
     assert models == [("random-tiny-seed0",)]
-    assert summary_files == [(len(SAMPLE_DAY),)]
+    assert summary_files == [(len(SPOKEN),)]  # a two-channel call counts once
+    calls = sum(rec.speech == "call" for rec in SAMPLE_DAY)
+    assert calls >= 2 and sides == [("agent", calls), ("customer", calls), ("mono", len(SPOKEN) - calls)]
+    assert turns == (0,)  # every segment is a speech turn (the default), none a fixed window
+    assert [p.split("/", 1)[1] for p, _ in no_speech] == [NO_SPEECH_SAMPLE]
     # the run is recorded in the data directory's Dagster instance, for `make ui`
     assert any((tmp_path / "dagster_home").iterdir())
 

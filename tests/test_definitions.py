@@ -92,12 +92,12 @@ def test_sensor_ticks_with_the_launch_resources(tmp_path, clean_env):
     assert [r.partition_key for r in requests] == [DAY]
 
 
-def test_segments_default_to_fixed_windows_and_turns_are_switched_on_at_launch(clean_env):
-    with dg.build_resources(launch_resources()) as built:
-        assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("windows", False)
-    clean_env.setenv("EMO_SEGMENTS", "Turns")
+def test_segments_default_to_speech_turns_and_fixed_windows_are_switched_on_at_launch(clean_env):
     with dg.build_resources(launch_resources()) as built:
         assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("turns", True)
+    clean_env.setenv("EMO_SEGMENTS", "Windows")
+    with dg.build_resources(launch_resources()) as built:
+        assert (built.emotion_model.segments, built.emotion_model.speech_turns) == ("windows", False)
 
 
 def test_the_instance_fails_a_dead_run_and_retries_it_once_from_its_first_step(tmp_path):

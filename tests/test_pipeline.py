@@ -14,12 +14,22 @@ import pytest
 from emo_assets.assets import all_assets
 from emo_assets.definitions import build_definitions
 from emo_assets.lib import schemas
-from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_encoded, write_sample_day
+from emo_assets.lib.audio.sample_day import (
+    BROKEN_SAMPLE,
+    NO_SPEECH_SAMPLE,
+    SPOKEN,
+    write_encoded,
+    write_sample_day,
+)
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 from tests.helpers import materialize, resources, schedule_tick
 
 DAY = "2026-11-20"
+# Rows of the emotion tables: one per side of a two-channel call (calls/channels.toml), one per mono
+# recording; the copy of interview_0001 shares its audio_id. Recordings: one row each in the analytics.
+N_VOICES = sum(2 if rec.speech == "call" else 1 for rec in SPOKEN)
+N_RECORDINGS = len(SPOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +43,10 @@ def pipeline_day(tmp_path_factory, tiny_model_dir):
     write_encoded(
         day_dir / "edge/too_short.wav", rng.standard_normal(160).astype(np.float32) * 0.1, 16000, "wav_pcm_16"
     )
-    # digital silence: processed, flagged is_silent
+    # digital silence: resampled and flagged is_silent, then quarantined for holding no speech
     write_encoded(day_dir / "edge/silence.wav", np.zeros(32000, np.float32), 16000, "wav_pcm_16")
     # the same bytes under two names: two audio_files rows, one audio_id
-    (day_dir / "edge/copy of call 1.wav").write_bytes((day_dir / SAMPLE_DAY[0].name).read_bytes())
+    (day_dir / "edge/copy of interview 1.flac").write_bytes((day_dir / "interviews/interview_0001.flac").read_bytes())
     (day_dir / "edge/notes.txt").write_text("not audio")
     (day_dir / "edge/empty.wav").write_bytes(b"")
     result = materialize(data_dir, tiny_model_dir)
@@ -67,15 +77,18 @@ def test_every_file_is_processed_or_quarantined(pipeline_day):
     scored = {a for (a,) in con.execute("SELECT audio_id FROM emotion_scores").fetchall()}
     quarantined = dict(con.execute("SELECT source_path, reason FROM quarantine").fetchall())
     con.close()
-    good = [r.name for r in SAMPLE_DAY] + ["edge/silence.wav", "edge/copy of call 1.wav"]
+    good = [r.name for r in SPOKEN] + ["edge/copy of interview 1.flac"]
     processed = {src.removeprefix(f"{DAY}/") for src, audio_id in files if audio_id in scored}
     assert processed == set(good)
     assert {k.removeprefix(f"{DAY}/") for k in quarantined} == {
         BROKEN_SAMPLE,
+        NO_SPEECH_SAMPLE,
+        "edge/silence.wav",
         "edge/too_short.wav",
         "edge/notes.txt",
         "edge/empty.wav",
     }
+    assert quarantined[f"{DAY}/{NO_SPEECH_SAMPLE}"] == quarantined[f"{DAY}/edge/silence.wav"] == schemas.NO_SPEECH
     assert "too short" in quarantined[f"{DAY}/edge/too_short.wav"]
     assert "empty" in quarantined[f"{DAY}/edge/empty.wav"]
 
@@ -88,11 +101,23 @@ def test_scores_embeddings_and_identical_copies(pipeline_day, tiny_model_dir):
     width = con.execute("SELECT DISTINCT len(embedding) FROM emotion_embeddings").fetchall()
     emb_type = con.execute("SELECT typeof(embedding) FROM emotion_embeddings LIMIT 1").fetchone()[0]
     copies = con.execute(
-        "SELECT count(*), count(DISTINCT audio_id) FROM audio_files WHERE source_path LIKE '%call_0001.wav' OR source_path LIKE '%copy of call 1.wav'"
+        "SELECT count(*), count(DISTINCT audio_id) FROM audio_files "
+        "WHERE source_path LIKE '%interview_0001.flac' OR source_path LIKE '%copy of interview 1.flac'"
     ).fetchone()
+    sides = con.execute(
+        "SELECT f.source_path, s.channel FROM emotion_scores s JOIN audio_files f USING (audio_id, date) "
+        "WHERE f.source_path LIKE '%/calls/%' ORDER BY ALL"
+    ).fetchall()
     silent = con.execute("SELECT count(*) FROM resampled_audio WHERE is_silent").fetchone()[0]
     con.close()
-    assert len(rows) == len(SAMPLE_DAY) + 1  # the copy shares its audio_id with call_0001
+    assert len(rows) == N_VOICES  # the copy shares its audio_id with interview_0001
+    # the calls folder's channels.toml splits its two-voice stereo calls; its mono phone call stays mono
+    assert sides == sorted(
+        (f"{DAY}/{rec.name}", channel)
+        for rec in SPOKEN
+        if rec.name.startswith("calls/")
+        for channel in (("agent", "customer") if rec.speech == "call" else ("mono",))
+    )
     for _audio_id, model_id, emotion, confidence, *scores in rows:
         assert model_id == "random-tiny-seed0"
         assert abs(sum(scores) - 1) < 1e-5
@@ -116,10 +141,10 @@ def test_analytics_tables_and_sql_models(pipeline_day):
     neighbours = con.execute("SELECT audio_id, similarity FROM similar_audio(?, 3)", [some_id]).fetchall()
     con.close()
     # the similarity index holds the day's embeddings; the macro searches it
-    assert index == (len(SAMPLE_DAY) + 1, len(SAMPLE_DAY) + 1)
+    assert index == (N_RECORDINGS, N_RECORDINGS)  # one row per recording: a call by its customer
     assert len(neighbours) == 3 and some_id not in {a for a, _ in neighbours}
     assert [s for _, s in neighbours] == sorted((s for _, s in neighbours), reverse=True)
-    assert clusters == (len(SAMPLE_DAY) + 1, len(SAMPLE_DAY) + 1)
+    assert clusters == (N_RECORDINGS, N_RECORDINGS)
     assert sources == [("rule:emotion_valence",)]  # no labels: the documented rule
     assert len(summary) == 1
     row = dict(zip(summary_cols, summary[0]))
@@ -160,7 +185,7 @@ def test_rerun_reuses_scores_and_is_identical(pipeline_day, tiny_model_dir):
     assert after.equals(before)
     meta = result.asset_materializations_for_node("emotion_tables")[0].metadata
     assert meta["inferred"].value == 0
-    assert meta["reused_from_previous_run"].value == len(SAMPLE_DAY) + 1
+    assert meta["reused_from_previous_run"].value == N_VOICES
 
 
 def test_partitions_schedule_and_sensor(tmp_path, tiny_model_dir):
@@ -201,7 +226,7 @@ def test_segments_for_every_recording_and_opt_in_frames(tmp_path, tiny_model_dir
     resources = {
         "storage": StorageResource(data_dir=str(tmp_path)),
         "emotion_model": EmotionModelResource(
-            model=str(tiny_model_dir), device="cpu", window_s=30.0, frame_granularity=True
+            model=str(tiny_model_dir), device="cpu", window_s=30.0, frame_granularity=True, segments="windows"
         ),
     }
     assert dg.materialize(list(all_assets()), partition_key=DAY, resources=resources).success

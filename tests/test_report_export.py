@@ -16,6 +16,7 @@ from emo_assets.assets import all_assets
 from emo_assets.cli import main
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake
 from tests.helpers import resources
@@ -26,11 +27,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory, tiny_model_dir):
-    """Six short recordings through the whole graph (tiny random model)."""
+    """Six short recordings of speech through the whole graph (tiny random model)."""
     data_dir = tmp_path_factory.mktemp("report_data")
-    rng = np.random.default_rng(11)
     for i in range(6):
-        wav = (rng.standard_normal(8000 + 2000 * i) * (0.05 + 0.05 * i)).astype(np.float32)
+        wav = (0.5 + 0.3 * i) * spoken_speech(1.0 + 0.25 * i, 16000, [11, i])
         write_encoded(data_dir / "raw" / DAY / f"rec_{i}.wav", wav, 16000, "wav_pcm_16")
     result = dg.materialize(
         list(all_assets()),

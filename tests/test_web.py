@@ -174,7 +174,8 @@ def web_server(tmp_path_factory, tiny_model_dir, chromium):
 
     data_dir = tmp_path_factory.mktemp("web_data")
     recordings = {f"call_{i}.wav": spoken(1.0 + 0.25 * i, seed=i) for i in range(4)}
-    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu")
+    # scored whole in fixed windows (the speech-turn upload has its own test)
+    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="windows")
     model = emotion_model.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
     with _serving(data_dir, emotion_model) as url:
@@ -187,7 +188,7 @@ class _GatedModel:
 
     def __init__(self, resource, gate: threading.Event) -> None:
         self.resource, self.gate = resource, gate
-        self.model, self.precision = resource.model, resource.precision
+        self.model, self.precision, self.speech_turns = resource.model, resource.precision, resource.speech_turns
 
     def load(self):
         from emo_assets.lib.model.loading import LazyEmotionModel
@@ -213,7 +214,7 @@ def gated_server(tmp_path_factory, tiny_model_dir, chromium):
 
     data_dir = tmp_path_factory.mktemp("web_long")
     recordings = {"long_call.wav": spoken(LONG_S, seed=5), "short_call.wav": spoken(1.0, seed=6)}
-    resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    resource = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S, segments="windows")
     model = resource.load()
     ids = _write_lake(data_dir, model, _recordings_on_disk(data_dir, recordings))
     gate = threading.Event()
@@ -470,7 +471,9 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_on(tmp_path, tiny_mod
 
     upload = tmp_path / "raw" / "a.wav"
     write_encoded(upload, spoken(1.0, seed=1), 16000, "wav_pcm_16")
-    with _serving(tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu"))) as url:
+    with _serving(
+        tmp_path, BrokenWeights(EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="windows"))
+    ) as url:
         deadline = time.monotonic() + 20
         while (status := json.loads(urllib.request.urlopen(f"{url}/api/status", timeout=10).read()))[
             "state"
@@ -604,7 +607,9 @@ def test_a_two_channel_call_shows_each_side_with_its_own_arc(tmp_path, tiny_mode
     sides = [synth_speech(6.0, 16000, np.random.default_rng([11, side])).reshape(-1) for side in (0, 1)]
     sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
     (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
-    emotion_model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S)
+    emotion_model = EmotionModelResource(
+        model=str(tiny_model_dir), device="cpu", window_s=LONG_WINDOW_S, segments="windows"
+    )
     res = {**resources(data_dir, tiny_model_dir), "emotion_model": emotion_model}
     result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success

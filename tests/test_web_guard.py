@@ -350,7 +350,7 @@ def test_a_warehouse_recording_is_read_from_its_day_only(tmp_path, tiny_model_di
     monkeypatch.setattr(lake, "read_partition", spy_partition)
     monkeypatch.setattr(lake, "read_table", no_full_read)
     (audio_id,) = ids.values()  # the recording of 2026-11-21
-    found, day = web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), audio_id)
-    assert day == "2026-11-21" and set(read_days) == {"2026-11-21"}
+    found, day, channel, _ = web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), audio_id)
+    assert day == "2026-11-21" and set(read_days) == {"2026-11-21"} and channel == "mono"
     assert found.audio_name == "call_2026-11-21.wav" and found.embedding.shape[0] == 1
     assert web._warehouse_analysis(StorageResource(data_dir=str(tmp_path)), "f" * 64) is None

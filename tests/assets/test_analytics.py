@@ -12,7 +12,8 @@ from emo_assets import cli
 from emo_assets.assets import all_assets
 from emo_assets.definitions import build_definitions
 from emo_assets.lib.analytics.clustering import load_fitted_cluster_model
-from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 from tests.helpers import publish_run, resources
@@ -24,7 +25,7 @@ N_CLIPS = 24
 def test_labels_train_a_satisfaction_model_and_predictions_say_so(tmp_path, tiny_model_dir):
     day_dir = tmp_path / "raw" / DAY
     for i in range(N_CLIPS):
-        write_encoded(day_dir / f"call_{i:02d}.wav", synth_speech(0.6 + 0.05 * i, 16000, i), 16000, "wav_pcm_16")
+        write_encoded(day_dir / f"call_{i:02d}.wav", spoken_speech(1.2 + 0.05 * i, 16000, i), 16000, "wav_pcm_16")
     (tmp_path / "labels").mkdir()
     with open(tmp_path / "labels" / "survey.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -70,7 +71,7 @@ def _resources(data_dir, model_dir) -> dict:
 
 def _write_day(data_dir, day: str, n: int, offset: int = 0, prefix: str = "call") -> None:
     for i in range(n):
-        samples = synth_speech(0.6 + 0.05 * ((i + offset) % 20), 16000, i + offset)
+        samples = spoken_speech(1.2 + 0.05 * ((i + offset) % 20), 16000, i + offset)
         write_encoded(data_dir / "raw" / day / f"{prefix}_{i:02d}.wav", samples, 16000, "wav_pcm_16")
 
 

@@ -21,11 +21,17 @@ from tests.helpers import DAY, failed_steps, publish_run, resources
 CHECKS = [*all_checks, *monitoring_checks]
 
 
+def _resources(data_dir, model_dir) -> dict:
+    """The day is cut in fixed 3 s windows (several per recording), on every run of this module."""
+    model = EmotionModelResource(model=str(model_dir), device="cpu", window_s=3.0, segments="windows")
+    return {**resources(data_dir, model_dir), "emotion_model": model}
+
+
 def _run(data_dir, model_dir, selection=None):
     return dg.materialize(
         [*all_assets(), *CHECKS],
         partition_key=DAY,
-        resources=resources(data_dir, model_dir),
+        resources=_resources(data_dir, model_dir),
         selection=selection,
         raise_on_error=False,
     )
@@ -49,9 +55,12 @@ def scored_day(tmp_path_factory, tiny_model_dir):
     for i, seconds in enumerate([7.0, 9.5, 1.5]):
         samples = synth_speech(seconds, 16000, np.random.default_rng([5, i]))
         write_encoded(day_dir / f"call_{i}.wav", samples, 16000, "wav_pcm_16")
-    res = resources(data_dir, tiny_model_dir)
-    res["emotion_model"] = EmotionModelResource(model=str(tiny_model_dir), device="cpu", window_s=3.0)
-    result = dg.materialize([*all_assets(), *CHECKS], partition_key=DAY, resources=res, raise_on_error=False)
+    result = dg.materialize(
+        [*all_assets(), *CHECKS],
+        partition_key=DAY,
+        resources=_resources(data_dir, tiny_model_dir),
+        raise_on_error=False,
+    )
     assert result.success, failed_steps(result)
     return data_dir, result
 
@@ -144,7 +153,7 @@ def test_drift_check_warns_on_a_day_unlike_its_week(scored_day, tiny_model_dir):
     lenient = dg.materialize(
         [*all_assets(), *CHECKS],
         partition_key=DAY,
-        resources=resources(data_dir, tiny_model_dir),
+        resources=_resources(data_dir, tiny_model_dir),
         selection=["emotion_scores"],
         run_config={"ops": {"emotion_scores_emotion_drift": {"config": {"psi_warn": 1e9, "cosine_warn": 2.5}}}},
     )

@@ -135,3 +135,5 @@ def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
         assert (tmp_path / DAY / f"timeline_{call[:16]}_{side}.png").is_file()
         assert f"Timeline {call[:16]} ({side})" in page
         assert html.escape(arc_sentence(arcs[side])) in page
+        n = arcs[side]["turns"]
+        assert f"{n} speech turn{'' if n == 1 else 's'}; mostly" in page

@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 import sqlalchemy
 
-from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, SAMPLE_DAY, write_sample_day
+from emo_assets.lib.audio.sample_day import BROKEN_SAMPLE, NO_SPEECH_SAMPLE, SPOKEN, write_sample_day
 from emo_assets.lib.store import warehouse
 from tests.cluster.services import Services, free_port, graphql, published_days, wait_for_webserver
 
@@ -160,7 +160,8 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
     finally:
         services.stop()
 
-    # Every table holds all three days: the sample day's recordings, its broken upload quarantined.
+    # Every table holds all three days: the sample day's voices (each side of a two-voice call on its
+    # own), its broken upload and its line with no speech quarantined.
     con = warehouse.open_read_copy(data_dir)
     try:
         days = {
@@ -172,5 +173,6 @@ def test_three_day_backfill_runs_once_per_day_on_postgres(
     finally:
         con.close()
     assert days == {table: set(DAYS) for table in DAILY_TABLES}
-    assert scores == {day: len(SAMPLE_DAY) for day in DAYS}
-    assert quarantined == [(day, f"{day}/{BROKEN_SAMPLE}") for day in DAYS]
+    voices = sum(2 if rec.speech == "call" else 1 for rec in SPOKEN)
+    assert scores == {day: voices for day in DAYS}
+    assert quarantined == [(day, f"{day}/{path}") for day in DAYS for path in sorted([BROKEN_SAMPLE, NO_SPEECH_SAMPLE])]

@@ -31,14 +31,12 @@ def _run(data_dir, model_dir, *extra) -> list[str]:
     return ["run", "--date", DAY, "--data-dir", str(data_dir), "--model", str(model_dir), "--device", "cpu", *extra]
 
 
-def _materialize(data_dir, model_dir, window_s=30.0, **kwargs):
+def _materialize(data_dir, model_dir, window_s=30.0, segments="turns", **kwargs):
+    model = EmotionModelResource(model=str(model_dir), device="cpu", window_s=window_s, segments=segments)
     return dg.materialize(
         [*all_assets(), *all_checks],
         partition_key=DAY,
-        resources={
-            "storage": StorageResource(data_dir=str(data_dir)),
-            "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu", window_s=window_s),
-        },
+        resources={"storage": StorageResource(data_dir=str(data_dir)), "emotion_model": model},
         raise_on_error=False,
         **kwargs,
     )
@@ -84,11 +82,11 @@ def test_bad_window_is_refused_for_dagster_before_any_file(tmp_path, tiny_model_
 def test_a_changed_window_rescores_instead_of_reusing(tmp_path, tiny_model_dir, rel):
     data_dir = tmp_path / "data"
     rel.write_small_day(data_dir / "raw" / DAY, n=2, seconds=7.0)
-    assert _materialize(data_dir, tiny_model_dir, window_s=30.0).success
+    assert _materialize(data_dir, tiny_model_dir, window_s=30.0, segments="windows").success
     one = lake.read_partition(data_dir / "lake", "emotion_segments", DAY)
     assert one.num_rows == 2  # one window per 7 s recording
 
-    assert _materialize(data_dir, tiny_model_dir, window_s=4.0).success
+    assert _materialize(data_dir, tiny_model_dir, window_s=4.0, segments="windows").success
     segments = lake.read_partition(data_dir / "lake", "emotion_segments", DAY).to_pylist()
     planned = plan_windows(7 * SAMPLE_RATE, window_s=4.0, overlap_s=1.0)
     for audio_id in {s["audio_id"] for s in segments}:
@@ -97,7 +95,7 @@ def test_a_changed_window_rescores_instead_of_reusing(tmp_path, tiny_model_dir, 
         assert spans[-1][1] * SAMPLE_RATE == pytest.approx(planned[-1][1], abs=1)
 
     # and the same window again reuses what it wrote (nothing is re-scored needlessly)
-    again = _materialize(data_dir, tiny_model_dir, window_s=4.0)
+    again = _materialize(data_dir, tiny_model_dir, window_s=4.0, segments="windows")
     assert again.success
     assert lake.read_partition(data_dir / "lake", "emotion_segments", DAY).to_pylist() == segments
 

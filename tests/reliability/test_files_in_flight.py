@@ -19,6 +19,7 @@ from emo_assets.checks import all_checks
 from emo_assets.cli import main
 from emo_assets.definitions import build_definitions
 from emo_assets.lib.audio.ingest import ingest_day
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.deferred import deferred_paths, write_deferred
 from emo_assets.resources import EmotionModelResource, StorageResource
@@ -29,21 +30,22 @@ LIVE = f"{DAY}/live.wav"
 
 
 class Recorder(threading.Thread):
-    """A recorder that writes 16 kHz PCM in 50 ms flushes, each leaving a valid WAV header
-    (``wave`` patches the sizes after every write), until stopped."""
+    """A recorder that writes 16 kHz PCM of someone speaking in 50 ms flushes, each leaving a valid
+    WAV header (``wave`` patches the sizes after every write), until stopped."""
 
     def __init__(self, path: Path):
         super().__init__(daemon=True)
         self.path, self.frames, self._stop_event = path, 0, threading.Event()
 
     def run(self) -> None:
-        rng = np.random.default_rng(0)
+        speech = np.round(spoken_speech(20.0, 16000, 0)[0] * 32767).astype("<i2")
         with open(self.path, "wb", buffering=0) as raw, wave.open(raw, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(16000)
             while not self._stop_event.is_set():
-                chunk = (rng.standard_normal(800) * 3000).astype("<i2")
+                at = self.frames % (len(speech) - 800)
+                chunk = speech[at : at + 800]
                 out.writeframes(chunk.tobytes())
                 self.frames += len(chunk)
                 time.sleep(0.05)

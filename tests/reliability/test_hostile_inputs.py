@@ -17,7 +17,8 @@ from emo_assets.lib.audio import raw_scan
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k, probe_audio
 from emo_assets.lib.audio.resample import resample_day
-from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import warehouse
 
 DAY = "2026-11-20"
@@ -42,9 +43,9 @@ QUARANTINED = {
     "nan_inf.wav": "non-finite",
     "outside.wav": "outside data/raw",
     "unreadable.wav": "unreadable",
+    "silence.wav": "no speech",  # resampled (is_silent), then refused by the voice-activity model
 }
 PROCESSED = (
-    "silence.wav",
     "mulaw_8k.wav",
     "pcm_24bit.wav",
     "float32.wav",
@@ -58,7 +59,7 @@ PROCESSED = (
 
 
 def _speech(seconds: float, rate: int, seed: int, channels: int = 1) -> np.ndarray:
-    return synth_speech(seconds, rate, np.random.default_rng(seed), channels=channels)
+    return spoken_speech(seconds, rate, np.random.default_rng(seed), channels=channels)
 
 
 def _write_hostile_day(day_dir: Path, outside_dir: Path) -> Path:

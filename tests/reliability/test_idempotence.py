@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
+from emo_assets.lib.audio.sample_day import write_encoded
+from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import account_day
 
@@ -38,7 +39,7 @@ def test_late_file_adds_exactly_it_and_removed_file_removes_its_rows(tmp_path, t
     assert rel.materialize(tmp_path, tiny_model_dir).success
     before = rel.warehouse_tables(tmp_path)
 
-    late = write_encoded(day_dir / "late call.wav", synth_speech(1.2, 16000, 7), 16000, "wav_pcm_16")
+    late = write_encoded(day_dir / "late call.wav", spoken_speech(1.2, 16000, 7), 16000, "wav_pcm_16")
     assert rel.materialize(tmp_path, tiny_model_dir).success
     after = rel.warehouse_tables(tmp_path)
     rel.assert_no_duplicates(tmp_path)
@@ -86,7 +87,7 @@ def test_accounting_check_fails_loudly_naming_the_missing_file(tmp_path, tiny_mo
     rel.write_small_day(day_dir, n=2)
     assert rel.materialize(tmp_path, tiny_model_dir).success
     # A file lands after the run: nothing processed or quarantined it yet.
-    write_encoded(day_dir / "sneaked in.wav", synth_speech(1.0, 16000, 3), 16000, "wav_pcm_16")
+    write_encoded(day_dir / "sneaked in.wav", spoken_speech(1.0, 16000, 3), 16000, "wav_pcm_16")
     account = account_day(
         tmp_path / "raw",
         DAY,

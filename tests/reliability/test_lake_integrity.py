@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 import pytest
 import soundfile as sf
@@ -222,13 +221,12 @@ def test_emo_run_says_which_recordings_it_repaired(tmp_path, tiny_model_dir, rel
 
 
 def test_a_two_channel_call_repairs_its_unsound_side_only_and_keeps_relative_paths(tmp_path, tiny_model_dir, rel):
-    from emo_assets.lib.audio.sample_day import synth_speech
+    from emo_assets.lib.audio.spoken import spoken_call
 
     data = tmp_path / "data"
     day_dir = data / "raw" / DAY
     rel.write_small_day(day_dir, n=1)
-    sides = [synth_speech(2.0, 16000, np.random.default_rng([9, side])).reshape(-1) for side in (0, 1)]
-    sf.write(day_dir / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
+    sf.write(day_dir / "call.wav", spoken_call(4.0, 16000, 9).T, 16000, subtype="PCM_16")
     (day_dir / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
     assert rel.materialize(data, tiny_model_dir).success
     landed = lake.read_partition(data / "lake", "audio_files", DAY).to_pylist()

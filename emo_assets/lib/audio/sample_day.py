@@ -1,13 +1,19 @@
-"""Deterministic synthetic recordings: a demo day of raw uploads, and one-file helpers for tests.
+"""The demo day of raw uploads, and one-file helpers for tests.
 
-Nothing here is real speech. :func:`synth_speech` makes speech-like sound (a voiced source with a
-wandering pitch contour shaped by two formants, syllable envelopes, pauses and fricative noise bursts),
-enough to exercise decoding, resampling, loudness and the model end to end.
+The demo day is real speech (:mod:`emo_assets.lib.audio.spoken`: espeak-ng saying contact-centre
+sentences with pauses): one speaker per mono recording, and two-channel calls with the agent on the
+left and the customer on the right under a ``channels.toml``. One recording is line noise with no
+speech, one upload is not audio at all: both end in the quarantine.
 
-Byte-determinism (same seed, same numpy/libsndfile/av versions -> same bytes): WAV, FLAC, MP3 (LAME via
-libsndfile), Ogg Vorbis and Ogg Opus (libsndfile; its random Ogg serial number is replaced by a fixed
-one), M4A/AAC (ffmpeg's aac encoder through PyAV with ``+bitexact``). Different library versions may
-change encoded bytes, never the decodability or the duration.
+:func:`synth_speech` is something else: speech-like sound (a voiced source with a wandering pitch
+contour shaped by two formants, syllable envelopes, pauses and fricative noise bursts) that needs no
+system package. It exercises decoding, resampling and loudness; a voice-activity model does not hear
+it as speech, so it is scored only with fixed windows (``EMO_SEGMENTS=windows``).
+
+Byte-determinism (same seed, same numpy/libsndfile/av/espeak-ng versions -> same bytes): WAV, FLAC,
+MP3 (LAME via libsndfile), Ogg Vorbis and Ogg Opus (libsndfile; its random Ogg serial number is
+replaced by a fixed one), M4A/AAC (ffmpeg's aac encoder through PyAV with ``+bitexact``). Different
+library versions may change encoded bytes, never the decodability or the duration.
 """
 
 from __future__ import annotations
@@ -52,37 +58,51 @@ _WRITE_BLOCK_FRAMES = 8192
 
 @dataclass(frozen=True)
 class SampleRecording:
-    """One file of the demo day."""
+    """One file of the demo day. ``speech``: ``one`` speaker, a two-voice ``call`` (agent left,
+    customer right), or ``none`` (line noise: quarantined for holding no speech)."""
 
     name: str  # path relative to the day directory
     codec: str
     sample_rate: int
     channels: int
     seconds: float
+    speech: str = "one"
 
 
 SAMPLE_DAY: tuple[SampleRecording, ...] = (
-    SampleRecording("calls/call_0001.wav", "wav_pcm_16", 44100, 2, 4.0),
-    SampleRecording("calls/call_0002_phone.wav", "wav_ulaw", 8000, 1, 3.0),
-    SampleRecording("calls/call_0003.mp3", "mp3", 44100, 1, 5.0),
-    SampleRecording("calls/call_0004.m4a", "aac", 44100, 1, 2.5),
-    SampleRecording("interviews/interview_0001.flac", "flac", 22050, 1, 6.0),
+    SampleRecording("calls/call_0001.wav", "wav_pcm_16", 44100, 2, 16.0, "call"),
+    SampleRecording("calls/call_0002_phone.wav", "wav_ulaw", 8000, 1, 4.0),
+    SampleRecording("calls/call_0003.mp3", "mp3", 44100, 2, 13.0, "call"),
+    SampleRecording("calls/call_0004.m4a", "aac", 44100, 1, 3.0),
+    SampleRecording("interviews/interview_0001.flac", "flac", 22050, 1, 9.0),
     SampleRecording("interviews/interview_0002.wav", "wav_float", 48000, 1, 3.5),
     SampleRecording("voicemail/voicemail_0001.opus", "opus", 48000, 1, 4.5),
-    SampleRecording("voicemail/voicemail_0002.ogg", "vorbis", 22050, 2, 2.0),
+    SampleRecording("voicemail/voicemail_0002.ogg", "vorbis", 22050, 2, 3.0),
+    SampleRecording("voicemail/voicemail_0003_line_noise.wav", "wav_pcm_16", 16000, 1, 3.0, "none"),
 )
 BROKEN_SAMPLE = "uploads/broken_upload.mp3"
+# The recordings with speech, and the one a voice-activity model finds none in.
+SPOKEN = tuple(rec for rec in SAMPLE_DAY if rec.speech != "none")
+NO_SPEECH_SAMPLE = next(rec.name for rec in SAMPLE_DAY if rec.speech == "none")
+# The calls folder's channel config: its stereo recordings are split into agent and customer.
+CHANNELS_CONFIG = "calls/channels.toml"
+CHANNELS_TOML = '[channels]\nagent = "left"\ncustomer = "right"\n'
 
 
 def write_sample_day(day_dir: Path, seed: int = 0) -> list[Path]:
-    """Write the demo day (:data:`SAMPLE_DAY` plus the undecodable :data:`BROKEN_SAMPLE`) under
-    ``day_dir`` and return the paths, sorted. Same seed, same recordings."""
+    """Write the demo day (:data:`SAMPLE_DAY`, the undecodable :data:`BROKEN_SAMPLE` and the calls'
+    :data:`CHANNELS_CONFIG`) under ``day_dir`` and return the paths, sorted. Same seed, same files.
+    Needs espeak-ng (:class:`~emo_assets.lib.audio.spoken.SpeechSynthesisError` says how to install it)."""
     day_dir = Path(day_dir)
-    paths = []
-    for index, rec in enumerate(SAMPLE_DAY):
-        rng = np.random.default_rng([seed, index])
-        samples = synth_speech(rec.seconds, rec.sample_rate, rng, channels=rec.channels)
-        paths.append(write_encoded(day_dir / rec.name, samples, rec.sample_rate, rec.codec))
+    # Every recording is made before the first is written: no half-written day without espeak-ng.
+    samples = [sample_samples(rec, np.random.default_rng([seed, index])) for index, rec in enumerate(SAMPLE_DAY)]
+    paths = [
+        write_encoded(day_dir / rec.name, x, rec.sample_rate, rec.codec)
+        for rec, x in zip(SAMPLE_DAY, samples, strict=True)
+    ]
+    config = day_dir / CHANNELS_CONFIG
+    config.write_text(CHANNELS_TOML, encoding="utf-8")
+    paths.append(config)
     broken = day_dir / BROKEN_SAMPLE
     broken.parent.mkdir(parents=True, exist_ok=True)
     # An upload cut off after a few bytes of ID3 tag, followed by junk: no MPEG frame anywhere.
@@ -90,6 +110,26 @@ def write_sample_day(day_dir: Path, seed: int = 0) -> list[Path]:
     broken.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x0f" + b"\x00" * 15 + junk)
     paths.append(broken)
     return sorted(paths)
+
+
+def sample_samples(rec: SampleRecording, rng: np.random.Generator) -> np.ndarray:
+    """The float ``(channels, n)`` samples of one demo recording."""
+    from emo_assets.lib.audio import spoken
+
+    if rec.speech == "call":
+        return spoken.spoken_call(rec.seconds, rec.sample_rate, rng)
+    if rec.speech == "none":
+        return line_noise(rec.seconds, rec.sample_rate, rng, rec.channels)
+    return spoken.spoken_speech(rec.seconds, rec.sample_rate, rng, channels=rec.channels)
+
+
+def line_noise(seconds: float, sample_rate: int, rng: np.random.Generator | int = 0, channels: int = 1) -> np.ndarray:
+    """A line with nobody on it: 50 Hz mains hum and its harmonics over faint hiss, float32 ``(channels, n)``."""
+    rng = np.random.default_rng(rng)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    hum = sum(0.02 / k * np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6.3)) for k in (1, 2, 3))
+    rows = [hum + 0.004 * rng.standard_normal(t.size) for _ in range(channels)]
+    return np.stack(rows).astype(np.float32)
 
 
 def synth_speech(seconds: float, sample_rate: int, rng: np.random.Generator | int = 0, channels: int = 1) -> np.ndarray:

@@ -352,11 +352,12 @@ def score_day(
         batch.clear()
 
     def clips_of(unit: Unit, reader: AudioReader) -> _Pending | None:
+        # too short for the model says more than "no speech": checked first under either setting
+        reason = too_short(reader.num_samples, model.min_samples)
+        if reason is not None:
+            reject(unit[0], reason)
+            return None
         if find_turns is None:
-            reason = too_short(reader.num_samples, model.min_samples)
-            if reason is not None:
-                reject(unit[0], reason)
-                return None
             return _Pending(unit, [reader], None)
         turns = [t for t in find_turns(reader) if too_short(t.end - t.start, model.min_samples) is None]
         if not turns:

@@ -12,7 +12,7 @@ With several files, the folder holds one subfolder per file. A file becomes samp
 model hears them exactly as ``processed_audio.wav`` stores them; so ``embedding.npy`` is the lake's
 embedding of the same file, and funasr on ``processed_audio.wav`` reproduces it. Scores come from the model the pipeline's
 ``emotion_scores`` uses (an ``EmotionScorer``, ``lib/model/scorer.py``), windowed the same way; the frame
-embedding is its ``infer_frames`` (50 frames per second). With ``turns`` (EMO_SEGMENTS=turns or
+embedding is its ``infer_frames`` (50 frames per second). With ``turns`` (the default; EMO_SEGMENTS or
 ``--segments turns``) the recording is cut into speech turns as the pipeline cuts it
 (:mod:`emo_assets.lib.audio.turns`): each turn is scored as a clip, result.json lists them, the scores
 and the utterance embedding are their duration-weighted mean, and a file with no speech is refused.
@@ -57,6 +57,10 @@ PROCESSED_WAV = "processed_audio.wav"
 
 class AnalyzeError(ValueError):
     """A recording that could not be analysed; the message names the file and the remedy."""
+
+
+class NoSpeechError(AnalyzeError):
+    """Speech turns were asked for and the voice-activity model found none: nothing to score."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ def _score_turns(model, wav: np.ndarray, audio_name: str) -> tuple[EmotionResult
     reader = ArrayReader(wav)
     found = [t for t in find_turns(reader) if too_short(t.end - t.start, model.min_samples) is None]
     if not found:
-        raise AnalyzeError(f"{audio_name}: {NO_SPEECH}")
+        raise NoSpeechError(f"{audio_name}: {NO_SPEECH}")
     results = model.score([SpanReader(reader, t.start, t.end) for t in found])
     weights = [t.end - t.start for t in found]
     rows = tuple(

@@ -123,12 +123,14 @@ def _timeline_sections(lake_dir, day, out_dir, report):
             suffix = "" if channel == MONO else f"_{channel}"
             report.pngs.append(plots.write_png(out_dir / f"timeline_{audio_id[:16]}{suffix}.png", png))
             top = Counter(rows.column("emotion").to_pylist()).most_common(3)
+            turns = "speech_share" in rows.column_names and rows.column("speech_share").null_count == 0
+            what = ("speech turn" if turns else "segment") + ("" if rows.num_rows == 1 else "s")
             sections.append(
                 (
                     f"Timeline {name}",
                     png,
                     html.escape(
-                        f"{rows.num_rows} segments; mostly "
+                        f"{rows.num_rows} {what}; mostly "
                         + ", ".join(f"{e} ({n})" for e, n in top)
                         + ("" if arc is None else f". {arc_sentence(arc)}")
                     ),

@@ -130,12 +130,13 @@ def test_warehouse_views_over_the_lake_have_the_macros(tmp_path):
     assert [g[1] for g in got] == pytest.approx([1 / np.sqrt(2), 0.0], abs=1e-6)
 
 
-def test_emo_similar_by_audio_id_and_by_file(tmp_path, tiny_model_dir, capsys):
+def test_emo_similar_by_audio_id_and_by_file(tmp_path, tiny_model_dir, capsys, monkeypatch):
     from emo_assets.lib.audio.load import load_mono_16k
     from emo_assets.lib.audio.sample_day import write_encoded
     from emo_assets.resources import EmotionModelResource
 
-    model = EmotionModelResource(model=str(tiny_model_dir), device="cpu").load()
+    monkeypatch.setenv("EMO_SEGMENTS", "windows")  # noise, embedded whole as the lake rows below are
+    model = EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="windows").load()
     rng = np.random.default_rng(5)
     files = [
         write_encoded(

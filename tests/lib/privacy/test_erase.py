@@ -175,14 +175,13 @@ def test_an_erased_two_channel_call_leaves_neither_side(tmp_path, tiny_model_dir
     """Each side of a two-channel call has its own FLAC (<audio_id>.<channel>.flac): both go."""
     import soundfile as sf
 
-    from emo_assets.lib.audio.sample_day import synth_speech
+    from emo_assets.lib.audio.spoken import spoken_call, spoken_speech
 
     data = tmp_path / "data"
     day = data / "raw" / DAY
     day.mkdir(parents=True)
-    sides = [synth_speech(4.0, 16000, np.random.default_rng([5, side])).reshape(-1) for side in (0, 1)]
-    sf.write(day / "call.wav", np.stack(sides, axis=1), 16000, subtype="PCM_16")
-    sf.write(day / "other.wav", synth_speech(4.0, 16000, np.random.default_rng(9)).reshape(-1), 16000)
+    sf.write(day / "call.wav", spoken_call(4.0, 16000, 5).T, 16000, subtype="PCM_16")
+    sf.write(day / "other.wav", spoken_speech(4.0, 16000, 9).reshape(-1), 16000)
     (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
     result = materialize(data, tiny_model_dir)
     assert result.success, failed_steps(result)

@@ -42,6 +42,13 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(autouse=True)
+def whole_files(monkeypatch):
+    """`emo analyze` scores the whole file in fixed windows here (EMO_SEGMENTS=windows), as funasr
+    does; the tests of speech turns ask for them with --segments turns."""
+    monkeypatch.setenv("EMO_SEGMENTS", "windows")
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

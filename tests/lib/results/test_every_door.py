@@ -44,7 +44,13 @@ RECORDINGS = {
 
 
 def _emotion_model(model_dir: Path) -> EmotionModelResource:
-    return EmotionModelResource(model=str(model_dir), device="cpu", window_s=WINDOW_S)
+    return EmotionModelResource(model=str(model_dir), device="cpu", window_s=WINDOW_S, segments="windows")
+
+
+@pytest.fixture(autouse=True)
+def fixed_windows(monkeypatch):
+    """The doors score whole files in fixed windows here (EMO_SEGMENTS=windows for the `emo` commands)."""
+    monkeypatch.setenv("EMO_SEGMENTS", "windows")
 
 
 def _speech(seconds: float, rate: int, seed: int, channels: int) -> np.ndarray:
@@ -225,6 +231,8 @@ def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tin
     path = files["stereo_44k.flac"]
     args = ["similar", str(path), "--json", "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]
     assert main([*args, "--device", "cpu", "--precision", "int8"]) == 0
-    int8 = EmotionModelResource(model=str(tiny_model_dir), device="cpu", precision="int8", window_s=WINDOW_S).load()
+    int8 = EmotionModelResource(
+        model=str(tiny_model_dir), device="cpu", precision="int8", window_s=WINDOW_S, segments="windows"
+    ).load()
     np.testing.assert_array_equal(queried[-1], int8.infer([load_mono_16k(path)])[0].embedding)
     assert not np.array_equal(queried[-1], vectors[ids["stereo_44k.flac"]])  # the warehouse was run in fp32
