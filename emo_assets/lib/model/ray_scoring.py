@@ -260,6 +260,7 @@ def _run(
     total = len(pending)
 
     def collect(block: bool) -> None:
+        """Record every batch scored by now; with ``block``, wait for one first."""
         while queued:
             done, _ = ray.wait(list(queued), num_returns=1, timeout=None if block else 0)
             if not done:
@@ -304,7 +305,8 @@ def _run(
         _take(decodes, day_scores, batch, batch_size, send, collect)
     if batch:
         send()
-    collect(block=True)
+    while queued:
+        collect(block=True)
 
 
 def _take(decodes, day_scores, batch, batch_size, send, collect) -> None:
