@@ -108,8 +108,12 @@ def main() -> None:
     resampled, audio_files = write_day(args.work_dir, args.recordings, args.seconds)
     settings = ModelSettings(str(model_dir), device="cpu")
 
+    load_s: list[float] = []
+
     def in_process():
+        start = time.perf_counter()
         model = load_model(settings)
+        load_s.append(round(time.perf_counter() - start, 2))
         return score_day(resampled, audio_files, model, DAY, open_audio=FlacReader), None
 
     def on_ray():
@@ -119,7 +123,7 @@ def main() -> None:
         )
 
     seconds: dict[str, list[float]] = {"in_process": [], "ray": []}
-    outputs, loads = {}, []
+    outputs, loads, first_batch = {}, [], []
     for _ in range(args.rounds):
         for name, run in (("in_process", in_process), ("ray", on_ray)):
             start = time.perf_counter()
@@ -128,7 +132,7 @@ def main() -> None:
             outputs[name] = out
             if stats is not None:
                 loads.append(stats.loads)
-                first_batch = stats.first_scored_s
+                first_batch.append(round(stats.first_scored_s, 2))
     for table in ("scores", "embeddings", "segments"):
         assert getattr(outputs["ray"], table).equals(getattr(outputs["in_process"], table)), table
     best = {name: min(values) for name, values in seconds.items()}
@@ -150,6 +154,7 @@ def main() -> None:
                 "seconds": seconds,
                 "ray_slower_pct": round(100 * (best["ray"] / best["in_process"] - 1), 1),
                 "overhead_ms_per_recording": round(1000 * (best["ray"] - best["in_process"]) / args.recordings, 1),
+                "in_process_model_load_s": load_s,
                 "ray_first_batch_scored_s": first_batch,
                 "model_loads_per_actor_process": loads,
                 "emo_run": runs,

@@ -80,6 +80,9 @@ MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$DIR/s3-recording.jsonl" \
 echo $! >"$DIR/pids/s3.pid"
 "$PY" cluster/ready.py s3 "http://127.0.0.1:$S3_PORT" "$BUCKET"
 echo "cluster: S3 (moto) on http://127.0.0.1:$S3_PORT, bucket $BUCKET"
+# The Ray nodes' tasks read an S3 lake (EMO_LAKE_URI) with the credentials above and this endpoint.
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+export FSSPEC_S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 
 # --- Ray: `ray start --block` in its own session; its processes die with it (kernel fate-sharing).
 # A short temp dir: Ray's unix socket paths must stay under 108 characters.
