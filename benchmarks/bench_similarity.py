@@ -174,6 +174,12 @@ def run(args: argparse.Namespace) -> dict:
     }
     log(f"build done: {result['build']}")
 
+    if args.wait_idle_below is not None:
+        log(f"waiting for the 1-minute load average to fall below {args.wait_idle_below} before loading")
+        while os.getloadavg()[0] >= args.wait_idle_below:
+            time.sleep(10)
+        result["load_average_before_search"] = os.getloadavg()
+        log(f"load average {os.getloadavg()}: loading and searching")
     t0 = time.perf_counter()
     index = ann.load_index(root, "bench", settings)
     result["load_s"] = round(time.perf_counter() - t0, 1)
@@ -257,6 +263,12 @@ def main() -> None:
         "--resume",
         action="store_true",
         help="keep the day files an interrupted run left in --workdir (same seed and settings) instead of re-encoding them",
+    )
+    parser.add_argument(
+        "--wait-idle-below",
+        type=float,
+        help="build first, then wait until the 1-minute load average is below this before loading and searching "
+        "(idle-machine query times on a shared machine)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the written index")
     parser.add_argument("--out", help="write the results (and progress) as JSON here")

@@ -16,6 +16,7 @@ No dagster here; torch and funasr are imported inside the functions that use the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,7 @@ def build_module(model_dir: Path, *, weights: bool = True) -> tuple[Any, list[st
     model_class = funasr_class("model_classes", config.model)
     if model_class is None:
         raise ModelLoadError(f"{model_dir / 'config.yaml'} names model {config.model!r}, which funasr does not know")
-    with torch.device("meta"):
+    with torch.device("meta"), _no_random_init():
         module = model_class(model_conf=OmegaConf.to_container(config.model_conf, resolve=True), vocab_size=len(tokens))
     # The pre-training decoder is not in published checkpoints and inference never runs it.
     module.modality_encoders["AUDIO"].remove_pretraining_modules(keep_decoder=False)
@@ -152,6 +153,32 @@ def build_module(model_dir: Path, *, weights: bool = True) -> tuple[Any, list[st
         scope_map = OmegaConf.to_container(config.scope_map) if config.get("scope_map") else None
         load_weights(module, model_dir / "model.pt", scope_map)
     return module, tokens
+
+
+@contextmanager
+def _no_random_init() -> Iterator[None]:
+    """``torch.nn.init``'s in-place initialisers as no-ops while a network is built on the meta device.
+
+    Meta tensors hold no data, so a random init there computes nothing, but its meta kernels run
+    through ``torch._refs``, whose first call imports ``torch._dynamo``: about 2 s of every start,
+    for nothing. Every tensor is then assigned from ``model.pt`` (``load_weights`` checks each one)
+    or from the int8 cache. The swap is process-wide for the few milliseconds of the build.
+    """
+    import torch.nn.init as init
+
+    names = [name for name in dir(init) if name.endswith("_") and not name.startswith("_")]
+    saved = {name: getattr(init, name) for name in names}
+    for name in names:
+        setattr(init, name, _unchanged)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
+
+
+def _unchanged(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    return tensor
 
 
 def label_order(tokens: Sequence[str]) -> tuple[int, ...]:

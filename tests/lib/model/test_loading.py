@@ -77,6 +77,24 @@ def test_loading_leaves_the_global_rngs_alone(tiny_model_dir: Path) -> None:
     assert (np.random.rand(), torch.rand(1).item()) == expected
 
 
+def test_loading_a_model_does_not_import_torch_dynamo(tiny_model_dir: Path) -> None:
+    """A network built on the meta device skips torch.nn.init, whose meta kernels import torch._dynamo
+    (about 2 s of every `emo analyze`); the initialisers are back in place afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch.nn.init as init\n"
+        "before = init.kaiming_normal_\n"
+        "from emo_assets.lib.model.loading import load_model\n"
+        "from emo_assets.lib.model.settings import ModelSettings\n"
+        f"load_model(ModelSettings({str(tiny_model_dir)!r}, device='cpu'))\n"
+        "print('torch._dynamo' in sys.modules, init.kaiming_normal_ is before)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
+
+
 def test_weights_that_do_not_match_the_config_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     # funasr would print "miss key in ckpt" and silently keep a random projection head.
     model_dir = tmp_path / "partial"
