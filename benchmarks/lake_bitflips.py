@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emo_assets.lib import schemas
-from emo_assets.lib.model.scoring import score_rows
+from emo_assets.lib.model.score_rows import score_rows
 from emo_assets.lib.store import lake
 
 DAY = "2026-11-20"

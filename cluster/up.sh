@@ -16,6 +16,9 @@ HEAD_IP=127.0.0.2
 NODE_IP=127.0.0.3
 CPUS_PER_NODE=${EMO_CLUSTER_CPUS_PER_NODE:-1}
 OBJECT_STORE_BYTES=$((256 * 1024 * 1024))
+# Room for one model actor per node (Ray inference places its actors by this resource on CPU nodes).
+MODEL_SLOTS='{"emo_model": 1}'
+
 export RAY_USAGE_STATS_ENABLED=0             # no phoning home
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 # a test cluster stops at once on SIGTERM
 
@@ -77,19 +80,22 @@ MOTO_ENABLE_RECORDING=True MOTO_RECORDER_FILEPATH="$DIR/s3-recording.jsonl" \
 echo $! >"$DIR/pids/s3.pid"
 "$PY" cluster/ready.py s3 "http://127.0.0.1:$S3_PORT" "$BUCKET"
 echo "cluster: S3 (moto) on http://127.0.0.1:$S3_PORT, bucket $BUCKET"
+# The Ray nodes' tasks read an S3 lake (EMO_LAKE_URI) with the credentials above and this endpoint.
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+export FSSPEC_S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 
 # --- Ray: `ray start --block` in its own session; its processes die with it (kernel fate-sharing).
 # A short temp dir: Ray's unix socket paths must stay under 108 characters.
 RAY_TMP=$(mktemp -d /tmp/emo-ray.XXXXXX)
 echo "$RAY_TMP" >"$DIR/ray.tmpdir"
 setsid "$BIN/ray" start --head --block --disable-usage-stats --node-ip-address=$HEAD_IP --port="$RAY_PORT" \
-  --num-cpus="$CPUS_PER_NODE" --object-store-memory=$OBJECT_STORE_BYTES --temp-dir="$RAY_TMP" \
+  --num-cpus="$CPUS_PER_NODE" --resources="$MODEL_SLOTS" --object-store-memory=$OBJECT_STORE_BYTES --temp-dir="$RAY_TMP" \
   --dashboard-host=$HEAD_IP --dashboard-port="$DASH_PORT" --ray-client-server-port="$CLIENT_PORT" \
   --dashboard-agent-listen-port="$AGENT_PORT_HEAD" >"$DIR/logs/ray-head.log" 2>&1 &
 echo $! >"$DIR/pids/ray-head.pid"
 "$PY" cluster/ready.py ray "$HEAD_IP:$RAY_PORT" 1
 setsid "$BIN/ray" start --block --disable-usage-stats --address="$HEAD_IP:$RAY_PORT" --node-ip-address=$NODE_IP \
-  --num-cpus="$CPUS_PER_NODE" --object-store-memory=$OBJECT_STORE_BYTES \
+  --num-cpus="$CPUS_PER_NODE" --resources="$MODEL_SLOTS" --object-store-memory=$OBJECT_STORE_BYTES \
   --dashboard-agent-listen-port="$AGENT_PORT_NODE" >"$DIR/logs/ray-node.log" 2>&1 &
 echo $! >"$DIR/pids/ray-node.pid"
 "$PY" cluster/ready.py ray "$HEAD_IP:$RAY_PORT" 2

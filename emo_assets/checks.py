@@ -5,7 +5,7 @@ import numpy as np
 
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import drift
-from emo_assets.lib.model.scoring import SCORE_SUM_TOLERANCE, scores_off
+from emo_assets.lib.model.score_rows import SCORE_SUM_TOLERANCE, scores_off
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import account_day

@@ -101,6 +101,40 @@ def _lake_uri(env: str, text: str) -> str | None:
     return text.strip()
 
 
+def _ray_address(env: str, text: str) -> str | None:
+    """EMO_RAY_ADDRESS: empty is the in-process model; else host:port (the GCS) or ray://host:port."""
+    value = text.strip()
+    if not value:
+        return None
+    host, _, port = value.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SettingError(
+            f"{env}={text!r} is not a Ray address; use host:port of the cluster's head (its GCS), "
+            "ray://host:port for the Ray client, or leave it empty to score in this process"
+        )
+    return value
+
+
+def _actors(env: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SettingError(f"{env}={text!r} is not a number of model actors; use 0 (as many as fit) or more")
+    return value
+
+
+def _gpus(env: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise SettingError(f"{env}={text!r} is not a number of GPUs; use 0 (CPU actors), a fraction such as 0.5, or 1")
+    return value
+
+
 def _days(env: str, text: str) -> int:
     try:
         value = int(text)
@@ -139,6 +173,9 @@ SETTINGS = (
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
     Setting("EMO_SEGMENTS", "emotion_model", "segments", _segments),
+    Setting("EMO_RAY_ADDRESS", "emotion_model", "ray_address", _ray_address),
+    Setting("EMO_RAY_ACTORS", "emotion_model", "ray_actors", _actors),
+    Setting("EMO_RAY_GPUS_PER_ACTOR", "emotion_model", "ray_gpus_per_actor", _gpus),
 )
 
 RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
@@ -155,6 +192,9 @@ _CONFIG_TYPES = {
     _lake_uri: str,
     _days: int,
     _segments: str,
+    _ray_address: str,
+    _actors: int,
+    _gpus: float,
 }
 
 

@@ -173,6 +173,12 @@ class EmotionModelResource(dg.ConfigurableResource):
     # What a row of emotion_segments is: "turns" (speech turns found by silero-vad; silence is not
     # scored) or "windows" (fixed windows of window_s over the whole recording).
     segments: str = "turns"
+    # A Ray cluster to score on (host:port of its GCS, or ray://host:port); None: in this process.
+    ray_address: str | None = None
+    # Model actors on the cluster (0: as many as it has room for) and the GPUs each asks for
+    # (0: one unit of the cluster's `emo_model` resource instead, for CPU nodes).
+    ray_actors: int = 0
+    ray_gpus_per_actor: float = 0.0
 
     @pydantic.model_validator(mode="after")
     def _check_window(self):

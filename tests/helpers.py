@@ -20,9 +20,8 @@ from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import rebuild
-from emo_assets.lib.audio import spoken
 from emo_assets.lib.audio.sample_day import write_encoded
-from emo_assets.lib.audio.spoken import AGENT_VOICE, CUSTOMER_VOICE, SENTENCES, spoken_speech
+from emo_assets.lib.audio.spoken import AGENT_VOICE, CUSTOMER_VOICE, SENTENCES, say, spoken_speech
 from emo_assets.lib.store import publish, warehouse
 from emo_assets.resources import EmotionModelResource, StorageResource
 
@@ -211,7 +210,7 @@ def numpy_top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarr
 def espeak(text: str, voice: str = "en-us") -> np.ndarray:
     """``text`` spoken by Debian's espeak-ng (`make test` installs it) as 16 kHz float32 mono,
     trimmed to the speech: the sentence starts at the first sample and ends at the last."""
-    return spoken.say(text, voice)
+    return say(text, voice)
 
 
 def spoken(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:

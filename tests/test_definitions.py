@@ -72,7 +72,16 @@ def test_each_override_goes_to_the_resource_that_has_it(tmp_path, clean_env):
 
 @pytest.mark.parametrize(
     ("env", "value"),
-    [("EMO_HALF", "maybe"), ("EMO_WINDOW_S", "long"), ("EMO_WINDOW_S", "-3"), ("EMO_SEGMENTS", "sentences")],
+    [
+        ("EMO_HALF", "maybe"),
+        ("EMO_WINDOW_S", "long"),
+        ("EMO_WINDOW_S", "-3"),
+        ("EMO_SEGMENTS", "sentences"),
+        ("EMO_RAY_ADDRESS", "head-node"),
+        ("EMO_RAY_ADDRESS", "ray://head:port"),
+        ("EMO_RAY_ACTORS", "-1"),
+        ("EMO_RAY_GPUS_PER_ACTOR", "some"),
+    ],
 )
 def test_a_bad_value_names_its_variable(clean_env, env, value):
     clean_env.setenv(env, value)
@@ -114,3 +123,18 @@ def test_the_instance_fails_a_dead_run_and_retries_it_once_from_its_first_step(t
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert not instance.run_retries_retry_on_asset_or_op_failure
     assert daily_emotion_job.tags["dagster/retry_strategy"] == "ALL_STEPS"
+
+
+def test_ray_settings_default_to_the_in_process_model_and_are_read_at_launch(clean_env):
+    with dg.build_resources(launch_resources()) as built:
+        model = built.emotion_model
+        assert (model.ray_address, model.ray_actors, model.ray_gpus_per_actor) == (None, 0, 0.0)
+    clean_env.setenv("EMO_RAY_ADDRESS", " 10.0.0.5:6379 ")
+    clean_env.setenv("EMO_RAY_ACTORS", "3")
+    clean_env.setenv("EMO_RAY_GPUS_PER_ACTOR", "0.5")
+    with dg.build_resources(launch_resources()) as built:
+        model = built.emotion_model
+        assert (model.ray_address, model.ray_actors, model.ray_gpus_per_actor) == ("10.0.0.5:6379", 3, 0.5)
+    clean_env.setenv("EMO_RAY_ADDRESS", "")
+    with dg.build_resources(launch_resources()) as built:
+        assert built.emotion_model.ray_address is None

@@ -26,7 +26,7 @@ import pytest
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import nearest
 from emo_assets.lib.audio.sample_day import write_encoded
-from emo_assets.lib.model.scoring import score_rows, segment_row
+from emo_assets.lib.model.score_rows import score_rows, segment_row
 from emo_assets.lib.store import lake
 from tests.helpers import spoken
 

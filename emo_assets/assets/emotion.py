@@ -73,18 +73,33 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
     previous = {
         t: reusable(context, storage, t, day) for t in ("emotion_scores", "emotion_embeddings", "emotion_segments")
     }
-    out = score_day(
-        resampled,
-        landed,
-        model,
-        day,
-        previous_scores=previous["emotion_scores"].rows,
-        previous_embeddings=previous["emotion_embeddings"].rows,
-        previous_segments=previous["emotion_segments"].rows,
-        open_audio=FlacReader,
-        find_turns=find_turns if emotion_model.speech_turns else None,
-        progress=progress,
-    )
+    scoring = {
+        "previous_scores": previous["emotion_scores"].rows,
+        "previous_embeddings": previous["emotion_embeddings"].rows,
+        "previous_segments": previous["emotion_segments"].rows,
+        "open_audio": FlacReader,
+        "find_turns": find_turns if emotion_model.speech_turns else None,
+    }
+    on_ray = {}
+    if emotion_model.ray_address:
+        from emo_assets.lib.model.ray_scoring import score_day_on_ray
+
+        out, stats = score_day_on_ray(
+            resampled,
+            landed,
+            model,
+            day,
+            address=emotion_model.ray_address,
+            settings=emotion_model.settings(),
+            actors=emotion_model.ray_actors,
+            gpus_per_actor=emotion_model.ray_gpus_per_actor,
+            log=context.log.info,
+            **scoring,
+        )
+        on_ray = ray_metadata(stats)
+        context.log.info(f"{day}: Ray model loads per actor process: {stats.loads}")
+    else:
+        out = score_day(resampled, landed, model, day, progress=progress, **scoring)
     if out.without_speech:
         context.log.info(f"{day}: {out.without_speech} channel(s) of scored recordings hold no speech: no rows")
     common = {
@@ -93,6 +108,7 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         "inferred": out.inferred,
         "reused_from_previous_run": out.reused,
         "quarantined": out.rejects.num_rows,
+        **on_ray,
     }
     if "emotion_embeddings" in selected:
         path = lake.write_partition(storage.lake_dir, "emotion_embeddings", day, out.embeddings)
@@ -139,6 +155,18 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             asset_key="emotion_frames",
             metadata={"row_count": dg.MetadataValue.int(rows), "path": dg.MetadataValue.path(str(path)), **common},
         )
+
+
+def ray_metadata(stats) -> dict:
+    """Where a day was scored on Ray: the cluster, its actors and each actor process's model loads."""
+    return {
+        "ray_address": dg.MetadataValue.text(stats.address),
+        "ray_actors": stats.actors,
+        "ray_batches": stats.batches,
+        "ray_nodes": len(stats.nodes),
+        "ray_model_loads": dg.MetadataValue.json(stats.loads),
+        "ray_first_batch_s": dg.MetadataValue.float(stats.first_scored_s or 0.0),
+    }
 
 
 def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table) -> dict:

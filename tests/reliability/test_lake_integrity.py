@@ -15,7 +15,7 @@ from emo_assets.checks import scores_check_result
 from emo_assets.lib import schemas
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day, resolve_paths
-from emo_assets.lib.model.scoring import scores_off, unsound_score_rows
+from emo_assets.lib.model.score_rows import scores_off, unsound_score_rows
 from emo_assets.lib.store import lake
 
 DAY = "2026-11-20"

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from emo_assets.lib import schemas
 from emo_assets.lib.files.faults import MachineFault, is_machine_fault, machine_fault
+from emo_assets.lib.model.score_rows import score_rows, segment_row, unsound_mask
 from emo_assets.lib.model.scorer import AudioReader, AudioReadError, EmotionScorer, SpanReader
 from emo_assets.lib.model.windows import plan_windows, too_short, weighted_mean
 from emo_assets.lib.schemas import SAMPLE_RATE, reject_rows
@@ -56,63 +57,6 @@ class ScoringOutput:
     without_speech: int = 0  # channels of scored recordings in which no speech turn was found
     # recordings a channel of which had stored rows of an earlier run that failed the row checks, scored again
     repaired: tuple[str, ...] = ()
-
-
-# How far a recording's nine scores may sum from 1 (the ``scores_sum_to_one`` check's rule).
-SCORE_SUM_TOLERANCE = 1e-5
-
-
-def _score_matrix(rows: pa.Table) -> np.ndarray:
-    if not rows.num_rows:
-        return np.zeros((0, len(schemas.EMOTION_LABELS)))
-    return np.column_stack([rows.column(c).to_numpy() for c in schemas.EMOTION_LABELS]).astype(np.float64)
-
-
-def _scores_off_mask(rows: pa.Table) -> np.ndarray:
-    matrix = _score_matrix(rows)
-    return ~np.isfinite(matrix).all(axis=1) | ~(np.abs(matrix.sum(axis=1) - 1.0) <= SCORE_SUM_TOLERANCE)
-
-
-def scores_off(rows: pa.Table) -> list[str]:
-    """The ``audio_id``s of rows whose nine scores are not a probability distribution: a score that
-    is NaN or infinite, or a sum more than :data:`SCORE_SUM_TOLERANCE` from 1."""
-    bad = _scores_off_mask(rows)
-    return sorted({a for a, b in zip(rows.column("audio_id").to_pylist(), bad) if b})
-
-
-def _unsound_mask(rows: pa.Table) -> np.ndarray:
-    """Per row: :func:`scores_off`, or ``confidence`` not the top score, or ``emotion`` not a class holding it."""
-    bad = _scores_off_mask(rows)
-    if rows.num_rows:
-        matrix = _score_matrix(rows)
-        top = matrix.max(axis=1)
-        confidence = rows.column("confidence").to_numpy().astype(np.float64)
-        labels = list(schemas.EMOTION_LABELS)
-        named = np.array(
-            [matrix[i, labels.index(e)] if e in labels else np.nan for i, e in enumerate(rows["emotion"].to_pylist())]
-        )
-        bad = bad | (confidence != top) | (named != top)
-    return bad
-
-
-def unsound_score_rows(rows: pa.Table) -> list[str]:
-    """The ``audio_id``s of ``emotion_scores`` or ``emotion_segments`` rows that cannot be what the
-    model wrote: :func:`scores_off`, or ``confidence`` not the top score, or ``emotion`` not a class
-    holding it."""
-    return sorted({a for a, b in zip(rows.column("audio_id").to_pylist(), _unsound_mask(rows)) if b})
-
-
-def score_rows(audio_id: str, date: dt.date, model_id: str, scores: np.ndarray, **extra) -> dict:
-    best = int(np.argmax(scores))
-    return {
-        "audio_id": audio_id,
-        "date": date,
-        "model_id": model_id,
-        **extra,
-        "emotion": schemas.EMOTION_LABELS[best],
-        "confidence": float(scores[best]),
-        **{label: float(s) for label, s in zip(schemas.EMOTION_LABELS, scores)},
-    }
 
 
 Unit = tuple[str, str]  # (audio_id, channel): what is scored as one voice
@@ -157,7 +101,7 @@ def _unsound_units(rows: pa.Table) -> set[Unit]:
     """The (audio_id, channel)s of the rows :func:`unsound_score_rows` names."""
     ids = rows.column("audio_id").to_pylist()
     channels = rows.column("channel").to_pylist() if "channel" in rows.column_names else [None] * len(ids)
-    return {(a, c or schemas.MONO) for a, c, b in zip(ids, channels, _unsound_mask(rows)) if b}
+    return {(a, c or schemas.MONO) for a, c, b in zip(ids, channels, unsound_mask(rows)) if b}
 
 
 def _segmented_as_now(model, segments: list[dict], *, turns: bool) -> bool:
@@ -182,38 +126,76 @@ def _segmented_as_now(model, segments: list[dict], *, turns: bool) -> bool:
     )
 
 
-def segment_row(
-    audio_id: str,
-    date: dt.date,
-    model_id: str,
-    start_s: float,
-    end_s: float,
-    scores,
-    *,
-    channel: str = schemas.MONO,
-    turn: int = 0,
-    speech_share: float | None = None,
-) -> dict:
-    return score_rows(
-        audio_id,
-        date,
-        model_id,
-        np.asarray(scores),
-        channel=channel,
-        turn=turn,
-        start_s=float(start_s),
-        end_s=float(end_s),
-        speech_share=speech_share,
-    )
-
-
 @dataclass(frozen=True)
-class _Pending:
-    """One voice waiting for the model: its clips (the whole recording, or one per speech turn)."""
+class Voice:
+    """One voice ready for the model: its clips (the whole recording, or one per speech turn)."""
 
     unit: Unit
-    clips: list[AudioReader]
-    turns: list[SpeechTurn] | None  # None: fixed windows
+    path: str
+    clips: Sequence[AudioReader]
+    turns: Sequence[SpeechTurn] | None  # None: fixed windows
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """The quarantine reason of a 16 kHz FLAC that could not be read."""
+    return f"resampled audio unreadable: {getattr(exc, 'reason', exc)}"
+
+
+def read_voice(
+    unit: Unit, path: str, *, open_audio: OpenAudio, min_samples: int, find_turns: FindTurns | None
+) -> Voice | str | None:
+    """The voice of ``path`` ready for the model; or a quarantine reason (a str: unreadable, too
+    short); or None when ``find_turns`` found no speech turn long enough to score (silent).
+
+    With ``find_turns``, each turn becomes a clip of its own; without it, the whole recording is one.
+    The machine's faults (disk, memory) raise MachineFault: they are not the recording's.
+    """
+    try:
+        reader = open_audio(path)
+        # too short for the model says more than "no speech": checked first under either setting
+        reason = too_short(reader.num_samples, min_samples)
+        if reason is not None:
+            return reason
+        if find_turns is None:
+            return Voice(unit, path, [reader], None)
+        turns = [t for t in find_turns(reader) if too_short(t.end - t.start, min_samples) is None]
+    except (ValueError, OSError, MemoryError) as exc:
+        if is_machine_fault(exc):  # our own FLAC unreadable for the machine's reasons: fail, blame no file
+            raise machine_fault(exc, "reading the 16 kHz FLAC", path) from exc
+        return unreadable_reason(exc)
+    if not turns:
+        return None
+    return Voice(unit, path, [SpanReader(reader, t.start, t.end) for t in turns], turns)
+
+
+def _score_one(model: EmotionScorer, voice: Voice) -> list | str:
+    try:
+        return model.score(voice.clips)
+    except AudioReadError as exc:
+        return unreadable_reason(exc)
+    except MachineFault:
+        raise  # the disk or the object store failed, not the recording: the step fails
+    except (OSError, MemoryError) as exc:
+        if is_machine_fault(exc):
+            raise machine_fault(exc, "scoring", voice.path) from exc
+        return f"inference failed: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
+        return f"inference failed: {type(exc).__name__}: {exc}"
+
+
+def score_batch(model: EmotionScorer, batch: Sequence[Voice]) -> list[list | str]:
+    """One model call for the voices of ``batch``: per voice, its results (one per clip) or the
+    reason it is quarantined. A batch that fails is scored again voice by voice, so one bad
+    recording does not take its batch with it. The machine's faults raise MachineFault."""
+    try:
+        flat = model.score([clip for voice in batch for clip in voice.clips])
+        results, at = [], 0
+        for voice in batch:
+            results.append(flat[at : at + len(voice.clips)])
+            at += len(voice.clips)
+        return results
+    except Exception:
+        return [_score_one(model, voice) for voice in batch]
 
 
 def _resampled_units(resampled: pa.Table) -> dict[Unit, str]:
@@ -221,6 +203,161 @@ def _resampled_units(resampled: pa.Table) -> dict[Unit, str]:
     ids = resampled.column("audio_id").to_pylist()
     channels = resampled.column("channel").to_pylist() if "channel" in resampled.column_names else [None] * len(ids)
     return {(a, c or schemas.MONO): p for a, c, p in zip(ids, channels, resampled.column("path").to_pylist())}
+
+
+class DayScores:
+    """One day's scoring, in three steps shared by every way of running the model:
+    :func:`plan_day` makes it (what an earlier run already scored is kept, the rest is
+    :attr:`pending`); each voice's outcome is recorded as it comes (:meth:`record`, :meth:`reject`,
+    :meth:`silent`), in any order; :meth:`assemble` builds the tables, rows in (audio_id, channel)
+    order whatever the order the outcomes came in."""
+
+    def __init__(self, model: EmotionScorer, day: str, sources: dict[str, list[str]], paths: dict[Unit, str]) -> None:
+        self.model_id, self.embed_dim = model.model_id, model.embed_dim
+        self.day, self.date = day, dt.date.fromisoformat(day)
+        self.sources, self.paths = sources, paths
+        self.pending: list[Unit] = []
+        self.reusable: dict[Unit, tuple[dict, np.ndarray, list[dict]]] = {}
+        self.unsound: set[Unit] = set()
+        self.inferred = 0
+        self._scores: dict[Unit, dict] = {}
+        self._embeddings: dict[Unit, np.ndarray] = {}
+        self._segments: dict[Unit, list[dict]] = {}
+        self._failed: dict[str, str] = {}  # audio_id -> why the recording is quarantined
+        self._silent: set[Unit] = set()
+
+    def reject(self, audio_id: str, reason: str) -> None:
+        self._failed.setdefault(audio_id, reason)
+
+    def silent(self, unit: Unit) -> None:
+        self._silent.add(unit)
+
+    def prepared(self, unit: Unit, outcome: Voice | str | None) -> Voice | None:
+        """Record what :func:`read_voice` gave; the voice when it is ready for the model."""
+        if isinstance(outcome, str):
+            self.reject(unit[0], outcome)
+            return None
+        if outcome is None:
+            self.silent(unit)
+        return outcome
+
+    def record(self, batch: Sequence[tuple[Unit, Sequence[SpeechTurn] | None]], outcomes: Sequence[list | str]) -> None:
+        """The outcomes of one :func:`score_batch` call, for its voices' (unit, turns)."""
+        self.inferred += len(batch)
+        for (unit, turns), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, str):
+                self.reject(unit[0], outcome)
+            else:
+                self._keep(unit, turns, outcome)
+
+    def _reuse(self, unit: Unit) -> None:
+        row, emb, segments = self.reusable[unit]
+        self._scores[unit] = {**row, "date": self.date, "channel": unit[1]}
+        self._embeddings[unit] = emb
+        ordered = sorted(segments, key=lambda r: r["start_s"])
+        self._segments[unit] = [
+            {**seg, "date": self.date, "channel": unit[1], "turn": i, "speech_share": seg.get("speech_share")}
+            for i, seg in enumerate(ordered)
+        ]
+
+    def _keep(self, unit: Unit, turns: Sequence[SpeechTurn] | None, results: list) -> None:
+        audio_id, channel = unit
+        date, model_id = self.date, self.model_id
+        if turns is None:
+            (result,) = results
+            self._scores[unit] = score_rows(audio_id, date, model_id, result.scores, channel=channel)
+            self._embeddings[unit] = np.asarray(result.embedding, dtype=np.float32)
+            self._segments[unit] = [
+                segment_row(audio_id, date, model_id, seg.start_s, seg.end_s, seg.scores, channel=channel, turn=i)
+                for i, seg in enumerate(result.segments)
+            ]
+            return
+        weights = [t.end - t.start for t in turns]
+        scores = weighted_mean([r.scores for r in results], weights)
+        self._scores[unit] = score_rows(audio_id, date, model_id, scores, channel=channel)
+        self._embeddings[unit] = np.asarray(weighted_mean([r.embedding for r in results], weights), dtype=np.float32)
+        self._segments[unit] = [
+            segment_row(
+                audio_id,
+                date,
+                model_id,
+                t.start / SAMPLE_RATE,
+                t.end / SAMPLE_RATE,
+                r.scores,
+                channel=channel,
+                turn=i,
+                speech_share=float(t.speech_share),
+            )
+            for i, (t, r) in enumerate(zip(turns, results, strict=True))
+        ]
+
+    def assemble(self) -> ScoringOutput:
+        """The day's tables. A recording is scored when a channel of it holds speech and none of its
+        channels failed; one with no speech in any channel is quarantined (``schemas.NO_SPEECH``)."""
+        heard = {a for a, _ in self._scores}
+        for audio_id in sorted({a for a, _ in self._silent} - heard):
+            self.reject(audio_id, schemas.NO_SPEECH)
+        failed = self._failed
+        units = sorted(u for u in self._scores if u[0] not in failed)
+        without_speech = sum(1 for u in self._silent if u[0] in heard and u[0] not in failed)
+        rejects = [(src, a, reason) for a, reason in failed.items() for src in self.sources.get(a, [])]
+        embeddings = pa.table(
+            {
+                "audio_id": pa.array([a for a, _ in units], pa.string()),
+                "date": pa.array([self.date] * len(units), pa.date32()),
+                "model_id": pa.array([self.model_id] * len(units), pa.string()),
+                "channel": pa.array([c for _, c in units], pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(
+                        np.concatenate([self._embeddings[u] for u in units]) if units else np.zeros(0, np.float32),
+                        pa.float32(),
+                    ),
+                    self.embed_dim,
+                ),
+            },
+            schema=schemas.emotion_embeddings_schema(self.embed_dim),
+        )
+        return ScoringOutput(
+            scores=pa.Table.from_pylist([self._scores[u] for u in units], schema=schemas.EMOTION_SCORES),
+            embeddings=embeddings,
+            segments=pa.Table.from_pylist(
+                [row for u in units for row in sorted(self._segments.get(u, []), key=lambda r: r["start_s"])],
+                schema=schemas.EMOTION_SEGMENTS,
+            ),
+            rejects=reject_rows(self.day, EMOTION_STAGE, rejects),
+            reused=len(self.reusable.keys() & set(units)),
+            inferred=self.inferred,
+            without_speech=without_speech,
+            repaired=tuple(sorted({a for a, _ in self.unsound & self.paths.keys()})),
+        )
+
+
+def plan_day(
+    resampled: pa.Table,
+    audio_files: pa.Table,
+    model: EmotionScorer,
+    day: str,
+    *,
+    turns: bool,
+    previous_scores: pa.Table | None = None,
+    previous_embeddings: pa.Table | None = None,
+    previous_segments: pa.Table | None = None,
+) -> DayScores:
+    """The day's :class:`DayScores` with the results of an earlier run that can be reused kept, and
+    every other voice, in (audio_id, channel) order, :attr:`~DayScores.pending`."""
+    sources: dict[str, list[str]] = {}
+    for audio_id, src in zip(audio_files.column("audio_id").to_pylist(), audio_files.column("source_path").to_pylist()):
+        sources.setdefault(audio_id, []).append(src)
+    day_scores = DayScores(model, day, sources, _resampled_units(resampled))
+    day_scores.reusable, day_scores.unsound = _previous_results(
+        model, previous_scores, previous_embeddings, previous_segments, turns=turns
+    )
+    for unit in sorted(day_scores.paths):
+        if unit in day_scores.reusable:
+            day_scores._reuse(unit)
+        else:
+            day_scores.pending.append(unit)
+    return day_scores
 
 
 def score_day(
@@ -237,8 +374,9 @@ def score_day(
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoringOutput:
-    """Score every resampled recording (each channel of it) of the day with ``model``, ``batch_size``
-    voices per call.
+    """Score every resampled recording (each channel of it) of the day with ``model``, in this
+    process, ``batch_size`` voices per call (:mod:`emo_assets.lib.model.ray_scoring` runs the same
+    steps on a Ray cluster).
 
     With ``find_turns`` (EMO_SEGMENTS=turns), each voice is cut into its speech turns and each turn
     is scored as a clip of its own (the model windows a turn longer than ``window_s``); the voice's
@@ -250,174 +388,37 @@ def score_day(
     ValueError or OSError for unreadable audio, which becomes a quarantine row. A recording one of
     whose channels fails is quarantined as a whole: none of its channels is kept.
     """
-    date = dt.date.fromisoformat(day)
-    sources: dict[str, list[str]] = {}
-    for audio_id, src in zip(audio_files.column("audio_id").to_pylist(), audio_files.column("source_path").to_pylist()):
-        sources.setdefault(audio_id, []).append(src)
-
-    turns_on = find_turns is not None
-    reusable, unsound = _previous_results(
-        model, previous_scores, previous_embeddings, previous_segments, turns=turns_on
+    day_scores = plan_day(
+        resampled,
+        audio_files,
+        model,
+        day,
+        turns=find_turns is not None,
+        previous_scores=previous_scores,
+        previous_embeddings=previous_embeddings,
+        previous_segments=previous_segments,
     )
-    paths = _resampled_units(resampled)
-    score_out: dict[Unit, dict] = {}
-    emb_out: dict[Unit, np.ndarray] = {}
-    seg_out: dict[Unit, list[dict]] = {}
-    failed: dict[str, str] = {}  # audio_id -> why the recording is quarantined
-    silent: set[Unit] = set()
-    for unit in sorted(paths):
-        if unit in reusable:
-            row, emb, segments = reusable[unit]
-            score_out[unit] = {**row, "date": date, "channel": unit[1]}
-            emb_out[unit] = emb
-            ordered = sorted(segments, key=lambda r: r["start_s"])
-            seg_out[unit] = [
-                {**seg, "date": date, "channel": unit[1], "turn": i, "speech_share": seg.get("speech_share")}
-                for i, seg in enumerate(ordered)
-            ]
-    pending = [u for u in sorted(paths) if u not in score_out]
-
-    def reject(audio_id: str, reason: str) -> None:
-        failed.setdefault(audio_id, reason)
-
-    def unreadable(audio_id: str, exc: BaseException) -> None:
-        reject(audio_id, f"resampled audio unreadable: {getattr(exc, 'reason', exc)}")
-
-    batch: list[_Pending] = []
-    inferred = 0
-
-    def keep(item: _Pending, results: list) -> None:
-        audio_id, channel = item.unit
-        if item.turns is None:
-            (result,) = results
-            score_out[item.unit] = score_rows(audio_id, date, model.model_id, result.scores, channel=channel)
-            emb_out[item.unit] = np.asarray(result.embedding, dtype=np.float32)
-            seg_out[item.unit] = [
-                segment_row(audio_id, date, model.model_id, seg.start_s, seg.end_s, seg.scores, channel=channel, turn=i)
-                for i, seg in enumerate(result.segments)
-            ]
-            return
-        weights = [t.end - t.start for t in item.turns]
-        scores = weighted_mean([r.scores for r in results], weights)
-        score_out[item.unit] = score_rows(audio_id, date, model.model_id, scores, channel=channel)
-        emb_out[item.unit] = np.asarray(weighted_mean([r.embedding for r in results], weights), dtype=np.float32)
-        seg_out[item.unit] = [
-            segment_row(
-                audio_id,
-                date,
-                model.model_id,
-                t.start / SAMPLE_RATE,
-                t.end / SAMPLE_RATE,
-                r.scores,
-                channel=channel,
-                turn=i,
-                speech_share=float(t.speech_share),
-            )
-            for i, (t, r) in enumerate(zip(item.turns, results, strict=True))
-        ]
-
-    def score_one(item: _Pending) -> list | None:
-        audio_id = item.unit[0]
-        try:
-            return model.score(item.clips)
-        except AudioReadError as exc:
-            unreadable(audio_id, exc)
-        except MachineFault:
-            raise  # the disk or the object store failed, not the recording: the step fails
-        except (OSError, MemoryError) as exc:
-            if is_machine_fault(exc):
-                raise machine_fault(exc, "scoring", paths[item.unit]) from exc
-            reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a quarantine row
-            reject(audio_id, f"inference failed: {type(exc).__name__}: {exc}")
-        return None
+    batch: list[Voice] = []
 
     def flush() -> None:
-        nonlocal inferred
-        if not batch:
-            return
-        inferred += len(batch)
-        try:
-            flat = model.score([clip for item in batch for clip in item.clips])
-            results, at = [], 0
-            for item in batch:
-                results.append(flat[at : at + len(item.clips)])
-                at += len(item.clips)
-        except Exception:
-            # One bad recording must not take its batch with it: retry one by one.
-            results = [score_one(item) for item in batch]
-        for item, result in zip(batch, results, strict=True):
-            if result is not None:
-                keep(item, result)
-        batch.clear()
+        if batch:
+            day_scores.record([(v.unit, v.turns) for v in batch], score_batch(model, batch))
+            batch.clear()
 
-    def clips_of(unit: Unit, reader: AudioReader) -> _Pending | None:
-        # too short for the model says more than "no speech": checked first under either setting
-        reason = too_short(reader.num_samples, model.min_samples)
-        if reason is not None:
-            reject(unit[0], reason)
-            return None
-        if find_turns is None:
-            return _Pending(unit, [reader], None)
-        turns = [t for t in find_turns(reader) if too_short(t.end - t.start, model.min_samples) is None]
-        if not turns:
-            silent.add(unit)
-            return None
-        return _Pending(unit, [SpanReader(reader, t.start, t.end) for t in turns], turns)
-
+    pending = day_scores.pending
     for n, unit in enumerate(pending, start=1):
-        try:
-            reader = open_audio(paths[unit])
-            item = clips_of(unit, reader)
-        except (ValueError, OSError, MemoryError) as exc:
-            if is_machine_fault(exc):  # our own FLAC unreadable for the machine's reasons: fail, blame no file
-                raise machine_fault(exc, "reading the 16 kHz FLAC", paths[unit]) from exc
-            unreadable(unit[0], exc)
-        else:
-            if item is not None:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    flush()
+        outcome = read_voice(
+            unit, day_scores.paths[unit], open_audio=open_audio, min_samples=model.min_samples, find_turns=find_turns
+        )
+        voice = day_scores.prepared(unit, outcome)
+        if voice is not None:
+            batch.append(voice)
+            if len(batch) >= batch_size:
+                flush()
         if progress is not None:
             progress(n, len(pending))
     flush()
-
-    # A recording is scored when a channel of it holds speech and none of its channels failed.
-    heard = {a for a, _ in score_out}
-    for audio_id in sorted({a for a, _ in silent} - heard):
-        reject(audio_id, schemas.NO_SPEECH)
-    units = sorted(u for u in score_out if u[0] not in failed)
-    without_speech = sum(1 for u in silent if u[0] in heard and u[0] not in failed)
-    rejects = [(src, audio_id, reason) for audio_id, reason in failed.items() for src in sources.get(audio_id, [])]
-    emb_schema = schemas.emotion_embeddings_schema(model.embed_dim)
-    embeddings_table = pa.table(
-        {
-            "audio_id": pa.array([a for a, _ in units], pa.string()),
-            "date": pa.array([date] * len(units), pa.date32()),
-            "model_id": pa.array([model.model_id] * len(units), pa.string()),
-            "channel": pa.array([c for _, c in units], pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(
-                    np.concatenate([emb_out[u] for u in units]) if units else np.zeros(0, np.float32), pa.float32()
-                ),
-                model.embed_dim,
-            ),
-        },
-        schema=emb_schema,
-    )
-    return ScoringOutput(
-        scores=pa.Table.from_pylist([score_out[u] for u in units], schema=schemas.EMOTION_SCORES),
-        embeddings=embeddings_table,
-        segments=pa.Table.from_pylist(
-            [row for u in units for row in sorted(seg_out.get(u, []), key=lambda r: r["start_s"])],
-            schema=schemas.EMOTION_SEGMENTS,
-        ),
-        rejects=reject_rows(day, EMOTION_STAGE, rejects),
-        reused=len(reusable.keys() & set(units)),
-        inferred=inferred,
-        without_speech=without_speech,
-        repaired=tuple(sorted({a for a, _ in unsound & paths.keys()})),
-    )
+    return day_scores.assemble()
 
 
 def frame_batches(
