@@ -139,6 +139,7 @@ def main() -> None:
     runs = {}
     base = {k: v for k, v in os.environ.items() if not k.startswith(("EMO_", "DAGSTER_HOME"))}
     base["EMO_SETTLE_S"] = "0"
+    base["EMO_SEGMENTS"] = "windows"  # the clips are synthetic: scored whole, as score_day above scores them
     for name, extra in (("in_process", {}), ("ray", {"EMO_RAY_ADDRESS": address})):
         data_dir = args.work_dir / f"run-{name}"
         subprocess.run(["rm", "-rf", str(data_dir)], check=True)
