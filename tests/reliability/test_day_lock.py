@@ -60,6 +60,26 @@ def test_other_process_is_refused_while_held_and_served_after(tmp_path, rel):
         pass
 
 
+def test_a_second_run_of_a_held_day_is_refused_by_emo_run_and_by_dagster(tmp_path, tiny_model_dir, rel, capsys):
+    """While another process runs the day: `emo run` exits 3 naming it; a Dagster run fails at
+    audio_files with the same words and nothing downstream runs; nothing reaches the lake."""
+    from emo_assets import cli
+
+    rel.write_small_day(tmp_path / "raw" / DAY)
+    child = _holding_child(rel, tmp_path / "locks")
+    try:
+        capsys.readouterr()
+        assert cli.run_day(DAY, data_dir=str(tmp_path), model=str(tiny_model_dir), device="cpu") == 3
+        assert f"day {DAY} is being processed by emo run --date {DAY}" in capsys.readouterr().err
+        refused = rel.materialize(tmp_path, tiny_model_dir, day=DAY)
+        assert rel.failed_steps(refused) == ["audio_files"]
+        assert f"is being processed by emo run --date {DAY}" in rel.step_failure_messages(refused)["audio_files"]
+        assert not any(e.is_step_success for e in refused.all_events)
+    finally:
+        child.communicate("done\n", timeout=30)
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
 def test_sigkilled_holder_frees_the_day_and_its_lease(tmp_path, rel):
     child = _holding_child(rel, tmp_path)
     child.communicate("die\n", timeout=30)
