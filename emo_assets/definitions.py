@@ -1,6 +1,6 @@
 """The one place the Definitions are built, and where the EMO_* environment variables are wired.
 
-Every setting is a field of a resource (``storage`` or ``emotion_model``) with its default there,
+Every setting is a field of a resource (``storage``, ``emotion_model`` or ``ray``) with its default there,
 and an environment variable in :data:`SETTINGS`. A setting is resolved when a run starts (and when
 a schedule or sensor ticks), in the process that runs it, never when the code location loads:
 the value given for this run (the launchpad's resource config, or a flag of `emo run`) wins, then
@@ -34,6 +34,7 @@ from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import (
     PACKAGED_SQL_DIR,
     EmotionModelResource,
+    RayResource,
     SettingError,
     StorageResource,
     check_segments,
@@ -173,14 +174,15 @@ SETTINGS = (
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
     Setting("EMO_SEGMENTS", "emotion_model", "segments", _segments),
-    Setting("EMO_RAY_ADDRESS", "emotion_model", "ray_address", _ray_address),
-    Setting("EMO_RAY_ACTORS", "emotion_model", "ray_actors", _actors),
-    Setting("EMO_RAY_GPUS_PER_ACTOR", "emotion_model", "ray_gpus_per_actor", _gpus),
+    Setting("EMO_RAY_ADDRESS", "ray", "address", _ray_address),
+    Setting("EMO_RAY_ACTORS", "ray", "actors", _actors),
+    Setting("EMO_RAY_GPUS_PER_ACTOR", "ray", "gpus_per_actor", _gpus),
 )
 
 RESOURCES: dict[str, type[dg.ConfigurableResource]] = {
     "storage": StorageResource,
     "emotion_model": EmotionModelResource,
+    "ray": RayResource,
 }
 
 _CONFIG_TYPES = {

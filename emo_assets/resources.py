@@ -173,12 +173,6 @@ class EmotionModelResource(dg.ConfigurableResource):
     # What a row of emotion_segments is: "turns" (speech turns found by silero-vad; silence is not
     # scored) or "windows" (fixed windows of window_s over the whole recording).
     segments: str = "turns"
-    # A Ray cluster to score on (host:port of its GCS, or ray://host:port); None: in this process.
-    ray_address: str | None = None
-    # Model actors on the cluster (0: as many as it has room for) and the GPUs each asks for
-    # (0: one unit of the cluster's `emo_model` resource instead, for CPU nodes).
-    ray_actors: int = 0
-    ray_gpus_per_actor: float = 0.0
 
     @pydantic.model_validator(mode="after")
     def _check_window(self):
@@ -206,6 +200,19 @@ class EmotionModelResource(dg.ConfigurableResource):
 
         description = describe_model(self.settings())
         return LazyEmotionModel(description, functools.partial(_load_model, description))
+
+
+class RayResource(dg.ConfigurableResource):
+    """A Ray cluster for a day's heavy stages: with ``address`` set, ``resampled_audio`` decodes and
+    resamples each recording as a Ray CPU task and ``emotion_tables`` scores in a pool of model actors
+    (lib/ray_cluster.py, lib/model/ray_scoring.py); unset, both run in the run's own process."""
+
+    # host:port of the cluster's GCS, or ray://host:port (the Ray client); None: in this process.
+    address: str | None = None
+    # Model actors on the cluster (0: as many as it has room for) and the GPUs each asks for
+    # (0: one unit of the cluster's `emo_model` resource instead, for CPU nodes).
+    actors: int = 0
+    gpus_per_actor: float = 0.0
 
 
 @functools.lru_cache(maxsize=1)

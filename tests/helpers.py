@@ -23,7 +23,7 @@ from emo_assets.lib.analytics import rebuild
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.audio.spoken import AGENT_VOICE, CUSTOMER_VOICE, SENTENCES, say, spoken_speech
 from emo_assets.lib.store import publish, warehouse
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 
 DAY = "2026-11-20"
 OTHER_DAY = "2026-11-21"
@@ -52,6 +52,7 @@ def resources(data_dir: Path, model_dir: Path) -> dict:
     return {
         "storage": StorageResource(data_dir=str(data_dir)),
         "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
+        "ray": RayResource(),
     }
 
 
@@ -263,6 +264,18 @@ def stereo_conversation() -> tuple[np.ndarray, dict[str, list[tuple[float, float
     for voice, start, speech in clips:
         (left if voice == "agent" else right)[start : start + len(speech)] = speech
     return np.stack([left, right], axis=1), spans
+
+
+def assert_read_copy_without(data_dir: Path, erased: str, kept: str) -> None:
+    """The analysts' copy of ``data_dir`` answers with ``kept`` and without ``erased`` in every table
+    keyed by recording."""
+    con = warehouse.open_read_copy(data_dir)
+    try:
+        for table in ("audio_files", "emotion_scores", "embedding_index"):
+            ids = {r[0] for r in con.execute(f"SELECT audio_id FROM {table}").fetchall()}
+            assert erased not in ids and kept in ids, table
+    finally:
+        con.close()
 
 
 def places_naming(root: Path, audio_id: str, skip: Path | None = None) -> list[str]:

@@ -127,14 +127,14 @@ def test_the_instance_fails_a_dead_run_and_retries_it_once_from_its_first_step(t
 
 def test_ray_settings_default_to_the_in_process_model_and_are_read_at_launch(clean_env):
     with dg.build_resources(launch_resources()) as built:
-        model = built.emotion_model
-        assert (model.ray_address, model.ray_actors, model.ray_gpus_per_actor) == (None, 0, 0.0)
+        ray = built.ray
+        assert (ray.address, ray.actors, ray.gpus_per_actor) == (None, 0, 0.0)
     clean_env.setenv("EMO_RAY_ADDRESS", " 10.0.0.5:6379 ")
     clean_env.setenv("EMO_RAY_ACTORS", "3")
     clean_env.setenv("EMO_RAY_GPUS_PER_ACTOR", "0.5")
     with dg.build_resources(launch_resources()) as built:
-        model = built.emotion_model
-        assert (model.ray_address, model.ray_actors, model.ray_gpus_per_actor) == ("10.0.0.5:6379", 3, 0.5)
+        ray = built.ray
+        assert (ray.address, ray.actors, ray.gpus_per_actor) == ("10.0.0.5:6379", 3, 0.5)
     clean_env.setenv("EMO_RAY_ADDRESS", "")
     with dg.build_resources(launch_resources()) as built:
-        assert built.emotion_model.ray_address is None
+        assert built.ray.address is None

@@ -22,7 +22,7 @@ from emo_assets.lib.audio.sample_day import (
     write_sample_day,
 )
 from emo_assets.lib.store import lake, warehouse
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 from tests.helpers import materialize, resources, schedule_tick
 
 DAY = "2026-11-20"
@@ -228,6 +228,7 @@ def test_segments_for_every_recording_and_opt_in_frames(tmp_path, tiny_model_dir
         "emotion_model": EmotionModelResource(
             model=str(tiny_model_dir), device="cpu", window_s=30.0, frame_granularity=True, segments="windows"
         ),
+        "ray": RayResource(),
     }
     assert dg.materialize(list(all_assets()), partition_key=DAY, resources=resources).success
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from emo_assets.assets.metadata import table_definition_metadata, table_metadata
 from emo_assets.assets.repair import day_input, repairs, reusable
+from emo_assets.lib import ray_cluster
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.files import tombstones
@@ -19,7 +20,7 @@ from emo_assets.lib.store import day_lock, lake
 from emo_assets.lib.store.accounting import EmptyDayRefused, refuse_empty_day
 from emo_assets.lib.store.deferred import write_deferred
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import StorageResource, run_is_active
+from emo_assets.resources import RayResource, StorageResource, run_is_active
 
 
 class AudioFilesConfig(dg.Config):
@@ -102,20 +103,37 @@ def audio_files(
     kinds={"parquet"},
     metadata=table_definition_metadata("resampled_audio"),
 )
-def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def resampled_audio(
+    context: dg.AssetExecutionContext, storage: StorageResource, ray: RayResource
+) -> dg.MaterializeResult:
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/`` (with
-    EMO_LAKE_URI, ``<lake_uri>/_resampled/date=<day>/`` in the object store)."""
+    EMO_LAKE_URI, ``<lake_uri>/_resampled/date=<day>/`` in the object store); with ``ray.address``,
+    each recording is decoded and resampled by a CPU task on that Ray cluster."""
     day = context.partition_key
     landed = day_input(storage, "audio_files", day, "audio_files")
     previous = reusable(context, storage, "resampled_audio", day)
-    out = resample_day(
-        landed,
-        storage.raw_dir,
-        storage.resampled_day_dir(day),
-        day,
-        previous=previous.rows,
-        data_root=storage.resampled_root,
-    )
+
+    def resample(pool=None):
+        return resample_day(
+            landed,
+            storage.raw_dir,
+            storage.resampled_day_dir(day),
+            day,
+            previous=previous.rows,
+            data_root=storage.resampled_root,
+            pool=pool,
+        )
+
+    on_ray = {}
+    if ray.address:
+        with ray_cluster.connected(ray.address):
+            tasks = ray_cluster.CpuTasks(name="resample")
+            out = resample(tasks)
+        on_ray = {"ray_address": dg.MetadataValue.text(ray.address), "ray_tasks": tasks.submitted}
+        on_ray["ray_nodes"] = len(tasks.nodes)
+        context.log.info(f"{day}: {tasks.submitted} recording(s) resampled by Ray tasks on {len(tasks.nodes)} node(s)")
+    else:
+        out = resample()
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)
     silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
@@ -128,5 +146,6 @@ def resampled_audio(context: dg.AssetExecutionContext, storage: StorageResource)
             silent_recordings=silent,
             quarantined=out.rejects.num_rows,
             **repairs(context, "resampled_audio", day, previous, out.rows),
+            **on_ray,
         )
     )

@@ -20,7 +20,7 @@ from emo_assets.lib.model.scoring import EMOTION_STAGE, frame_batches, score_day
 from emo_assets.lib.results import plots
 from emo_assets.lib.store import lake, warehouse
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 
 # The tables one pass of the model makes, each its own asset (selectable alone).
 EMOTION_TABLES = ("emotion_embeddings", "emotion_scores", "emotion_segments", "emotion_frames")
@@ -50,8 +50,11 @@ def _spec(table: str) -> dg.AssetSpec:
     partitions_def=daily_partitions,
     can_subset=True,
 )
-def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource):
-    """One emotion2vec+ pass over the day's recordings; writes the selected emotion tables.
+def emotion_tables(
+    context: dg.AssetExecutionContext, storage: StorageResource, emotion_model: EmotionModelResource, ray: RayResource
+):
+    """One emotion2vec+ pass over the day's recordings (on the Ray cluster of ``ray.address`` when
+    set); writes the selected emotion tables.
 
     Selecting one table (say ``emotion_scores``) writes that table only. Recordings scored by the
     same model in an earlier run of the day are reused, not run through the model again.
@@ -81,7 +84,7 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
         "find_turns": find_turns if emotion_model.speech_turns else None,
     }
     on_ray = {}
-    if emotion_model.ray_address:
+    if ray.address:
         from emo_assets.lib.model.ray_scoring import score_day_on_ray
 
         out, stats = score_day_on_ray(
@@ -89,10 +92,10 @@ def emotion_tables(context: dg.AssetExecutionContext, storage: StorageResource, 
             landed,
             model,
             day,
-            address=emotion_model.ray_address,
+            address=ray.address,
             settings=emotion_model.settings(),
-            actors=emotion_model.ray_actors,
-            gpus_per_actor=emotion_model.ray_gpus_per_actor,
+            actors=ray.actors,
+            gpus_per_actor=ray.gpus_per_actor,
             log=context.log.info,
             **scoring,
         )

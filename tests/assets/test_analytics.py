@@ -15,7 +15,7 @@ from emo_assets.lib.analytics.clustering import load_fitted_cluster_model
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import warehouse
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 from tests.helpers import publish_run, resources
 
 DAY = "2026-11-21"
@@ -66,6 +66,7 @@ def _resources(data_dir, model_dir) -> dict:
     return {
         "storage": StorageResource(data_dir=str(data_dir)),
         "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
+        "ray": RayResource(),
     }
 
 

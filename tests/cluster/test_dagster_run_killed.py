@@ -1,6 +1,7 @@
 """A day's Dagster run killed with SIGKILL while it scores, on the cluster: Postgres instance, the lake
 in the S3 bucket. The run is queued with `dagster job launch` and started by the daemon, as a
-schedule's or the UI's run is; the test kills its run worker. The instance then marks the run FAILURE
+schedule's or the UI's run is; the test kills its run worker while it scores (a test-only hook
+holds the first call of score_day, so the kill cannot come after the step). The instance then marks the run FAILURE
 (the code server that started the worker reports its exit), the daemon retries it once from its first
 step (run_retries in dagster.yaml, the job's ALL_STEPS retry strategy), the retry takes the day's lock
 over from the dead run, because the instance says that run is finished, and completes; every lake
@@ -31,6 +32,47 @@ pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
 TIMEOUT_S = 600
 SCORING_STEP = "emotion_tables"
+
+
+# Test-only code for every process of the test's Dagster (a sitecustomize first on PYTHONPATH; the
+# product knows nothing of it): the first call of score_day, in whichever process reaches it, writes
+# the marker with its pid and blocks, so the run worker is killed while it scores, never after.
+PAUSE_SCORING = """
+import importlib.abc, importlib.util, os, sys, time
+
+
+class PauseFirstScoring(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "emo_assets.lib.model.scoring":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            real = module.score_day
+
+            def score_day(*args, **kwargs):
+                try:
+                    fd = os.open(os.environ["TEST_PAUSE_MARKER"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return real(*args, **kwargs)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                time.sleep(3600)
+
+            module.score_day = score_day
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, PauseFirstScoring())
+"""
 
 
 def _events(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> list:
@@ -66,6 +108,9 @@ def test_a_run_killed_while_scoring_is_marked_failed_and_its_retry_gives_the_unt
 ):
     data_dir = tmp_path / "data"
     write_small_day(data_dir / "raw" / DAY)
+    hook, marker = tmp_path / "hook", tmp_path / "scoring-paused"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_SCORING)
     env = {
         **os.environ,
         **{name: cluster_env[name] for name in AWS_VARS},
@@ -75,6 +120,8 @@ def test_a_run_killed_while_scoring_is_marked_failed_and_its_retry_gives_the_unt
         "EMO_MODEL": str(tiny_model_dir),
         "EMO_DEVICE": "cpu",
         "EMO_SETTLE_S": "0",  # the day's files were all written before the launch
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        "TEST_PAUSE_MARKER": str(marker),
     }
     lock = object_lock.lock_uri(f"{s3_lake}/_locks", DAY)
     services = Services(env, tmp_path)
@@ -96,14 +143,12 @@ def test_a_run_killed_while_scoring_is_marked_failed_and_its_retry_gives_the_unt
             assert first.tags["dagster/partition"] == DAY
             assert first.tags["dagster/retry_strategy"] == "ALL_STEPS"
 
-            # Kill the run worker once the day's scoring has started.
-            _wait(
-                "the run's scoring step did not start",
-                services,
-                TIMEOUT_S,
-                lambda: SCORING_STEP in _step_events(instance, first.run_id, dg.DagsterEventType.STEP_START),
-            )
+            # Kill the run worker while it scores the day (paused there by the test's hook).
+            _wait("the run's scoring did not start", services, TIMEOUT_S, marker.exists)
+            _wait("the marker was not written", services, 10, marker.read_text)
             pid = _worker_pid(instance, first.run_id)
+            assert int(marker.read_text()) == pid  # the run worker itself, inside emotion_tables
+            assert SCORING_STEP in _step_events(instance, first.run_id, dg.DagsterEventType.STEP_START)
             held = object_lock.read_lock(lock)  # claimed by the run's first step, in the worker's process
             assert held is not None and held[0]["run_id"] == first.run_id and held[0]["pid"] == pid
             os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Inference on the cluster's Ray nodes (EMO_RAY_ADDRESS): the same lake, file for file, as in-process;
+"""A day on the cluster's Ray nodes (EMO_RAY_ADDRESS: resampling as CPU tasks, inference in model actors):
+the same lake and FLACs, file for file, as in-process;
 a model actor's process killed with SIGKILL mid-day; an address where no cluster answers.
 
 Every run is a real `emo run` of one day with the tiny random model. The three runs of a day use the
@@ -108,9 +109,9 @@ def _assert_same_lake(reference: Path, other: Path) -> int:
     return len(ours)
 
 
-def _scores_metadata(data_dir: Path) -> dict:
+def _metadata(data_dir: Path, asset: str = "emotion_scores") -> dict:
     instance = dg.DagsterInstance.from_config(str(data_dir / "dagster_home"))
-    event = instance.get_latest_materialization_event(dg.AssetKey("emotion_scores"))
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
@@ -119,7 +120,7 @@ def test_a_day_on_ray_writes_the_in_process_lake_byte_for_byte_with_one_model_lo
 ):
     on_ray, log = day.run("ray", EMO_RAY_ADDRESS=cluster_env["EMO_RAY_ADDRESS"])
     compared = _assert_same_lake(in_process, on_ray)
-    meta = _scores_metadata(on_ray)
+    meta = _metadata(on_ray)
     print(f"{compared} lake files identical; metadata: { {k: v for k, v in meta.items() if k.startswith('ray')} }")
     assert meta["ray_actors"] == 2 and meta["ray_nodes"] == 2  # one actor per node's `emo_model` unit
     assert meta["ray_batches"] == RECORDINGS // 8
@@ -127,6 +128,10 @@ def test_a_day_on_ray_writes_the_in_process_lake_byte_for_byte_with_one_model_lo
     loads = meta["ray_model_loads"]
     assert len(loads) == 2 and set(loads.values()) == {1}, loads  # one model load per actor process
     assert len(BATCH_LINE.findall(log)) == RECORDINGS // 8  # each batch reported in the run's log
+    # The FLACs compared above were made by Ray CPU tasks, one per recording, on both nodes.
+    resampled = _metadata(on_ray, "resampled_audio")
+    assert (resampled["ray_tasks"], resampled["ray_nodes"]) == (RECORDINGS, 2), resampled
+    assert f"{RECORDINGS} recording(s) resampled by Ray tasks on 2 node(s)" in log
 
 
 def test_a_model_actor_killed_mid_day_is_restarted_and_the_day_is_the_in_process_day(cluster_env, day, in_process):
@@ -143,7 +148,7 @@ def test_a_model_actor_killed_mid_day_is_restarted_and_the_day_is_the_in_process
     on_ray, log = day.run("ray-killed", on_batch=kill_first_actor, EMO_RAY_ADDRESS=cluster_env["EMO_RAY_ADDRESS"])
     assert killed
     _assert_same_lake(in_process, on_ray)  # nothing lost, nothing twice
-    meta = _scores_metadata(on_ray)
+    meta = _metadata(on_ray)
     loads = meta["ray_model_loads"]
     print(f"killed actor process {killed[0]}; model loads per actor process: {loads}")
     actors = {key.split("/")[0] for key in loads}
@@ -174,9 +179,12 @@ def test_an_unreachable_ray_address_is_a_clear_error_and_nothing_is_quarantined(
         assert done.returncode != 0
         print(next((line for line in done.stderr.splitlines() if "RayClusterError" in line), done.stderr[-2000:]))
         assert "RayClusterError" in done.stderr and f"EMO_RAY_ADDRESS={address!r}" in done.stderr, done.stderr[-3000:]
+        # The run stopped at its first Ray stage (resampling): no FLAC, no scores, no file blamed.
+        assert lake.read_partition(day.data_dir / "lake", "resampled_audio", DAY) is None
         assert lake.read_partition(day.data_dir / "lake", "emotion_scores", DAY) is None
         quarantined = lake.read_partition(day.data_dir / "lake", "quarantine", DAY)
-        assert quarantined is None or "emotion_scores" not in quarantined.column("stage").to_pylist()
+        assert quarantined is None or set(quarantined.column("stage").to_pylist()) <= {"audio_files"}
         assert not list((day.data_dir / "lake").rglob("*emotion_scores*.parquet"))
+        assert not list(day.data_dir.rglob("*.flac"))
     finally:
         shutil.rmtree(day.data_dir, ignore_errors=True)

@@ -17,7 +17,7 @@ from emo_assets.lib.model.windows import plan_windows
 from emo_assets.lib.schemas import SAMPLE_RATE
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import account_day
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 
 DAY = "2026-11-20"
 BAD_WINDOWS = ["0", "-1", "0.5", "1", "2", "abc", "nan", "inf"]
@@ -36,7 +36,7 @@ def _materialize(data_dir, model_dir, window_s=30.0, segments="turns", **kwargs)
     return dg.materialize(
         [*all_assets(), *all_checks],
         partition_key=DAY,
-        resources={"storage": StorageResource(data_dir=str(data_dir)), "emotion_model": model},
+        resources={"storage": StorageResource(data_dir=str(data_dir)), "emotion_model": model, "ray": RayResource()},
         raise_on_error=False,
         **kwargs,
     )

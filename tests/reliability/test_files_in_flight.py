@@ -22,7 +22,7 @@ from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.spoken import spoken_speech
 from emo_assets.lib.store import lake
 from emo_assets.lib.store.deferred import deferred_paths, write_deferred
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 from tests.helpers import DAY, schedule_tick, write_small_day
 
 SETTLE_S = 1.0
@@ -73,6 +73,7 @@ def _resources(data_dir: Path, model_dir: Path) -> dict:
     return {
         "storage": StorageResource(data_dir=str(data_dir), settle_s=SETTLE_S),
         "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu"),
+        "ray": RayResource(),
     }
 
 

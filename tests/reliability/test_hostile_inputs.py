@@ -3,7 +3,9 @@ outside data/raw is read, names are stored verbatim and never executed, no input
 
 import datetime as dt
 import hashlib
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from emo_assets.lib.audio.load import AudioDecodeError, load_mono_16k, probe_aud
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.audio.spoken import spoken_speech
-from emo_assets.lib.store import warehouse
+from emo_assets.lib.store import lake, warehouse
 
 DAY = "2026-11-20"
 
@@ -168,6 +170,28 @@ def test_hostile_names_are_stored_verbatim_and_never_executed(hostile_day):
     assert {"emotion_scores", "audio_files", "emotion_clusters", "daily_emotion_summary"} <= tables
     scored = _query(data_dir, "SELECT count(*) FROM audio_files JOIN emotion_scores USING (audio_id, date)")
     assert scored == [(len(PROCESSED),)]
+
+
+def test_the_resample_stage_in_other_processes_writes_the_same_flacs_and_reasons(hostile_day, tmp_path):
+    """The pool a day is resampled in (threads here, processes, Ray CPU tasks on a cluster) changes
+    nothing: the same rows, the same FLAC bytes, the same quarantine reasons, each exception having
+    crossed back from the process that raised it."""
+    data_dir, _, _ = hostile_day
+    landed = lake.read_partition(data_dir / "lake", "audio_files", DAY)
+    raw_root = data_dir / "raw"
+    threads = resample_day(landed, raw_root, tmp_path / "threads" / DAY, DAY, workers=2, data_root=tmp_path / "threads")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawned = resample_day(
+            landed, raw_root, tmp_path / "spawned" / DAY, DAY, data_root=tmp_path / "spawned", pool=pool
+        )
+    reasons = dict(zip(spawned.rejects.column("source_path").to_pylist(), spawned.rejects.column("reason").to_pylist()))
+    assert reasons[f"{DAY}/truncated.mp3"].startswith("truncated")  # an AudioDecodeError, pickled back whole
+    assert spawned.rejects.equals(threads.rejects)
+    assert spawned.rows.equals(threads.rows) and spawned.rows.num_rows == len(PROCESSED) + 1  # and silence.wav
+    flacs = sorted(p.name for p in (tmp_path / "threads" / DAY).glob("*.flac"))
+    assert flacs == sorted(p.name for p in (tmp_path / "spawned" / DAY).glob("*.flac")) and flacs
+    for name in flacs:
+        assert (tmp_path / "spawned" / DAY / name).read_bytes() == (tmp_path / "threads" / DAY / name).read_bytes()
 
 
 AUDIO_SUFFIXES = sorted(raw_scan.AUDIO_EXTENSIONS)

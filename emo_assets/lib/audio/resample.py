@@ -1,4 +1,6 @@
-"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool.
+"""Stage 2: every readable recording of a day as 16 kHz mono FLAC, decoded in a worker pool: threads
+of this process, or any executor's ``submit`` (CPU tasks on a Ray cluster: lib/ray_cluster.py), one
+recording per task.
 
 The FLACs go to a local folder, or to an object-store folder (``s3://bucket/prefix/_resampled/date=<day>``,
 a URI): each FLAC is then written to a local temporary file and uploaded as one object, so a FLAC in the
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -111,6 +114,7 @@ def resample_day(
     previous: pa.Table | None = None,
     workers: int | None = None,
     data_root: Path | str | None = None,
+    pool: Executor | None = None,
 ) -> StageOutput:
     """Decode, downmix and resample each distinct recording (by ``audio_id``) of the day; a
     two-channel recording under a ``channels.toml`` (lib/audio/channels.py) is split into its
@@ -124,6 +128,10 @@ def resample_day(
     relative) is made relative when it lies in ``data_root``; one outside it (a copied data
     directory's rows naming the original's FLACs) is not reused: the recording is decoded again
     into ``out_dir``.
+
+    ``pool``: where the recordings are decoded (anything with an Executor's ``submit``; its workers
+    must reach ``raw_root`` and ``out_dir``); default: ``workers`` threads of this process. The rows
+    and the FLACs are the same wherever they are made.
     """
     date = dt.date.fromisoformat(day)
     sources: dict[str, list[str]] = {}
@@ -168,7 +176,7 @@ def resample_day(
     todo = sorted(a for a in layouts if a not in done)
     if not remote:
         out_dir.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=workers or available_cores()) as pool:
+    with nullcontext(pool) if pool is not None else ThreadPoolExecutor(workers or available_cores()) as pool:
         futures = {
             audio_id: pool.submit(
                 _resample_one,

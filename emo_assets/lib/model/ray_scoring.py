@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,6 +45,7 @@ from emo_assets.lib.model.scoring import (
     score_batch,
 )
 from emo_assets.lib.model.settings import ModelSettings
+from emo_assets.lib.ray_cluster import RayClusterError, connected
 
 # The custom resource a CPU node offers, one unit per model copy it can host (`ray start --resources`).
 MODEL_RESOURCE = "emo_model"
@@ -55,12 +55,6 @@ QUEUED_PER_ACTOR = 2
 DECODES_PER_CPU = 4
 # An actor process that dies is started again this many times; its queued batches run again.
 ACTOR_RESTARTS = 3
-CONNECT_TIMEOUT_S = 10.0
-
-
-class RayClusterError(RuntimeError):
-    """The Ray cluster of EMO_RAY_ADDRESS cannot run the day (unreachable, no room for a model actor).
-    The cluster's fault, not a recording's: the step fails and nothing is quarantined."""
 
 
 @dataclass
@@ -124,35 +118,6 @@ def _decode(unit: Unit, path: str, open_audio: OpenAudio, min_samples: int, find
     return ("voice", None if outcome.turns is None else list(outcome.turns)), samples
 
 
-def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """RayClusterError naming EMO_RAY_ADDRESS unless something listens at its host:port."""
-    hostport = address.removeprefix("ray://")
-    host, _, port = hostport.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as exc:
-        raise RayClusterError(
-            f"EMO_RAY_ADDRESS={address!r}: no Ray cluster answers there ({type(exc).__name__}: {exc}); "
-            "start the cluster (make cluster-up, then . data/cluster/env.sh), point EMO_RAY_ADDRESS at its "
-            "head (host:port of the GCS, or ray://host:port for the Ray client), or unset it to score in this process"
-        ) from exc
-
-
-def _connect(address: str) -> bool:
-    """ray.init(address) unless this process is connected already; True when this call connected."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    check_reachable(address)
-    try:
-        ray.init(address=address, namespace="emo_assets", log_to_driver=False, logging_level="WARNING")
-    except Exception as exc:
-        raise RayClusterError(f"EMO_RAY_ADDRESS={address!r}: ray.init failed: {type(exc).__name__}: {exc}") from exc
-    return True
-
-
 def _actor_count(address: str, wanted: int, gpus_per_actor: float, batches: int) -> int:
     import ray
 
@@ -212,8 +177,7 @@ def score_day_on_ray(
     stats = RayStats(address, actors=0)
     if not pending:
         return day_scores.assemble(), stats
-    connected = _connect(address)
-    try:
+    with connected(address):
         count = _actor_count(address, actors, gpus_per_actor, -(-len(pending) // batch_size))
         placement = {"num_gpus": gpus_per_actor} if gpus_per_actor > 0 else {"resources": {MODEL_RESOURCE: 1}}
         # Each actor resolves the device on its own node; CPU threads per actor: EMO_THREADS, else one.
@@ -242,9 +206,6 @@ def score_day_on_ray(
         )
         for actor in pool:
             ray.kill(actor)
-    finally:
-        if connected:
-            ray.shutdown()
     return day_scores.assemble(), stats
 
 

@@ -29,7 +29,7 @@ from emo_assets.lib.audio.load import load_mono_16k
 from emo_assets.lib.audio.resample import resolve_paths
 from emo_assets.lib.audio.sample_day import write_encoded
 from emo_assets.lib.store import lake
-from emo_assets.resources import EmotionModelResource, StorageResource
+from emo_assets.resources import EmotionModelResource, RayResource, StorageResource
 from tests.helpers import failed_steps, spoken
 
 DAY = "2026-11-20"
@@ -73,7 +73,11 @@ def warehouse_day(tmp_path_factory, tiny_model_dir):
     result = dg.materialize(
         [*all_assets(), *all_checks],
         partition_key=DAY,
-        resources={"storage": StorageResource(data_dir=str(data_dir)), "emotion_model": _emotion_model(tiny_model_dir)},
+        resources={
+            "storage": StorageResource(data_dir=str(data_dir)),
+            "emotion_model": _emotion_model(tiny_model_dir),
+            "ray": RayResource(),
+        },
         raise_on_error=False,
     )
     assert result.success, failed_steps(result)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from emo_assets.lib.model.ray_scoring import RayClusterError, check_reachable
+from emo_assets.lib.ray_cluster import RayClusterError, check_reachable
 
 
 def test_an_address_where_nothing_listens_names_emo_ray_address():
