@@ -1,7 +1,14 @@
-"""Benchmark: a day's scoring in-process vs on the loopback Ray cluster, at equal cores.
+"""Benchmark: a day's scoring (or, with ``--stage resample``, its resampling) in-process vs on the
+loopback Ray cluster, at equal cores.
 
     make cluster-up   # 2 Ray nodes x 1 CPU, one `emo_model` unit each
     python benchmarks/bench_ray.py WORK_DIR [--size tiny] [--recordings 200] [--seconds 3] [--rounds 2]
+    python benchmarks/bench_ray.py WORK_DIR --stage resample [--recordings 200] [--seconds 30] [--rounds 3]
+
+``--stage resample``: ``--recordings`` 8 kHz mu-law telephony WAVs of ``--seconds`` s are written
+into WORK_DIR once; then, ``--rounds`` times alternately, ``resample_day`` of the day in 2 threads of
+this process, and as Ray CPU tasks on the 2 nodes (connecting included). The FLACs and rows of the
+two are checked equal. Prints one JSON line.
 
 Writes ``--recordings`` synthetic speech-like clips of ``--seconds`` s as 16 kHz FLACs and a
 random-weight test model of ``--size`` into WORK_DIR once. Then, ``--rounds`` times alternately:
@@ -19,6 +26,7 @@ Prints one JSON line; the two outputs' tables are checked equal.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
@@ -31,7 +39,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from emo_assets.lib import ray_cluster
+from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.load import FlacReader, write_mono_16k_flac
+from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.audio.sample_day import synth_speech, write_encoded
 from emo_assets.lib.model.loading import LazyEmotionModel, describe_model, load_model
 from emo_assets.lib.model.model_dir import make_test_model
@@ -92,9 +103,52 @@ def emo_run(data_dir: Path, model_dir: Path, env: dict) -> dict:
     return {"first_batch_scored_s": first, "total_s": round(time.perf_counter() - started, 2)}
 
 
+def resample_stage(work_dir: Path, address: str, n: int, clip_s: float, rounds: int) -> dict:
+    """resample_day of ``n`` 8 kHz telephony WAVs in 2 threads vs as Ray CPU tasks, rounds alternating."""
+    raw = work_dir / "telephony" / "raw"
+    for i in range(n):
+        wav = raw / DAY / f"t{i:03d}.wav"
+        if not wav.exists():
+            write_encoded(wav, synth_speech(clip_s, 8000, np.random.default_rng([8, i])), 8000, "wav_ulaw")
+    landed = ingest_day(raw, DAY, dt.datetime(2026, 11, 20, tzinfo=dt.UTC)).rows
+
+    def run(name: str, pool=None):
+        out_dir = work_dir / "telephony" / name
+        subprocess.run(["rm", "-rf", str(out_dir)], check=True)
+        start = time.perf_counter()
+        if pool is None:
+            out = resample_day(landed, raw, out_dir / DAY, DAY, workers=2, data_root=out_dir)
+        else:
+            with ray_cluster.connected(address):
+                out = resample_day(landed, raw, out_dir / DAY, DAY, data_root=out_dir, pool=pool())
+        return round(time.perf_counter() - start, 2), out
+
+    seconds: dict[str, list[float]] = {"threads": [], "ray_tasks": []}
+    for _ in range(rounds):
+        for name, pool in (("threads", None), ("ray_tasks", lambda: ray_cluster.CpuTasks(name="resample"))):
+            took, out = run(name, pool)
+            assert out.rejects.num_rows == 0 and out.rows.num_rows == n, out.rejects.to_pylist()[:3]
+            seconds[name].append(took)
+    threads_dir, ray_dir = work_dir / "telephony" / "threads" / DAY, work_dir / "telephony" / "ray_tasks" / DAY
+    names = sorted(p.name for p in threads_dir.glob("*.flac"))
+    assert len(names) == n and names == sorted(p.name for p in ray_dir.glob("*.flac"))
+    assert all((threads_dir / f).read_bytes() == (ray_dir / f).read_bytes() for f in names)
+    best = {name: min(values) for name, values in seconds.items()}
+    return {
+        "stage": "resample",
+        "recordings": n,
+        "clip_s": clip_s,
+        "seconds": seconds,
+        "ray_slower_pct": round(100 * (best["ray_tasks"] / best["threads"] - 1), 1),
+        "overhead_ms_per_recording": round(1000 * (best["ray_tasks"] - best["threads"]) / n, 1),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work_dir", type=Path)
+    parser.add_argument("--stage", choices=("score", "resample"), default="score")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--recordings", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -102,6 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     env = cluster_env()
     address = env["EMO_RAY_ADDRESS"]
+    if args.stage == "resample":
+        print(json.dumps(resample_stage(args.work_dir, address, args.recordings, args.seconds, args.rounds)))
+        return
     model_dir = args.work_dir / f"model-{args.size}"
     if not (model_dir / "model.pt").exists():
         make_test_model(model_dir, size=args.size, seed=0)
