@@ -28,7 +28,8 @@ REFIT_RUN_CONFIG = {"ops": {key.to_python_identifier(): {"config": {"refit": Tru
 RUN_EXECUTOR = dg.in_process_executor
 
 # A run retried by the daemon (run_retries in dagster.yaml: a run whose process died) runs every step
-# again, not only those that had not succeeded: its first step, audio_files, claims the day for it, so
+# again, not only those that had not succeeded. Whichever step a run starts at claims the day for it
+# (assets/repair.py: claim_day, in every step of a day), so
 # no other run of the day can start while the retry writes (lib/store/day_lock.py).
 RUN_TAGS = {"dagster/retry_strategy": "ALL_STEPS"}
 

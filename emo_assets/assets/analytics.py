@@ -16,6 +16,7 @@ from pydantic import Field
 
 from emo_assets.assets.metadata import table_definition_metadata
 from emo_assets.assets.rebuild import ensure_warehouse
+from emo_assets.assets.repair import claim_day
 from emo_assets.lib.analytics import assign, clustering, recordings, satisfaction
 from emo_assets.lib.analytics.fitted import FittedModel
 from emo_assets.lib.results import plots
@@ -139,7 +140,7 @@ def emotion_cluster_model(
 )
 def emotion_clusters(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's recordings assigned to the fitted cluster model; every row has its model_version."""
-    day = context.partition_key
+    day = claim_day(context, storage)
     ensure_warehouse(context, storage)
     fitted, rows = _assign_day(
         storage,
@@ -206,7 +207,7 @@ def satisfaction_model(
 def satisfaction_predictions(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Satisfaction per recording of the day: the model's prediction, or the rule's (``source`` says
     which); every row has the model_version it was assigned with."""
-    day = context.partition_key
+    day = claim_day(context, storage)
     notes = []
     ensure_warehouse(context, storage)
 

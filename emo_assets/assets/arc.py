@@ -4,7 +4,7 @@ first turn to its last (lib/analytics/arc.py)."""
 import dagster as dg
 
 from emo_assets.assets.metadata import table_definition_metadata, table_description, table_metadata
-from emo_assets.assets.repair import day_input
+from emo_assets.assets.repair import claim_day, day_input
 from emo_assets.lib.analytics.arc import arc_rows
 from emo_assets.lib.store import lake
 from emo_assets.partitions import daily_partitions
@@ -20,7 +20,7 @@ from emo_assets.resources import StorageResource
     metadata=table_definition_metadata("call_emotion_arc"),
 )
 def call_emotion_arc(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    day = context.partition_key
+    day = claim_day(context, storage)
     segments = day_input(storage, "emotion_segments", day, "emotion_segments")
     rows = arc_rows(segments)
     path = lake.write_partition(storage.lake_dir, "call_emotion_arc", day, rows)

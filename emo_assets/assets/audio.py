@@ -9,18 +9,18 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from emo_assets.assets.metadata import table_definition_metadata, table_metadata
-from emo_assets.assets.repair import day_input, repairs, reusable
+from emo_assets.assets.repair import claim_day, day_input, repairs, reusable
 from emo_assets.lib import ray_cluster
 from emo_assets.lib.audio.ingest import ingest_day
 from emo_assets.lib.audio.resample import resample_day
 from emo_assets.lib.files import tombstones
 from emo_assets.lib.files.faults import MachineFault, check_data_dir
 from emo_assets.lib.schemas import Stage
-from emo_assets.lib.store import day_lock, lake
+from emo_assets.lib.store import lake
 from emo_assets.lib.store.accounting import EmptyDayRefused, refuse_empty_day
 from emo_assets.lib.store.deferred import write_deferred
 from emo_assets.partitions import daily_partitions
-from emo_assets.resources import RayResource, StorageResource, run_is_active
+from emo_assets.resources import RayResource, StorageResource
 
 
 class AudioFilesConfig(dg.Config):
@@ -55,16 +55,7 @@ def audio_files(
         )
     except (MachineFault, EmptyDayRefused) as exc:
         raise dg.Failure(str(exc)) from None
-    try:  # the first step of a day's run: no other run may be working on the same day
-        day_lock.claim_day(
-            storage.locks_dir,
-            day,
-            context.run_id,
-            holder=f"dagster run {context.run_id}",
-            is_active=lambda run_id: run_is_active(context.instance, run_id),
-        )
-    except day_lock.DayLockedError as exc:
-        raise dg.Failure(str(exc)) from None
+    claim_day(context, storage)
     previous = reusable(context, storage, "audio_files", day)
     out = ingest_day(
         storage.raw_dir,
@@ -109,7 +100,7 @@ def resampled_audio(
     """Each distinct recording as 16 kHz mono FLAC under ``data/resampled/date=<day>/`` (with
     EMO_LAKE_URI, ``<lake_uri>/_resampled/date=<day>/`` in the object store); with ``ray.address``,
     each recording is decoded and resampled by a CPU task on that Ray cluster."""
-    day = context.partition_key
+    day = claim_day(context, storage)
     landed = day_input(storage, "audio_files", day, "audio_files")
     previous = reusable(context, storage, "resampled_audio", day)
 

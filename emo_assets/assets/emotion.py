@@ -10,7 +10,7 @@ import pyarrow as pa
 from emo_assets.assets.audio import audio_files, resampled_audio
 from emo_assets.assets.metadata import table_definition_metadata, table_description, table_metadata
 from emo_assets.assets.rebuild import ensure_warehouse
-from emo_assets.assets.repair import day_input, repairs, reusable
+from emo_assets.assets.repair import claim_day, day_input, repairs, reusable
 from emo_assets.lib import schemas
 from emo_assets.lib.analytics import similarity
 from emo_assets.lib.audio.load import FlacReader
@@ -59,7 +59,7 @@ def emotion_tables(
     Selecting one table (say ``emotion_scores``) writes that table only. Recordings scored by the
     same model in an earlier run of the day are reused, not run through the model again.
     """
-    day = context.partition_key
+    day = claim_day(context, storage)
     selected = {key.path[-1] for key in context.selected_asset_keys}
     model = emotion_model.load()
     if model.is_random:
@@ -193,7 +193,7 @@ def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table)
 )
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Every file of the day that a stage could not process, with the stage and the reason."""
-    day = context.partition_key
+    day = claim_day(context, storage)
     rows = lake.gather_rejects(storage.lake_dir, day)
     path = lake.write_partition(storage.lake_dir, "quarantine", day, rows)
     if rows.num_rows:
@@ -217,7 +217,7 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     metadata=table_definition_metadata("embedding_index"),
 )
 def embedding_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    day = context.partition_key
+    day = claim_day(context, storage)
     embeddings = lake.voice_rows(day_input(storage, "emotion_embeddings", day, "emotion_embeddings"))
     ensure_warehouse(context, storage)
     with warehouse.connect(storage.warehouse_path) as con:

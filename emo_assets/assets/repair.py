@@ -1,15 +1,35 @@
-"""A stage's previous partition of the day, verified before it is reused; what the stage recomputed
-because its lake data failed an integrity check, said in the run log and in the asset's metadata."""
+"""What every step of a day shares: its claim on the day; the stage's previous partition of the day,
+verified before it is reused; what the stage recomputed because its lake data failed an integrity
+check, said in the run log and in the asset's metadata."""
 
 from __future__ import annotations
 
 import dagster as dg
 import pyarrow as pa
 
-from emo_assets.lib.store import lake
-from emo_assets.resources import StorageResource
+from emo_assets.lib.store import day_lock, lake
+from emo_assets.resources import StorageResource, run_is_active
 
 NAMED = 20  # audio_ids a log line names
+
+
+def claim_day(context: dg.AssetExecutionContext, storage: StorageResource) -> str:
+    """The step's day, claimed for its run before the step reads or writes it: no other run may be
+    working on the same day (lib/store/day_lock.py). Every step of a day claims it, not only the
+    first, so a run that starts further down the graph (assets picked in the UI, a retry from the
+    failed step) owns the day it writes; a run that already owns it only renews its claim."""
+    day = context.partition_key
+    try:
+        day_lock.claim_day(
+            storage.locks_dir,
+            day,
+            context.run_id,
+            holder=f"dagster run {context.run_id}",
+            is_active=lambda run_id: run_is_active(context.instance, run_id),
+        )
+    except day_lock.DayLockedError as exc:
+        raise dg.Failure(str(exc)) from None
+    return day
 
 
 def reusable(context: dg.AssetExecutionContext, storage: StorageResource, table: str, day: str) -> lake.Reused:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from emo_assets.assets.repair import claim_day
 from emo_assets.lib.analytics import ann, nearest
 from emo_assets.partitions import daily_partitions
 from emo_assets.resources import StorageResource
@@ -15,7 +16,7 @@ from emo_assets.resources import StorageResource
 )
 def similarity_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The day's embeddings in each model's faiss index (IVF-SQ8): the day's file is replaced, no other day is read."""
-    day = context.partition_key
+    day = claim_day(context, storage)
     try:
         done = nearest.index_day(storage.lake_dir, storage.similarity_dir, day)
     except ann.AnnError as exc:

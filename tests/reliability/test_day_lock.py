@@ -80,6 +80,27 @@ def test_a_second_run_of_a_held_day_is_refused_by_emo_run_and_by_dagster(tmp_pat
     assert not list((tmp_path / "lake").rglob("*.parquet"))
 
 
+def test_a_run_that_starts_down_the_graph_claims_the_day_too(tmp_path, tiny_model_dir, rel):
+    """Assets picked in the UI without audio_files, or a retry from the failed step (Dagster's default
+    for runs of assets picked in the UI): the run's first step claims the day, whichever step it is."""
+    rel.write_small_day(tmp_path / "raw" / DAY)
+    assert rel.materialize(tmp_path, tiny_model_dir).success
+    scoring = ["emotion_scores", "emotion_embeddings", "emotion_segments", "quarantine"]
+    locks = tmp_path / "locks"
+    child = _holding_child(rel, locks)
+    try:
+        refused = rel.materialize(tmp_path, tiny_model_dir, selection=scoring)
+        assert rel.failed_steps(refused) == ["emotion_tables"]
+        assert f"is being processed by emo run --date {DAY}" in rel.step_failure_messages(refused)["emotion_tables"]
+    finally:
+        child.communicate("done\n", timeout=30)
+    # The day's lease still names a run that died (the child's): the next run of the scoring steps takes it over.
+    assert day_lock.read_lease(locks, DAY)["run_id"] == "run-in-child"
+    again = rel.materialize(tmp_path, tiny_model_dir, selection=scoring)
+    assert again.success and rel.failed_steps(again) == []
+    assert day_lock.read_lease(locks, DAY)["run_id"] == again.run_id
+
+
 def test_sigkilled_holder_frees_the_day_and_its_lease(tmp_path, rel):
     child = _holding_child(rel, tmp_path)
     child.communicate("die\n", timeout=30)
