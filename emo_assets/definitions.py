@@ -243,7 +243,10 @@ def _launch_resource(name: str, cls: type[dg.ConfigurableResource]) -> dg.Resour
         if s.resource == name and not s.at_load
     }
 
-    @dg.resource(config_schema=schema, description=(cls.__doc__ or "").strip().splitlines()[0])
+    # The launchpad shows the whole docstring as one paragraph, code in single backticks (markdown).
+    description = " ".join((cls.__doc__ or "").split()).replace("``", "`")
+
+    @dg.resource(config_schema=schema, description=description)
     def _resolve(context: dg.InitResourceContext) -> dg.ConfigurableResource:
         return cls(**resolve_settings(name, context.resource_config))
 

@@ -158,7 +158,7 @@ class StorageResource(dg.ConfigurableResource):
 
 class EmotionModelResource(dg.ConfigurableResource):
     """emotion2vec+ through funasr. ``model`` is a hub id or a local model directory; the fields are
-    those of :class:`emo_assets.lib.model.settings.ModelSettings` (``threads=0``: every core this
+    those of ``ModelSettings`` in lib/model/settings.py (``threads=0``: every core this
     process may use; ``frame_granularity``: also write ``emotion_frames``)."""
 
     # Dagster's launchpad needs the fields declared; their defaults are ModelSettings' own.

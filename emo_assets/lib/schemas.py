@@ -170,7 +170,7 @@ SATISFACTION_PREDICTIONS = pa.schema(
 # (``COMMENT ON COLUMN``, warehouse.apply_comments) and shown as the asset's column schema in
 # Dagster. Columns shared by several tables are described once here.
 _AUDIO_ID = "sha256 of the file's bytes (64 hex characters): the recording's identity across days and paths"
-_DATE = "the day (partition) the file landed under data/raw/<day>/"
+_DATE = "the day (partition) the file landed under `data/raw/<day>/`"
 _MODEL_ID = "the emotion2vec+ model that scored the recording (its model id as resolved at load)"
 _SCORES = {label: f"score of the class '{label}', 0..1; the nine class scores sum to 1" for label in EMOTION_LABELS}
 _TOP = {
@@ -188,7 +188,7 @@ _EMBEDDING = "emotion2vec+ embedding, FLOAT[D] (D = 1024 for the large model, 76
 _COLUMNS: dict[str, dict[str, str]] = {
     "audio_files": {
         "audio_id": _AUDIO_ID,
-        "source_path": "path of the file as it landed, under data/raw/<day>/",
+        "source_path": "path of the file as it landed, under `data/raw/<day>/`",
         "size_bytes": "file size in bytes",
         "format": "container format as read by the audio decoder (wav, flac, mp3, ...)",
         "sample_rate": "sample rate of the original file, in Hz",
@@ -202,9 +202,9 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "channel": _CHANNEL,
         "path": (
             "the 16 kHz mono FLAC, relative to the data directory: the downmix for 'mono' "
-            "(resampled/date=YYYY-MM-DD/<audio_id>.flac), the channel's own samples otherwise "
-            "(resampled/date=YYYY-MM-DD/<audio_id>.<channel>.flac); relative to EMO_LAKE_URI when the lake "
-            "is in an object store (_resampled/date=YYYY-MM-DD/<audio_id>.flac or <audio_id>.<channel>.flac)"
+            "(`resampled/date=YYYY-MM-DD/<audio_id>.flac`), the channel's own samples otherwise "
+            "(`resampled/date=YYYY-MM-DD/<audio_id>.<channel>.flac`); relative to EMO_LAKE_URI when the lake "
+            "is in an object store (`_resampled/date=YYYY-MM-DD/<audio_id>.flac` or `<audio_id>.<channel>.flac`)"
         ),
         "duration_s": "duration of the resampled audio, in seconds",
         "rms_dbfs": "loudness: RMS level in dBFS, -120..0 (-120 for digital silence)",
@@ -278,7 +278,7 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "turn; NULL if none",
     },
     "quarantine": {
-        "source_path": "path of the refused file, under data/raw/<day>/",
+        "source_path": "path of the refused file, under `data/raw/<day>/`",
         "audio_id": _AUDIO_ID + "; NULL when the file could not be read",
         "stage": "the stage that refused the file, named after the table it could not enter: "
         "audio_files, resampled_audio or emotion_scores (which also refuses a recording with no speech)",
@@ -385,7 +385,7 @@ _REGISTRY = (
         "audio_files",
         "lake",
         ("source_path",),
-        "one row per file that landed under data/raw/<day>/ and could be read",
+        "one row per file that landed under `data/raw/<day>/` and could be read",
         schema=AUDIO_FILES,
         columns=_COLUMNS["audio_files"],
     ),
