@@ -30,6 +30,7 @@ import dagster as dg
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks, monitoring_checks
 from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job, retention_job
+from emo_assets.lib.model.model_dir import ModelLoadError
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import (
     PACKAGED_SQL_DIR,
@@ -248,7 +249,20 @@ def _launch_resource(name: str, cls: type[dg.ConfigurableResource]) -> dg.Resour
 
     @dg.resource(config_schema=schema, description=description)
     def _resolve(context: dg.InitResourceContext) -> dg.ConfigurableResource:
-        return cls(**resolve_settings(name, context.resource_config))
+        given = {field: value for field, value in context.resource_config.items() if value is not None}
+        try:
+            resource = cls(**resolve_settings(name, context.resource_config))
+            if isinstance(resource, EmotionModelResource):
+                resource.settings()  # checked now: a setting the model cannot use fails the run before any step
+        except (ModelLoadError, ValueError) as exc:  # SettingError, pydantic's ValidationError
+            if not given:
+                raise
+            values = ", ".join(f"{field}={value!r}" for field, value in sorted(given.items()))
+            raise SettingError(
+                f"{exc}\n(this run sets resources.{name}.config: {values}; a value set there takes the place of "
+                "the EMO_* variable the message names: change it in the run's config)"
+            ) from None
+        return resource
 
     return _resolve
 

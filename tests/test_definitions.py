@@ -138,3 +138,28 @@ def test_ray_settings_default_to_the_in_process_model_and_are_read_at_launch(cle
     clean_env.setenv("EMO_RAY_ADDRESS", "")
     with dg.build_resources(launch_resources()) as built:
         assert built.ray.address is None
+
+
+def test_a_bad_model_setting_in_a_runs_config_fails_the_run_at_its_start_naming_the_config(
+    clean_env, tmp_path, tiny_model_dir
+):
+    """Set in the launchpad (resources.emotion_model.config): refused when the run's resources are
+    built, before any step touches a file, and the message says where the value came from."""
+    write_small_day(tmp_path / "raw" / DAY)
+    clean_env.setenv("EMO_DATA_DIR", str(tmp_path))
+    clean_env.setenv("EMO_MODEL", str(tiny_model_dir))
+    result = dg.materialize(
+        list(defs().assets),
+        partition_key=DAY,
+        resources=launch_resources(),
+        run_config={"resources": {"emotion_model": {"config": {"device": "banana"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    assert failures, [e.event_type_value for e in result.all_events]
+    message = str(failures[0].event_specific_data.error)
+    assert "EMO_DEVICE='banana' is not a device" in message
+    assert "this run sets resources.emotion_model.config: device='banana'" in message
+    assert not any(e.is_step_success for e in result.all_events)
+    assert not (tmp_path / "lake").exists() or not list((tmp_path / "lake").rglob("*.parquet"))
