@@ -30,6 +30,7 @@ import dagster as dg
 from emo_assets.assets import all_assets
 from emo_assets.checks import all_checks, monitoring_checks
 from emo_assets.jobs import RUN_EXECUTOR, daily_emotion_job, models_job, retention_job
+from emo_assets.lib.audio.settle import DEFAULT_SETTLE_S
 from emo_assets.lib.model.model_dir import ModelLoadError
 from emo_assets.lib.model.settings import ModelSettingError, check_window_s
 from emo_assets.resources import (
@@ -156,16 +157,17 @@ class Setting:
     field: str
     parse: Callable[[str, str], object] = _text
     at_load: bool = False  # read when the code location loads (the graph depends on it)
+    unset: str = ""  # what an unset field means, when its default is None
 
 
 SETTINGS = (
     Setting("EMO_DATA_DIR", "storage", "data_dir"),
     Setting("EMO_SQL_DIR", "storage", "sql_dir", at_load=True),
-    Setting("EMO_SETTLE_S", "storage", "settle_s", _rest_seconds),
-    Setting("EMO_LAKE_URI", "storage", "lake_uri", _lake_uri),
-    Setting("EMO_KEEP_RAW_DAYS", "storage", "keep_raw_days", _days),
-    Setting("EMO_KEEP_FLAC_DAYS", "storage", "keep_flac_days", _days),
-    Setting("EMO_KEEP_TABLES_DAYS", "storage", "keep_tables_days", _days),
+    Setting("EMO_SETTLE_S", "storage", "settle_s", _rest_seconds, unset=f"{DEFAULT_SETTLE_S:g} s"),
+    Setting("EMO_LAKE_URI", "storage", "lake_uri", _lake_uri, unset="the lake in the data directory"),
+    Setting("EMO_KEEP_RAW_DAYS", "storage", "keep_raw_days", _days, unset="kept for ever"),
+    Setting("EMO_KEEP_FLAC_DAYS", "storage", "keep_flac_days", _days, unset="kept for ever"),
+    Setting("EMO_KEEP_TABLES_DAYS", "storage", "keep_tables_days", _days, unset="kept for ever"),
     Setting("EMO_MODEL", "emotion_model", "model"),
     Setting("EMO_MODEL_HUB", "emotion_model", "hub"),
     Setting("EMO_DEVICE", "emotion_model", "device"),
@@ -175,7 +177,7 @@ SETTINGS = (
     Setting("EMO_WINDOW_S", "emotion_model", "window_s", _seconds),
     Setting("EMO_FRAMES", "emotion_model", "frame_granularity", _flag),
     Setting("EMO_SEGMENTS", "emotion_model", "segments", _segments),
-    Setting("EMO_RAY_ADDRESS", "ray", "address", _ray_address),
+    Setting("EMO_RAY_ADDRESS", "ray", "address", _ray_address, unset="no Ray: every stage runs in the run's process"),
     Setting("EMO_RAY_ACTORS", "ray", "actors", _actors),
     Setting("EMO_RAY_GPUS_PER_ACTOR", "ray", "gpus_per_actor", _gpus),
 )
@@ -203,6 +205,12 @@ _CONFIG_TYPES = {
 
 def _default(setting: Setting) -> object:
     return RESOURCES[setting.resource].model_fields[setting.field].default
+
+
+def _default_text(setting: Setting) -> str:
+    """The default as the launchpad says it: what an unset field means, never a bare None."""
+    default = _default(setting)
+    return setting.unset if default is None else repr(default)
 
 
 def resolve_settings(resource: str, given: Mapping[str, object]) -> dict[str, object]:
@@ -238,7 +246,7 @@ def _launch_resource(name: str, cls: type[dg.ConfigurableResource]) -> dg.Resour
             dg.Noneable(_CONFIG_TYPES[s.parse]),
             default_value=None,
             is_required=False,
-            description=f"for this run only; empty: ${s.env} when set, else {_default(s)!r}",
+            description=f"for this run only; empty: ${s.env} when set, else {_default_text(s)}",
         )
         for s in SETTINGS
         if s.resource == name and not s.at_load

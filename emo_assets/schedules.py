@@ -10,10 +10,14 @@ from emo_assets.lib.store.deferred import days_with_deferred
 from emo_assets.resources import StorageResource
 
 
-@dg.schedule(job=daily_emotion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
+@dg.schedule(
+    job=daily_emotion_job,
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    description="Run yesterday's day at 00:30 UTC, and again every day whose last run deferred files "
+    "still being written (EMO_SETTLE_S), so that they are taken.",
+)
 def daily_emotion_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource) -> list[dg.RunRequest]:
-    """Materialize yesterday's partition at 00:30 UTC; and again every day whose last run deferred
-    files still being written (lib/audio/settle.py), so that they are taken."""
     today = context.scheduled_execution_time.date()
     day = (today - dt.timedelta(days=1)).isoformat()
     requests = [day_run_request(storage, day, run_key=f"schedule:{day}")]

@@ -13,11 +13,15 @@ from emo_assets.partitions import START_DATE
 from emo_assets.resources import StorageResource, run_is_active
 
 
-@dg.sensor(job=daily_emotion_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=daily_emotion_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="One run per day folder of data/raw whose files are new or changed since the last run it "
+    "requested; files still being written wait until they settle (EMO_SETTLE_S).",
+)
 def raw_files_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
-    """One run per day folder whose files are new or changed since the last run it requested.
-
-    Files still being written (the settle rule shared with every run: ``EMO_SETTLE_S``,
+    """Files still being written (the settle rule shared with every run: ``EMO_SETTLE_S``,
     lib/audio/settle.py) are left out of the fingerprint: the run takes the settled files and
     defers the others, and the fingerprint changes when they settle, so the next tick runs the day again.
     """
@@ -60,24 +64,31 @@ def _publish_after(context: dg.RunStatusSensorContext, storage: StorageResource)
 # schedule, a sensor, a backfill), what it wrote is published, successful or failed. `emo run`
 # publishes itself (cli.py); so do tests that materialize (tests/helpers.py).
 @dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Publish the analysts' copy of the warehouse (warehouse_read.duckdb) after a successful run.",
 )
 def publish_on_success_sensor(context: dg.RunStatusSensorContext, storage: StorageResource):
-    """Publish the analysts' copy of the warehouse (warehouse_read.duckdb) after a successful run."""
     return _publish_after(context, storage)
 
 
-@dg.run_failure_sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Publish the analysts' copy after a failed run: the steps that succeeded become visible.",
+)
 def publish_on_failure_sensor(context: dg.RunFailureSensorContext, storage: StorageResource):
-    """Publish the analysts' copy after a failed run: the steps that succeeded become visible."""
     return _publish_after(context, storage)
 
 
 @dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.CANCELED, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING
+    run_status=dg.DagsterRunStatus.CANCELED,
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Publish the analysts' copy after a canceled run: the steps that finished become visible.",
 )
 def publish_on_cancel_sensor(context: dg.RunStatusSensorContext, storage: StorageResource):
-    """Publish the analysts' copy after a canceled run: the steps that finished become visible."""
     return _publish_after(context, storage)
 
 

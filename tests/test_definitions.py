@@ -163,3 +163,25 @@ def test_a_bad_model_setting_in_a_runs_config_fails_the_run_at_its_start_naming_
     assert "this run sets resources.emotion_model.config: device='banana'" in message
     assert not any(e.is_step_success for e in result.all_events)
     assert not (tmp_path / "lake").exists() or not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_the_launchpad_says_what_each_unset_setting_means():
+    """Each field of a resource's run config names its variable and the value an unset field
+    takes: the settle time, the local lake, kept for ever, no Ray; never a bare None."""
+    said = {}
+    for name, resource in launch_resources().items():
+        for field, spec in resource.config_schema.config_type.fields.items():
+            said[f"{name}.{field}"] = spec.description
+    assert "None" not in " ".join(said.values()), said
+    assert said["storage.settle_s"].endswith("$EMO_SETTLE_S when set, else 10 s")
+    assert said["storage.lake_uri"].endswith("else the lake in the data directory")
+    assert said["storage.keep_raw_days"].endswith("else kept for ever")
+    assert said["ray.address"].endswith("else no Ray: every stage runs in the run's process")
+    assert said["emotion_model.segments"].endswith("$EMO_SEGMENTS when set, else 'turns'")
+
+
+def test_every_schedule_and_sensor_says_what_it_does_in_the_ui():
+    loaded = defs()
+    described = {s.name: s.description for s in [*loaded.schedules, *loaded.sensors]}
+    assert {"daily_emotion_schedule", "raw_files_sensor", "publish_on_success_sensor"} <= set(described)
+    assert all(text and len(text) > 40 for text in described.values()), described

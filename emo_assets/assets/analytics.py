@@ -187,7 +187,9 @@ def satisfaction_model(
         context.log.warning(f"no satisfaction model: {fitted.reason}; predictions use the emotion-valence rule")
     if fitted.stats["n_label_conflicts"]:
         context.log.warning(f"{fitted.stats['n_label_conflicts']} recordings have conflicting labels: left out")
-    metadata = _model_metadata(fitted, path, True, _reassigned_metadata("satisfaction_predictions", reassigned))
+    metadata = _model_metadata(
+        fitted, path, fitted.model is not None, _reassigned_metadata("satisfaction_predictions", reassigned)
+    )
     if fitted.model is not None:
         metadata["n_labels"] = fitted.model.n_labels
         metadata["cv_accuracy"] = dg.MetadataValue.float(fitted.model.cv_accuracy)

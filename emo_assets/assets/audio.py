@@ -127,13 +127,19 @@ def resampled_audio(
         out = resample()
     path = lake.write_partition(storage.lake_dir, "resampled_audio", day, out.rows)
     lake.write_rejects(storage.lake_dir, Stage.RESAMPLED_AUDIO, day, out.rejects)
-    silent = pc.sum(out.rows.column("is_silent").cast("int64")).as_py() or 0
-    context.log.info(f"{day}: {out.rows.num_rows} recordings resampled, {out.rejects.num_rows} quarantined")
+    # A row per recording, or per side of a two-channel call: the sides share their recording's duration.
+    per_recording = out.rows.group_by("audio_id").aggregate([("duration_s", "max"), ("is_silent", "all")])
+    recordings = per_recording.num_rows
+    hours = (pc.sum(per_recording.column("duration_s_max")).as_py() or 0.0) / 3600
+    silent = pc.sum(per_recording.column("is_silent_all").cast("int64")).as_py() or 0
+    sides = f" ({out.rows.num_rows} channel rows)" if out.rows.num_rows != recordings else ""
+    context.log.info(f"{day}: {recordings} recordings{sides} resampled, {out.rejects.num_rows} quarantined")
     return dg.MaterializeResult(
         metadata=table_metadata(
             out.rows,
             path,
-            hours_of_audio=dg.MetadataValue.float((pc.sum(out.rows.column("duration_s")).as_py() or 0.0) / 3600),
+            recordings=recordings,
+            hours_of_audio=dg.MetadataValue.float(hours),
             silent_recordings=silent,
             quarantined=out.rejects.num_rows,
             **repairs(context, "resampled_audio", day, previous, out.rows),

@@ -18,6 +18,11 @@ CONNECT_TIMEOUT_S = 10.0
 TASK_RETRIES = 3
 
 
+def named_address(address: str) -> str:
+    """The address as a message names it: it comes from EMO_RAY_ADDRESS or from a run's config."""
+    return f"Ray address {address!r} (EMO_RAY_ADDRESS, or resources.ray.config.address in a run's config)"
+
+
 class RayClusterError(RuntimeError):
     """The Ray cluster of EMO_RAY_ADDRESS cannot run the day (unreachable, no room for a model actor).
     The cluster's fault, not a recording's: the step fails and nothing is quarantined."""
@@ -32,9 +37,9 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             pass
     except (OSError, ValueError) as exc:
         raise RayClusterError(
-            f"EMO_RAY_ADDRESS={address!r}: no Ray cluster answers there ({type(exc).__name__}: {exc}); "
-            "start the cluster (make cluster-up, then . data/cluster/env.sh), point EMO_RAY_ADDRESS at its "
-            "head (host:port of the GCS, or ray://host:port for the Ray client), or unset it to run in this process"
+            f"{named_address(address)}: no Ray cluster answers there ({type(exc).__name__}: {exc}); "
+            "start the cluster (make cluster-up, then . data/cluster/env.sh), point the address at its "
+            "head (host:port of the GCS, or ray://host:port for the Ray client), or leave it unset to run in this process"
         ) from exc
 
 
@@ -51,7 +56,7 @@ def connected(address: str) -> Iterator[None]:
     try:
         ray.init(address=address, namespace="emo_assets", log_to_driver=False, logging_level="WARNING")
     except Exception as exc:
-        raise RayClusterError(f"EMO_RAY_ADDRESS={address!r}: ray.init failed: {type(exc).__name__}: {exc}") from exc
+        raise RayClusterError(f"{named_address(address)}: ray.init failed: {type(exc).__name__}: {exc}") from exc
     try:
         yield
     finally:

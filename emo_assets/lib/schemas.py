@@ -427,7 +427,8 @@ _REGISTRY = (
         "emotion_frames",
         "lake",
         ("audio_id", "date", "model_id", "channel", "frame"),
-        "per-frame (50 Hz) scores and embeddings; written only with frame granularity on",
+        "per-frame (50 Hz) scores and embeddings; written only with EMO_FRAMES on (frame_granularity in "
+        "the emotion_model resource), so the UI shows it Missing otherwise",
         schema_for_width=emotion_frames_schema,
         opt_in=True,
         columns=_COLUMNS["emotion_frames"],
@@ -453,7 +454,8 @@ _REGISTRY = (
         "embedding_index",
         "warehouse",
         ("audio_id", "date", "model_id", "channel"),
-        "the lake's embeddings copied into DuckDB's storage for similarity search",
+        "the lake's embeddings copied into DuckDB's storage for similarity search: one row per recording, "
+        "the customer's side of a two-channel call (the agent's side is in emotion_embeddings only)",
         schema_for_width=emotion_embeddings_schema,
         columns=_COLUMNS["embedding_index"],
     ),

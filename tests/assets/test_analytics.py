@@ -174,6 +174,8 @@ def test_refit_is_explicit_and_reassigns_every_day(tmp_path, tiny_model_dir, mon
     assert v2["emotion_clusters_days_reassigned"].value == 2
     sat = refit.asset_materializations_for_node("satisfaction_model")[0].metadata
     assert sat["satisfaction_predictions_days_reassigned"].value == 2
+    # no labels: a new version of the rule, and the metadata does not claim a model was fitted
+    assert (sat["fitted"].value, sat["refitted"].value) == (False, False)
     tables = _versions(tmp_path)
     assert tables["emotion_clusters"] == [(v2["model_version"].value, 8, 2)]
     assert tables["satisfaction_predictions"] == [(sat["model_version"].value, 8, 2)]

@@ -33,7 +33,7 @@ def call_day(tmp_path_factory, tiny_model_dir):
     }
     result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success
-    return data_dir, spans
+    return data_dir, spans, result.asset_materializations_for_node("resampled_audio")[0].metadata
 
 
 def _ids(data_dir) -> dict[str, str]:
@@ -42,7 +42,7 @@ def _ids(data_dir) -> dict[str, str]:
 
 
 def test_each_side_is_scored_on_its_own(call_day):
-    data_dir, spans = call_day
+    data_dir, spans, _ = call_day
     ids = _ids(data_dir)
     resampled = lake.read_partition(data_dir / "lake", "resampled_audio", DAY).to_pylist()
     assert sorted((r["audio_id"], r["channel"]) for r in resampled) == sorted(
@@ -65,8 +65,17 @@ def test_each_side_is_scored_on_its_own(call_day):
     assert [t for c, t, _, _ in turns if c == "agent"] == [0, 1]
 
 
+def test_the_day_counts_recordings_and_hours_once_whatever_their_sides(call_day):
+    data_dir, _, metadata = call_day
+    info = sf.info(data_dir / "raw" / DAY / "call.wav")
+    seconds = info.duration + sf.info(data_dir / "raw" / DAY / "duplicated.wav").duration
+    assert metadata["row_count"].value == 3  # the call's two sides and the mono file
+    assert metadata["recordings"].value == 2
+    assert metadata["hours_of_audio"].value * 3600 == pytest.approx(seconds, abs=0.01)
+
+
 def test_the_customer_channel_feeds_satisfaction(call_day):
-    data_dir, _ = call_day
+    data_dir, _, _ = call_day
     ids = _ids(data_dir)
     scores = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).to_pylist()
     customer = next(r for r in scores if r["audio_id"] == ids["call.wav"] and r["channel"] == "customer")
@@ -83,7 +92,7 @@ def test_the_customer_channel_feeds_satisfaction(call_day):
 
 
 def test_a_stereo_file_with_identical_sides_stays_mono(call_day):
-    data_dir, _ = call_day
+    data_dir, _, _ = call_day
     ids = _ids(data_dir)
     files = sorted(p.name for p in (data_dir / "resampled" / f"date={DAY}").glob("*.flac"))
     assert files == sorted(
@@ -96,7 +105,7 @@ def test_a_stereo_file_with_identical_sides_stays_mono(call_day):
 def test_export_keeps_each_side_with_its_own_embedding(call_day, tmp_path):
     from emo_assets.lib.results.export import day_rows
 
-    data_dir, _ = call_day
+    data_dir, _, _ = call_day
     scores, matrix = day_rows(data_dir / "lake", DAY)
     embeddings = lake.read_partition(data_dir / "lake", "emotion_embeddings", DAY)
     by_key = {
@@ -118,7 +127,7 @@ def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
 
     from emo_assets.lib.results.report import arc_sentence, write_day_report
 
-    data_dir, spans = call_day
+    data_dir, spans, _ = call_day
     call = _ids(data_dir)["call.wav"]
     arcs = {
         a["channel"]: a

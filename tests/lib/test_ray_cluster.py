@@ -10,10 +10,13 @@ import pytest
 from emo_assets.lib.ray_cluster import RayClusterError, check_reachable
 
 
-def test_an_address_where_nothing_listens_names_emo_ray_address():
+def test_an_address_where_nothing_listens_names_emo_ray_address_and_the_run_config():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
-            with pytest.raises(RayClusterError, match=rf"EMO_RAY_ADDRESS='{address}': no Ray cluster answers there"):
+            with pytest.raises(
+                RayClusterError,
+                match=rf"Ray address '{address}' \(EMO_RAY_ADDRESS, or resources.ray.config.address in a run's config\): no Ray cluster answers there",
+            ):
                 check_reachable(address, timeout_s=5)

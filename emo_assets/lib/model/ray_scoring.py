@@ -45,7 +45,7 @@ from emo_assets.lib.model.scoring import (
     score_batch,
 )
 from emo_assets.lib.model.settings import ModelSettings
-from emo_assets.lib.ray_cluster import RayClusterError, connected
+from emo_assets.lib.ray_cluster import RayClusterError, connected, named_address
 
 # The custom resource a CPU node offers, one unit per model copy it can host (`ray start --resources`).
 MODEL_RESOURCE = "emo_model"
@@ -128,7 +128,7 @@ def _actor_count(address: str, wanted: int, gpus_per_actor: float, batches: int)
         room, asked = int(total.get(MODEL_RESOURCE, 0)), f"one unit of the {MODEL_RESOURCE!r} resource"
     if room < 1:
         raise RayClusterError(
-            f"EMO_RAY_ADDRESS={address!r}: the cluster has no room for a model actor, which asks for {asked}; "
+            f"{named_address(address)}: the cluster has no room for a model actor, which asks for {asked}; "
             f"start its nodes with --resources='{{\"{MODEL_RESOURCE}\": N}}' (N model copies per node) "
             "or --num-gpus, or set EMO_RAY_GPUS_PER_ACTOR to what its GPUs allow"
         )
@@ -232,7 +232,7 @@ def _run(
                 outcomes, where = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
                 raise RayClusterError(
-                    f"the Ray cluster at EMO_RAY_ADDRESS={stats.address!r} lost a model actor for good "
+                    f"the Ray cluster at {named_address(stats.address)} lost a model actor for good "
                     f"(restarted {ACTOR_RESTARTS} times): {exc}"
                 ) from exc
             day_scores.record(voices, outcomes)
