@@ -37,7 +37,8 @@ DEMO_QUERIES = """\
   FROM call_emotion_arc ORDER BY audio_id, channel;"""
 
 
-def _instance(data_dir: Path):
+def dagster_instance(data_dir: Path):
+    """The Dagster instance of `emo` commands: ``$DAGSTER_HOME``'s, else ``<data_dir>/dagster_home``."""
     import dagster as dg
 
     if os.environ.get("DAGSTER_HOME"):
@@ -86,7 +87,7 @@ def run_day(day: str, refit_models: bool = False, allow_empty: bool = False, **o
             with day_lock.hold_day(
                 storage.root / "locks", "dagster_instance", holder="emo run: opening the Dagster instance", wait_s=60
             ):
-                instance = _instance(storage.root)
+                instance = dagster_instance(storage.root)
                 instance.get_runs(limit=1)  # creates the run storage while we hold the lock
             day_lock.check_lease(locks, day, None, lambda run_id: run_is_active(instance, run_id))
             result = job.execute_in_process(

@@ -8,13 +8,27 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def _storage(args: argparse.Namespace):
     from emo_assets.definitions import resources_from_env
 
     return resources_from_env(data_dir=args.data_dir)["storage"]
+
+
+def _run_history(root: Path):
+    """What erases the recordings from Dagster's run history: of ``$DAGSTER_HOME``'s instance, else of
+    the data directory's (``dagster_home/``, `emo run`'s and `make ui`'s); None when neither exists."""
+    if not os.environ.get("DAGSTER_HOME") and not (root / "dagster_home" / "dagster.yaml").is_file():
+        return None
+    from emo_assets.cli import dagster_instance
+    from emo_assets.lib.privacy import run_history
+
+    instance = dagster_instance(root)
+    return lambda ids, names: run_history.scrub(instance, ids, names)
 
 
 def erase_cmd(args: argparse.Namespace) -> int:
@@ -27,7 +41,7 @@ def erase_cmd(args: argparse.Namespace) -> int:
         ids = check_audio_ids(args.audio_ids) + ids_of_sources(storage, args.path or [])
         if not ids:
             raise ErasureError("nothing to erase: give AUDIO_ID arguments or --path SOURCE")
-        done = erase(storage, sorted(set(ids)))
+        done = erase(storage, sorted(set(ids)), history=_run_history(storage.root))
     except (ErasureError, DayLockedError) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2

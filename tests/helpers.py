@@ -279,23 +279,26 @@ def assert_read_copy_without(data_dir: Path, erased: str, kept: str) -> None:
 
 
 def places_naming(root: Path, audio_id: str, skip: Path | None = None) -> list[str]:
-    """Every file under ``root`` (but ``skip``) whose content names ``audio_id``, by the test's own means."""
-    needles = (audio_id.encode(), audio_id.encode("utf-32-le"), bytes.fromhex(audio_id))
+    """Every file under ``root`` (but ``skip``) whose content names ``audio_id``, by the test's own
+    means: as text from its first 12 characters on (the whole id, or one cut short as a preview in
+    Dagster's run history shows it), as numpy's UTF-32, as the binary digest."""
+    short = audio_id[:12]
+    needles = (short.encode(), audio_id.encode("utf-32-le"), bytes.fromhex(audio_id))
     found = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or (skip is not None and path.is_relative_to(skip)):
             continue
         hit = any(n in path.read_bytes() for n in needles)
         if not hit and path.suffix == ".parquet":
-            hit = audio_id in json.dumps(pq.read_table(path).to_pylist(), default=str)
+            hit = short in json.dumps(pq.read_table(path).to_pylist(), default=str)
         if not hit and path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
-                hit = any(audio_id in str(npz[k].tolist()) for k in npz.files)
+                hit = any(short in str(npz[k].tolist()) for k in npz.files)
         if not hit and path.suffix == ".duckdb":
             con = duckdb.connect(str(path), read_only=True)
             try:
                 tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
-                hit = any(audio_id in str(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables)
+                hit = any(short in str(con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall()) for s, t in tables)
             finally:
                 con.close()
         if hit:

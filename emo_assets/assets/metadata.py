@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 
 from emo_assets.lib import schemas
+from emo_assets.lib.privacy.run_history import PREFIX as ID_SHOWN
 
 COLUMN_SCHEMA = "dagster/column_schema"
 COLUMN_LINEAGE = "dagster/column_lineage"
@@ -42,12 +43,26 @@ def _cell(value) -> str:
     return text.replace("|", "\\|").replace("\n", "\\n")[:60]
 
 
+# Run history is kept by Dagster, apart from the data: a preview names a recording no more than it
+# must (an audio_id cut to its first characters, no file name), and an erasure rewrites even that
+# (lib/privacy/run_history.py).
+HIDDEN = ("source_path", "path")  # file names; a FLAC path holds the audio_id
+
+
+def _preview_cell(column: str, value) -> str:
+    if column == "audio_id" and isinstance(value, str):
+        return value[:ID_SHOWN] + "…"
+    return _cell(value)
+
+
 def preview(table: pa.Table, columns: list[str] | None = None, rows: int = 10) -> dg.MetadataValue:
-    """A markdown table of the first ``rows`` rows."""
-    columns = columns or [f.name for f in table.schema if not pa.types.is_fixed_size_list(f.type)]
+    """A markdown table of the first ``rows`` rows, without file names and with ``audio_id`` cut short."""
+    columns = columns or [
+        f.name for f in table.schema if not pa.types.is_fixed_size_list(f.type) and f.name not in HIDDEN
+    ]
     head = table.select(columns).slice(0, rows).to_pylist()
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in head]
+    lines += ["| " + " | ".join(_preview_cell(c, r[c]) for c in columns) + " |" for r in head]
     if table.num_rows > rows:
         lines.append(f"\n{table.num_rows - rows} more rows")
     return dg.MetadataValue.md("\n".join(lines))

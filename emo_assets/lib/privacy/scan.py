@@ -1,6 +1,7 @@
 """Whether a file or an object still holds an erased recording: the final check of an erasure.
 
-An id is looked for as text, as numpy's UTF-32 and as the binary digest in the raw bytes (read in
+An id is looked for as text (from its first 12 characters on: a preview in Dagster's run history
+shows it cut short), as numpy's UTF-32 and as the binary digest in the raw bytes (read in
 blocks: a raw recording may be gigabytes); Parquet, which compresses its pages, is decoded; a DuckDB
 file, which compresses its strings, is queried. Local files and object-store objects alike
 (lib/privacy/bucket.py reads both). No dagster here.
@@ -15,10 +16,12 @@ import pyarrow.compute as pc
 
 from emo_assets.lib.files import objectstore
 from emo_assets.lib.privacy import bucket
+from emo_assets.lib.privacy.run_history import PREFIX
 
 
 def _needles(ids: list[str]) -> list[bytes]:
-    return [form for a in ids for form in (a.encode("ascii"), a.encode("utf-32-le"), bytes.fromhex(a))]
+    # as text from its first PREFIX characters: the whole id, or one cut short as a preview cuts it
+    return [form for a in ids for form in (a[:PREFIX].encode("ascii"), a.encode("utf-32-le"), bytes.fromhex(a))]
 
 
 def holds(path: Path | str, ids: list[str]) -> bool:

@@ -9,6 +9,7 @@ import json
 import shutil
 import sys
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from emo_assets.cli import main
+from emo_assets.cli import dagster_instance, main
 from emo_assets.lib.analytics import fitted
 from emo_assets.lib.audio.load import FlacReader, write_wav_atomic
 from emo_assets.lib.files import tombstones
@@ -28,11 +29,13 @@ from tests.helpers import DAY, assert_read_copy_without, failed_steps, materiali
 
 @pytest.fixture
 def erased_day(tmp_path, tiny_model_dir, monkeypatch):
-    """A real day (3 recordings) with an export in every format, a report and a web output of one
-    recording; then that recording is erased with `emo erase`."""
+    """A real day (3 recordings) run on the data directory's own Dagster instance (its run history
+    under ``dagster_home/``, as `emo run` and `make ui` keep it), with an export in every format, a
+    report and a web output of one recording; then that recording is erased with `emo erase`."""
     data = tmp_path / "data"
     write_small_day(data / "raw" / DAY)
-    result = materialize(data, tiny_model_dir)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = materialize(data, tiny_model_dir, instance=dagster_instance(data))
     assert result.success, failed_steps(result)
     files = lake.read_partition(data / "lake", "audio_files", DAY).sort_by("source_path")
     victim, kept = files.column("audio_id")[0].as_py(), files.column("audio_id")[1].as_py()
@@ -57,11 +60,17 @@ def test_an_erased_recording_leaves_no_byte_under_the_data_dir(erased_day):
     data, victim, kept, source, _raw, before, rows_before = erased_day
     # the scan finds the id where the platform put it, so finding nothing afterwards means something
     # (the read copy is a catalog of views: its rows are the Parquet files under published/)
-    for place in ("lake/audio_files", "lake/emotion_embeddings", "warehouse.duckdb", "published/audio_files"):
+    places = ("lake/audio_files", "lake/emotion_embeddings", "warehouse.duckdb", "published/audio_files")
+    for place in (*places, "dagster_home/history/runs/"):  # the run history: table previews
         assert any(p.startswith(place) for p in before), (place, before)
     assert any(p.startswith("published/embedding_index") for p in before), before
     assert any(p.startswith("similarity/") for p in before) and any(p.startswith("exports/") for p in before)
     assert places_naming(data, victim, skip=data / "erasure") == []
+    name = source.rsplit("/", 1)[1].encode()  # nor the file name it landed under, in the run history
+    assert not [p for p in (data / "dagster_home").rglob("*") if p.is_file() and name in p.read_bytes()]
+    # the run history still reads: the preview names the recording as erased
+    record = dagster_instance(data).fetch_materializations(dg.AssetKey("audio_files"), limit=1).records[0]
+    assert "erased" in record.asset_materialization.metadata["preview"].value
     assert not (data / "raw" / source).exists()
     assert not list(data.glob(f"resampled/*/{victim}.flac"))
     assert not (data / "web_outputs" / "outputs_20261120_120000").exists()  # held its 16 kHz audio
@@ -102,6 +111,7 @@ def test_the_erasure_log_holds_counts_and_a_keyed_hash_not_the_id(erased_day):
     assert entry["ids_hmac_sha256"] == [tombstones.hashed_id(data, victim)]
     removed = entry["removed"]
     assert removed["raw_files"] == 1 and removed["flac_files"] == 1 and removed["web_outputs"] == 1
+    assert removed["run_history_records"] >= 2  # a run's event and the index's copy of it, at least
     assert removed[f"rows:lake/emotion_scores/date={DAY}/part-0.parquet"] == 1
     assert removed["warehouse_rows:embedding_index"] == 1
     assert removed["fitted_models_stale:emotion_cluster_model"] == 1
