@@ -106,26 +106,28 @@ mkdir -p "$DIR/dagster_home"
 {
   cat dagster.yaml
   cat <<EOF
-# Run storage, event log and schedule storage on Postgres (written by cluster/up.sh).
+# Run storage, event log and schedule storage on Postgres (written by cluster/up.sh); the password
+# comes from the environment (data/cluster/env.sh), never from this file.
 # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3: name the psycopg2 driver.
 storage:
   postgres:
     postgres_db:
       scheme: postgresql+psycopg2
       username: dagster
-      password: "$PG_PASSWORD"
+      password:
+        env: DAGSTER_PG_PASSWORD
       hostname: 127.0.0.1
       port: $PG_PORT
       db_name: dagster
 EOF
 } >"$DIR/dagster_home/dagster.yaml"
-DAGSTER_HOME=$DIR/dagster_home "$PY" cluster/ready.py dagster
+DAGSTER_HOME=$DIR/dagster_home DAGSTER_PG_PASSWORD=$PG_PASSWORD "$PY" cluster/ready.py dagster
 
 (
   umask 077
   cat >"$DIR/env.sh" <<EOF
 # The loopback cluster started by cluster/up.sh; \`make cluster-down\` stops it.
-export DAGSTER_HOME=$DIR/dagster_home
+export DAGSTER_HOME=$DIR/dagster_home DAGSTER_PG_PASSWORD=$PG_PASSWORD
 export EMO_PG_URL=postgresql+psycopg2://dagster:$PG_PASSWORD@127.0.0.1:$PG_PORT/dagster
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=dagster PGPASSWORD=$PG_PASSWORD PGDATABASE=dagster
 export EMO_RAY_ADDRESS=$HEAD_IP:$RAY_PORT

@@ -28,6 +28,7 @@ def daily_emotion_schedule(context: dg.ScheduleEvaluationContext, storage: Stora
 
 
 models_schedule = dg.ScheduleDefinition(
+    name="models_schedule",
     job=models_job,
     cron_schedule="0 3 * * 1",
     execution_timezone="UTC",
@@ -35,6 +36,7 @@ models_schedule = dg.ScheduleDefinition(
 )
 
 retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule",
     job=retention_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",

@@ -39,7 +39,11 @@ def cluster_env() -> dict[str, str]:
         if os.environ.get("EMO_CLUSTER_REQUIRED") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    return read_env_file(ENV_FILE)
+    env = read_env_file(ENV_FILE)
+    # dagster.yaml reads the database password from the environment, as a deployment's should:
+    # this process and the children it starts (with os.environ) open the instance with it
+    os.environ.setdefault("DAGSTER_PG_PASSWORD", env["DAGSTER_PG_PASSWORD"])
+    return env
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ erasure no text column of any table of the instance's database holds it."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -40,7 +41,7 @@ def test_an_erased_recording_leaves_no_row_in_dagster_on_postgres(cluster_env, t
     data = tmp_path / "data"
     write_small_day(data / "raw" / DAY)
     env = {**lake_env(cluster_env, None), "DAGSTER_HOME": cluster_env["DAGSTER_HOME"]}
-    code, _out, err = finish(emo_run(data, tiny_model_dir, env))
+    code, out, err = finish(emo_run(data, tiny_model_dir, env))
     assert code == 0, err[-3000:]
     victim = lake.read_partition(data / "lake", "audio_files", DAY).column("audio_id")[0].as_py()
     before = _rows_naming(cluster_env["EMO_PG_URL"], victim[:12])
@@ -52,3 +53,8 @@ def test_an_erased_recording_leaves_no_row_in_dagster_on_postgres(cluster_env, t
     assert done.returncode == 0, done.stdout + done.stderr
     assert "run_history_records" in done.stdout
     assert _rows_naming(cluster_env["EMO_PG_URL"], victim[:12]) == {}
+    # the database password reached the instance through the environment, and is nowhere in its storage
+    password = cluster_env["DAGSTER_PG_PASSWORD"]
+    assert password not in (Path(cluster_env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
+    assert password not in done.stdout + done.stderr + out + err
+    assert _rows_naming(cluster_env["EMO_PG_URL"], password) == {}

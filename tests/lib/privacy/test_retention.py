@@ -93,7 +93,7 @@ def test_the_scheduled_job_enforces_retention(tmp_path):
         (tmp_path / "raw" / day / "call.wav").write_bytes(b"RIFF")
     storage = StorageResource(data_dir=str(tmp_path), keep_raw_days=7)
     defs = build_definitions({"storage": storage, "emotion_model": None, "ray": None})
-    schedule = defs.resolve_schedule_def("retention_job_schedule")
+    schedule = defs.resolve_schedule_def("retention_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     result = defs.resolve_job_def("retention_job").execute_in_process()
     assert result.success
