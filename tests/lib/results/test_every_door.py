@@ -4,7 +4,9 @@ processed_audio.wav), so every door gives the warehouse's vector, bit for bit.
 
 The files are the kind where it matters: resampled, stereo, lossy, float louder than full scale (the
 16-bit rounding and clipping change the samples), and one longer than the model's window, which the
-pipeline scores window by window from its FLAC.
+pipeline scores window by window from its FLAC. Every test runs twice: with fixed windows, and with
+speech turns (the default), where a recording's vector is the duration-weighted mean over the turns
+silero-vad finds in the samples every door hears.
 """
 
 from __future__ import annotations
@@ -43,14 +45,19 @@ RECORDINGS = {
 }
 
 
-def _emotion_model(model_dir: Path) -> EmotionModelResource:
-    return EmotionModelResource(model=str(model_dir), device="cpu", window_s=WINDOW_S, segments="windows")
+@pytest.fixture(scope="module", params=["windows", "turns"])
+def segments(request) -> str:
+    return request.param
+
+
+def _emotion_model(model_dir: Path, segments: str) -> EmotionModelResource:
+    return EmotionModelResource(model=str(model_dir), device="cpu", window_s=WINDOW_S, segments=segments)
 
 
 @pytest.fixture(autouse=True)
-def fixed_windows(monkeypatch):
-    """The doors score whole files in fixed windows here (EMO_SEGMENTS=windows for the `emo` commands)."""
-    monkeypatch.setenv("EMO_SEGMENTS", "windows")
+def segments_setting(monkeypatch, segments):
+    """The `emo` commands segment as the pipeline did (EMO_SEGMENTS)."""
+    monkeypatch.setenv("EMO_SEGMENTS", segments)
 
 
 def _speech(seconds: float, rate: int, seed: int, channels: int) -> np.ndarray:
@@ -63,7 +70,7 @@ def _speech(seconds: float, rate: int, seed: int, channels: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def warehouse_day(tmp_path_factory, tiny_model_dir):
+def warehouse_day(tmp_path_factory, tiny_model_dir, segments):
     """The recordings run through the pipeline: (data dir, raw files, audio_id by name, lake vector by audio_id)."""
     data_dir = tmp_path_factory.mktemp("every_door")
     files = {}
@@ -75,7 +82,7 @@ def warehouse_day(tmp_path_factory, tiny_model_dir):
         partition_key=DAY,
         resources={
             "storage": StorageResource(data_dir=str(data_dir)),
-            "emotion_model": _emotion_model(tiny_model_dir),
+            "emotion_model": _emotion_model(tiny_model_dir, segments),
             "ray": RayResource(),
         },
         raise_on_error=False,
@@ -88,9 +95,13 @@ def warehouse_day(tmp_path_factory, tiny_model_dir):
     embeddings = lake.read_partition(lake_dir, "emotion_embeddings", DAY)
     vectors = dict(zip(embeddings.column("audio_id").to_pylist(), lake.embedding_matrix(embeddings), strict=True))
     assert sorted(ids) == sorted(RECORDINGS) and sorted(vectors) == sorted(ids.values())
-    segments = lake.read_partition(lake_dir, "emotion_segments", DAY)
+    scored = lake.read_partition(lake_dir, "emotion_segments", DAY)
     long_id = ids["long_48k.m4a"]
-    assert pc.sum(pc.equal(segments.column("audio_id"), long_id)).as_py() == 3  # scored window by window
+    long_rows = pc.sum(pc.equal(scored.column("audio_id"), long_id)).as_py()
+    if segments == "windows":
+        assert long_rows == 3  # scored window by window
+    else:  # speech turns: rows of turns, silence left out; a turn longer than WINDOW_S is windowed
+        assert long_rows >= 1 and pc.all(pc.is_valid(scored.column("turn"))).as_py()
     return data_dir, files, ids, vectors
 
 
@@ -202,11 +213,11 @@ def _upload(url: str, path: Path) -> dict:
         return json.loads(response.read())
 
 
-def test_emo_web_upload_gives_the_warehouse_vector_and_finds_itself(warehouse_day, tiny_model_dir):
+def test_emo_web_upload_gives_the_warehouse_vector_and_finds_itself(warehouse_day, tiny_model_dir, segments):
     from emo_assets.web import create_app
 
     data_dir, files, ids, vectors = warehouse_day
-    app = create_app(StorageResource(data_dir=str(data_dir)), _emotion_model(tiny_model_dir))
+    app = create_app(StorageResource(data_dir=str(data_dir)), _emotion_model(tiny_model_dir, segments))
     with _Server(app) as url:
         for name, path in files.items():
             shown = _upload(url, path)
@@ -220,7 +231,7 @@ def test_emo_web_upload_gives_the_warehouse_vector_and_finds_itself(warehouse_da
             assert first["audio_id"] == ids[name] and abs(first["similarity"] - 1.0) <= 1e-6, (name, first)
 
 
-def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tiny_model_dir, monkeypatch):
+def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tiny_model_dir, monkeypatch, segments):
     from emo_assets.lib.analytics import nearest
 
     data_dir, files, ids, vectors = warehouse_day
@@ -236,7 +247,8 @@ def test_emo_similar_file_embeds_with_the_precision_asked_for(warehouse_day, tin
     args = ["similar", str(path), "--json", "--data-dir", str(data_dir), "--model", str(tiny_model_dir)]
     assert main([*args, "--device", "cpu", "--precision", "int8"]) == 0
     int8 = EmotionModelResource(
-        model=str(tiny_model_dir), device="cpu", precision="int8", window_s=WINDOW_S, segments="windows"
+        model=str(tiny_model_dir), device="cpu", precision="int8", window_s=WINDOW_S, segments=segments
     ).load()
-    np.testing.assert_array_equal(queried[-1], int8.infer([load_mono_16k(path)])[0].embedding)
+    if segments == "windows":
+        np.testing.assert_array_equal(queried[-1], int8.infer([load_mono_16k(path)])[0].embedding)
     assert not np.array_equal(queried[-1], vectors[ids["stereo_44k.flac"]])  # the warehouse was run in fp32
