@@ -320,6 +320,24 @@ def rebuild_cmd(data_dir: str | None) -> int:
     return 1 if failures else 0
 
 
+def publish_cmd(data_dir: str | None) -> int:
+    """Publish the analysts' copy now: what a run's end does (`emo run`, or the publish_on_* sensors
+    while dagster-daemon runs), for runs launched where neither did, e.g. `dagster asset materialize`."""
+    from emo_assets.definitions import resources_from_env
+    from emo_assets.resources import run_is_active
+
+    storage = resources_from_env(data_dir=data_dir)["storage"]
+    if not storage.warehouse_path.exists():
+        print(f"emo: error: no warehouse at {storage.warehouse_path}: nothing has run there yet", file=sys.stderr)
+        return 2
+    has_history = os.environ.get("DAGSTER_HOME") or (storage.root / "dagster_home" / "dagster.yaml").is_file()
+    instance = dagster_instance(storage.root) if has_history else None
+    failures = publish_after_run(storage, lambda run_id: instance is not None and run_is_active(instance, run_id))
+    for what, why in failures:
+        print(f"emo: error: {what}: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def make_test_model_cmd(directory: str, size: str, seed: int) -> int:
     from emo_assets.lib.model.model_dir import make_test_model
 
@@ -378,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reb.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
     reb.set_defaults(handler=lambda a: rebuild_cmd(a.data_dir))
+
+    pub = sub.add_parser(
+        "publish",
+        help="publish the analysts' read copy now (as a run's end does: `emo run`, or dagster-daemon's sensors)",
+    )
+    pub.add_argument("--data-dir", help="data directory (default: EMO_DATA_DIR or ./data)")
+    pub.set_defaults(handler=lambda a: publish_cmd(a.data_dir))
 
     mtm = sub.add_parser("make-test-model", help="write a random-weight emotion2vec model directory")
     mtm.add_argument("directory")

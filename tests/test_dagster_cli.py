@@ -145,3 +145,23 @@ def test_job_launch_runs_the_day_in_one_process(dagster_env, tmp_path):
     assert len({e.pid for e in step_events}) == 1  # one process ran every step
     scores = lake.read_partition(data / "lake", "emotion_scores", DAY)
     assert scores.num_rows == 3  # three recordings; notes.wav is quarantined
+
+
+def test_a_day_materialized_with_the_dagster_cli_is_published_by_emo_publish(dagster_env, tmp_path):
+    """Without dagster-daemon no run-status sensor publishes the read copy: `emo sql` says so and
+    names `emo publish`, which publishes it."""
+    data = tmp_path / "data"
+    write_small_day(data / "raw" / DAY)
+    dagster(dagster_env, "asset", "materialize", "--select", "*", "--partition", DAY)
+    emo = str(Path(sys.executable).with_name("emo"))
+
+    def run(*args):
+        return subprocess.run([emo, *args], capture_output=True, text=True, env=dagster_env, timeout=600)
+
+    query = ("sql", "SELECT 'rows=' || count(*) AS n FROM emotion_scores", "--data-dir", str(data))
+    before = run(*query)
+    assert before.returncode != 0 and "emo publish --data-dir" in before.stderr, before.stderr[-2000:]
+    published = run("publish", "--data-dir", str(data))
+    assert published.returncode == 0 and "published version 1" in published.stdout, published.stderr[-2000:]
+    after = run(*query)
+    assert after.returncode == 0 and "rows=3" in after.stdout, after.stdout + after.stderr[-2000:]

@@ -177,6 +177,12 @@ def open_read_copy(data_dir: Path) -> duckdb.DuckDBPyConnection:
     """
     data_dir = Path(data_dir).resolve()
     path = read_copy_path(data_dir / "warehouse.duckdb")
+    if not path.exists() and (data_dir / "warehouse.duckdb").exists():
+        raise FileNotFoundError(
+            f"no analysts' warehouse at {path} yet: the pipeline's warehouse.duckdb has not been published. "
+            "A run launched with `dagster` (the CLI, the UI, a schedule) is published by the publish_on_* "
+            f"sensors while dagster-daemon runs; `emo publish --data-dir {data_dir}` publishes it now"
+        )
     if not path.exists():
         raise FileNotFoundError(
             f"no analysts' warehouse at {path}: run `emo demo` or `emo run --date YYYY-MM-DD` first "
