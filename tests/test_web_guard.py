@@ -6,9 +6,11 @@ from /proc while a two-hour FLAC of digital silence (363 KB compressed) is uploa
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -269,6 +271,34 @@ def test_a_body_over_the_byte_cap_is_refused_with_413(guarded_server):
     finally:
         conn.close()
     assert status == 413 and "EMO_WEB_MAX_UPLOAD_MB" in payload["detail"]
+
+
+def test_a_chunked_body_over_the_byte_cap_is_refused_with_413(guarded_server):
+    """No Content-Length (Transfer-Encoding: chunked): the cap is met while the body streams in. The
+    answer is the guard's 413, not FastAPI's 400 for a form it could not finish parsing, and it comes
+    once the cap is passed: the server read about 2 MB of the 16 MB sent."""
+    url, auth, *_ = guarded_server
+    body, headers = _multipart("big.flac", b"\0" * (16 * 1024 * 1024))
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.putrequest("POST", "/api/analyze")
+        for name, value in {**headers, **auth, "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        with contextlib.suppress(OSError):  # the server may close the connection under the rest
+            for start in range(0, len(body), 64 * 1024):
+                chunk = body[start : start + 64 * 1024]
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        status, payload = resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+    assert status == 413, payload
+    assert "more than 2 MB" in payload["detail"] and "EMO_WEB_MAX_UPLOAD_MB" in payload["detail"]
+    received_mb = float(re.search(r"received ([\d.]+) MB", payload["detail"]).group(1))
+    assert 2.0 <= received_mb < 4.0  # refused at the cap, not after the whole 16 MB
 
 
 def test_recordings_without_speech_get_no_emotion_and_speech_does(guarded_server, tmp_path):
