@@ -334,17 +334,19 @@ def _lake_voices(lake_dir: Path, day: str, audio_id: str, model_id: str) -> dict
     }
 
 
+# One query filtered on audio_id: DuckDB reads every day file's footer and audio_id Bloom filter
+# (lake.BLOOM_FILTERS), and the rows only of the days the filter does not rule out.
+NEWEST_DAY_SQL = "SELECT CAST(max(date) AS VARCHAR) FROM emotion_scores WHERE audio_id = ?"
+
+
 def _newest_day(storage, audio_id: str) -> str | None:
     """The newest day ``audio_id`` has scores on, asked of the warehouse (its read copy; an in-memory
-    DuckDB over the lake before the first pipeline run): one query filtered on ``audio_id``, which
-    DuckDB answers from its storage and the Parquet statistics instead of reading every day."""
+    DuckDB over the lake before the first pipeline run) with :data:`NEWEST_DAY_SQL`."""
     con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
     try:
         if not warehouse.table_columns(con, "emotion_scores"):
             return None
-        row = con.execute(
-            "SELECT CAST(max(date) AS VARCHAR) FROM emotion_scores WHERE audio_id = ?", [audio_id]
-        ).fetchone()
+        row = con.execute(NEWEST_DAY_SQL, [audio_id]).fetchone()
     finally:
         con.close()
     return row[0] if row else None

@@ -7,8 +7,9 @@
   sets the cookie (HttpOnly, SameSite=Strict) and redirects to ``/``, so the token leaves the
   address bar. Tokens are compared in constant time (:func:`hmac.compare_digest`) and never printed.
 * **Uploads.** A request body larger than ``EMO_WEB_MAX_UPLOAD_MB`` is refused with 413: at once
-  when its Content-Length says so, else as soon as the bytes received pass the cap (the rest is
-  never read). The decoded-duration cap (``EMO_WEB_MAX_UPLOAD_S``) is enforced while decoding, by
+  when its Content-Length says so, else (a chunked body, or one longer than it declared) as soon
+  as the bytes received pass the cap: the rest is never read, and the app's own answer to the cut
+  body (FastAPI's 400 "error parsing the body") is replaced by the 413. The decoded-duration cap (``EMO_WEB_MAX_UPLOAD_S``) is enforced while decoding, by
   :func:`emo_assets.lib.audio.guard.load_mono_16k_capped`.
 * **Outputs.** Result folders under ``<data>/web_outputs/`` older than ``EMO_WEB_OUTPUTS_KEEP_S``
   are deleted (:func:`sweep_outputs`) when the server starts, before each new result and every
@@ -137,28 +138,39 @@ class GuardMiddleware:
             await _json(send, 413, _too_large(int(declared), cap))
             return
         received = 0
+        refused = False  # the body passed the cap: whatever the app answers to that, the answer is 413
         started = False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                raise _BodyTooLarge
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
+                    refused = True
                     raise _BodyTooLarge
             return message
 
-        async def tracked_send(message):
+        async def guarded_send(message):
             nonlocal started
+            if refused and not started:
+                # The app's own answer to the failed read is dropped: FastAPI turns any error raised
+                # while it parses a form into 400 "There was an error parsing the body".
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if started:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not refused or started:
                 raise
+            # refused before the app answered: whatever it raised on the way out (_BodyTooLarge, or
+            # an error it made of it) is the refusal, answered below
+        if refused and not started:
             await _json(send, 413, _too_large(received, cap))
 
 

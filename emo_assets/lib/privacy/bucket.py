@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from emo_assets.lib.files import objectstore
 from emo_assets.lib.files.atomic import atomic_path
-from emo_assets.lib.store import publish
+from emo_assets.lib.store import lake, publish
 
 # Prefixes of an object-store lake that hold no lake table: the published copies (republished and
 # purged apart), the 16 kHz FLACs and the day locks.
@@ -85,14 +85,15 @@ def read_parquet(path: Path | str, columns: list[str] | None = None) -> pa.Table
 
 def replace_parquet(path: Path | str, rows: pa.Table) -> None:
     """Replace a Parquet file (not a lake partition: lake.write_partition records its SHA-256) with
-    ``rows``: a temporary file renamed over it, or uploaded as one object."""
+    ``rows``: a temporary file renamed over it, or uploaded as one object. It keeps the lake's Bloom
+    filters (:data:`lake.BLOOM_FILTERS`): a published file is read by the same lookups."""
     if not objectstore.is_remote(path):
         with atomic_path(Path(path)) as tmp:
-            pq.write_table(rows, tmp, compression="zstd")
+            pq.write_table(rows, tmp, compression="zstd", bloom_filter_options=lake.BLOOM_FILTERS)
         return
     with tempfile.TemporaryDirectory(prefix="emo-erase-") as folder:
         tmp = Path(folder) / "part.parquet"
-        pq.write_table(rows, tmp, compression="zstd")
+        pq.write_table(rows, tmp, compression="zstd", bloom_filter_options=lake.BLOOM_FILTERS)
         objectstore.put_file(tmp, path)
 
 
