@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emo_assets.lib.analytics.arc import arc_rows
+from emo_assets.lib.analytics.arc import arc_rows, arc_sentence
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.results import plots
 from emo_assets.lib.schemas import EMOTION_LABELS, MONO
@@ -139,22 +139,6 @@ def _timeline_sections(lake_dir, day, out_dir, report):
     if len(ids) > MAX_TIMELINES:
         report.notes.append(f"timelines shown for {MAX_TIMELINES} of {len(ids)} recordings")
     return sections
-
-
-def arc_sentence(arc: dict) -> str:
-    """A call_emotion_arc row in words."""
-    if arc["recovered"] is None:
-        recovery = "no negative turn"
-    elif arc["recovered"]:
-        recovery = f"calm again {arc['recovery_s']:.1f} s after it started"
-    else:
-        recovery = "no calm turn after it"
-    calmer = {None: "", True: "; ended calmer", False: "; did not end calmer"}[arc["ended_calmer"]]
-    return (
-        f"Arc: {arc['start_emotion']} -> {arc['end_emotion']}; most negative: {arc['peak_emotion']} at "
-        f"{arc['peak_start_s']:.1f}-{arc['peak_end_s']:.1f} s (negativity {arc['peak_negativity']:.2f}), "
-        f"{recovery}{calmer}"
-    )
 
 
 def _counts_table(counts: dict[str, int]) -> str:
