@@ -33,7 +33,7 @@ def call_day(tmp_path_factory, tiny_model_dir):
     }
     result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success
-    return data_dir, spans, result.asset_materializations_for_node("resampled_audio")[0].metadata
+    return data_dir, spans, result
 
 
 def _ids(data_dir) -> dict[str, str]:
@@ -66,7 +66,8 @@ def test_each_side_is_scored_on_its_own(call_day):
 
 
 def test_the_day_counts_recordings_and_hours_once_whatever_their_sides(call_day):
-    data_dir, _, metadata = call_day
+    data_dir, _, result = call_day
+    metadata = result.asset_materializations_for_node("resampled_audio")[0].metadata
     info = sf.info(data_dir / "raw" / DAY / "call.wav")
     seconds = info.duration + sf.info(data_dir / "raw" / DAY / "duplicated.wav").duration
     assert metadata["row_count"].value == 3  # the call's two sides and the mono file
@@ -146,3 +147,42 @@ def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
         assert html.escape(arc_sentence(arcs[side])) in page
         n = arcs[side]["turns"]
         assert f"{n} speech turn{'' if n == 1 else 's'}; mostly" in page
+
+
+def test_figures_of_recordings_count_a_call_once_by_its_customer_side(call_day, tmp_path, capsys):
+    """The emotion distribution (the asset's chart and `emo report`'s), the report's clusters and
+    `emo run`'s top emotions count recordings: the call by its customer side, the mono file once."""
+    import re
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from emo_assets.cli import print_summary
+    from emo_assets.lib.results.report import write_day_report
+
+    data_dir, _, result = call_day
+    ids = _ids(data_dir)
+    scores = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).to_pylist()
+    by_recording = {r["audio_id"]: r["emotion"] for r in scores if r["channel"] in ("customer", "mono")}
+    assert sorted(by_recording) == sorted(ids.values())
+    counted = Counter(by_recording.values())
+    expected = {label: counted.get(label, 0) for label in schemas.EMOTION_LABELS}
+
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("emotion_scores")]
+    metadata = event.materialization.metadata
+    assert metadata["emotion_distribution"].value == expected
+
+    report = write_day_report(data_dir / "lake", data_dir / "models", tmp_path, DAY)
+    assert report.counts == expected
+    page = report.html_path.read_text(encoding="utf-8")
+    for label, n in expected.items():
+        assert f"<td>{label}</td><td>{n}</td>" in page
+    sizes = [int(n) for n in re.findall(r"cluster \d+: (\d+)", page)]
+    assert sum(sizes) == 2  # one point per recording
+    # the per-side views stay per side: a timeline for each side of the call
+    assert f"Timeline {ids['call.wav'][:16]} (agent)" in page
+
+    model = SimpleNamespace(model_id="random-tiny-seed0", is_random=False)
+    print_summary(resources(data_dir, data_dir)["storage"], DAY, model)
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("top emotions")]
+    shown = dict(re.findall(r"(\w+) \((\d+)\)", line))
+    assert {e: int(n) for e, n in shown.items()} == {e: n for e, n in counted.most_common(3)}

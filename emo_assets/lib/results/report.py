@@ -1,5 +1,8 @@
 """One day on one HTML page: the emotion distribution, the clusters and emotion timelines.
 
+The distribution and the clusters count recordings, one row each (``lake.voice_rows``: the customer
+side of a two-channel call, else the mono one); the timelines are per side, each titled with it.
+
 ``write_day_report(lake_dir, models_dir, reports_dir, day)`` writes ``<reports>/<day>/``:
 ``report.html`` (self-contained: images are embedded), and the same charts as PNG files:
 ``emotion_distribution.png``, ``emotion_clusters.png`` (when a cluster model exists),
@@ -48,11 +51,12 @@ def write_day_report(lake_dir: Path, models_dir: Path, reports_dir: Path, day: s
         raise ReportError(f"no emotion_scores for {day} under {lake_dir}: run `emo run --date {day}` first")
     out_dir = Path(reports_dir) / day
     report = DayReport(day=day, html_path=out_dir / "report.html")
-    counts = Counter(scores.column("emotion").to_pylist())
+    recordings = lake.voice_rows(scores)  # one row per recording: a two-channel call by its customer side
+    counts = Counter(recordings.column("emotion").to_pylist())
     report.counts = {label: counts.get(label, 0) for label in EMOTION_LABELS}
     sections: list[tuple[str, bytes | None, str]] = []
 
-    png = plots.distribution_png(report.counts, f"Emotions on {day} ({scores.num_rows} recordings)")
+    png = plots.distribution_png(report.counts, f"Emotions on {day} ({recordings.num_rows} recordings)")
     report.pngs.append(plots.write_png(out_dir / "emotion_distribution.png", png))
     sections.append(("Emotion distribution", png, _counts_table(report.counts)))
 
@@ -76,6 +80,7 @@ def _clusters_section(lake_dir, models_dir, day, out_dir, report):
         report.notes.append(note)
         return ("Clusters", None, html.escape(note))
     model = load_cluster_model(path)
+    embeddings = lake.voice_rows(embeddings)  # one point per recording, as the model was fitted
     embeddings = embeddings.filter(pc.equal(embeddings.column("model_id"), model.model_id))
     if embeddings.num_rows == 0:
         note = f"the cluster model was fitted on {model.model_id}, which scored no recording on {day}"
