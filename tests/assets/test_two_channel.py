@@ -186,3 +186,60 @@ def test_figures_of_recordings_count_a_call_once_by_its_customer_side(call_day, 
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("top emotions")]
     shown = dict(re.findall(r"(\w+) \((\d+)\)", line))
     assert {e: int(n) for e, n in shown.items()} == {e: n for e, n in counted.most_common(3)}
+
+
+def test_a_call_whose_customer_side_holds_no_speech_has_no_satisfaction_prediction(tmp_path, tiny_model_dir):
+    """The agent's side is scored; the silent customer side has no speech, so no row (and no
+    quarantine row: the file was processed, by its agent side). Nothing stands for the call where
+    one row per recording is wanted: no satisfaction prediction, no cluster, not in the similarity
+    index; the rest of the day is untouched."""
+    data_dir = tmp_path / "data"
+    day = data_dir / "raw" / DAY
+    day.mkdir(parents=True)
+    stereo, _ = stereo_conversation()
+    sf.write(day / "other.wav", stereo[:, 0] + stereo[:, 1], 16000, subtype="PCM_16")
+    stereo[:, 1] = 0.0
+    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    res = {
+        **resources(data_dir, tiny_model_dir),
+        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
+    }
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    assert result.success
+    ids = _ids(data_dir)
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        scored = con.execute("SELECT audio_id, channel FROM emotion_scores ORDER BY ALL").fetchall()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        predicted = con.execute("SELECT audio_id FROM satisfaction_predictions").fetchall()
+        clustered = con.execute("SELECT audio_id FROM emotion_clusters").fetchall()
+        indexed = con.execute("SELECT audio_id, channel FROM embedding_index").fetchall()
+    assert sorted(scored) == sorted([(ids["call.wav"], "agent"), (ids["other.wav"], "mono")])
+    assert quarantined == 0
+    assert predicted == [(ids["other.wav"],)] and clustered == [(ids["other.wav"],)]
+    assert indexed == [(ids["other.wav"], "mono")]  # the similarity index holds one row per recording
+
+
+def test_the_readmes_drift_query_counts_recordings_as_the_check_does(call_day):
+    """README's "as the check sees it" query, on a day with a two-channel call: one row per
+    recording (the customer side, else mono; lake.voice_rows), as emotion_drift counts them."""
+    import re
+    from collections import Counter
+
+    from tests.helpers import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (query,) = [b for b in re.findall(r"```sql\n(.*?)```", readme, flags=re.S) if "as the check sees it" in b]
+    data_dir, _, _ = call_day
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        found = con.execute(query)
+        names = [c[0] for c in found.description]
+        rows = [dict(zip(names, r)) for r in found.fetchall()]
+    shown = Counter()
+    for r in rows:
+        shown[r["emotion"]] += r["recordings"]
+    counted = Counter(
+        r["emotion"] for r in lake.voice_rows(lake.read_partition(data_dir / "lake", "emotion_scores", DAY)).to_pylist()
+    )
+    assert shown == counted and sum(counted.values()) == 2  # the call and the mono file
+    assert {str(r["date"]) for r in rows} == {DAY} and "model_id" in names  # per day and model, as the check
