@@ -230,7 +230,9 @@ def print_summary(
         read_deferred(storage.lake_dir, day),
     )
     hours = (pc.sum(audio_files.column("duration_s")).as_py() or 0.0) / 3600 if audio_files is not None else 0.0
-    top = Counter(scores.column("emotion").to_pylist()).most_common(3) if scores is not None else []
+    # one emotion per recording: a two-channel call counts by its customer side (lake.voice_rows)
+    recordings = lake.voice_rows(scores)
+    top = Counter(recordings.column("emotion").to_pylist()).most_common(3) if recordings is not None else []
     print()
     for what, why in failures:  # a failed run says so first: what failed and why
         print(f"FAILED {what}: {why}")

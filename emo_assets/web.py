@@ -41,7 +41,7 @@ from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from emo_assets.lib.analytics import ann, nearest, similarity
-from emo_assets.lib.analytics.arc import Turn, emotion_arc
+from emo_assets.lib.analytics.arc import Turn, arc_sentence, voice_arc
 from emo_assets.lib.audio.guard import RecordingTooLongError, load_mono_16k_capped, no_speech_reason
 from emo_assets.lib.audio.load import AudioDecodeError
 from emo_assets.lib.results import analyze
@@ -296,8 +296,13 @@ _SHOWN_SIDE_ORDER = f", (channel IS NULL OR channel IN ('{MONO}', '{CUSTOMER}'))
 
 
 def _arc(turns: list[Turn]) -> dict | None:
-    """The emotion arc (lib/analytics/arc.py) of a recording with a timeline (two turns or more)."""
-    return dataclasses.asdict(emotion_arc(turns)) if len(turns) >= 2 else None
+    """The emotion arc (lib/analytics/arc.py) of a voice with turns, as the pipeline's
+    call_emotion_arc has it, and its sentence (``text``), the words ``emo report`` prints."""
+    arc = voice_arc(turns)
+    if arc is None:
+        return None
+    fields = dataclasses.asdict(arc)
+    return {**fields, "text": arc_sentence(fields, name=lambda e: f"{analyze.EMOJI[e]} {e}")}
 
 
 def _segments(turns: list[Turn]) -> list[dict]:
@@ -454,8 +459,8 @@ PAGE = """<!doctype html>
  <p id="random-warning" class="warning" hidden></p>
  <div id="bars"></div>
  <p id="player-box" hidden><audio id="player" controls preload="metadata"></audio></p>
- <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p>
- <p id="arc"></p></div>
+ <div id="timeline" hidden><h3>Emotion timeline</h3><div id="timeline-chart"></div><p class="legend"></p></div>
+ <p id="arc"></p>
  <div id="voices"></div>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
  <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
@@ -497,7 +502,7 @@ function voices(data) {
     const div = document.createElement("div"); div.className = "voice"; div.dataset.channel = v.channel;
     const h = document.createElement("h3"); h.textContent = `Emotion timeline (${v.channel})`; div.appendChild(h);
     if (v.segments.length) div.appendChild(timelineChart(v.segments, v.arc, data.emoji));
-    const p = document.createElement("p"); p.className = "voice-arc"; p.textContent = arcText(v.arc, data.emoji);
+    const p = document.createElement("p"); p.className = "voice-arc"; p.textContent = arcText(v.arc);
     div.appendChild(p); box.appendChild(div);
   }
 }
@@ -530,19 +535,12 @@ function arc(data) {
   // the emotion arc: where the voice started and ended, its most negative turn (outlined), the recovery
   const a = data.arc, el = $("arc"); el.textContent = ""; for (const k in el.dataset) delete el.dataset[k];
   if (!a) return;
-  el.textContent = arcText(a, data.emoji);
+  el.textContent = arcText(a);
   Object.assign(el.dataset, {start: a.start_emotion, end: a.end_emotion, peak: a.peak_emotion,
     peakStart: a.peak_start_s, recovered: String(a.recovered), calmer: String(a.ended_calmer)});
 }
-function arcText(a, emoji) {
-  if (!a) return "";
-  const name = (e) => emoji[e] + " " + e;
-  const recovery = a.recovered === null ? "no negative turn"
-    : a.recovered ? `calm again ${a.recovery_s.toFixed(1)} s after it started` : "no calm turn after it";
-  const calmer = a.ended_calmer === null ? "" : a.ended_calmer ? " · ended calmer" : " · did not end calmer";
-  return `Arc: ${name(a.start_emotion)} → ${name(a.end_emotion)} · most negative: ${name(a.peak_emotion)} `
-    + `at ${a.peak_start_s.toFixed(1)}–${a.peak_end_s.toFixed(1)} s (negativity ${a.peak_negativity.toFixed(2)}), `
-    + recovery + calmer;
+function arcText(a) {
+  return a ? a.text : "";  // the server's words (lib/analytics/arc.py), the ones `emo report` prints
 }
 function pollStatus() {
   fetch("/api/status").then((r) => r.json()).then((st) => {

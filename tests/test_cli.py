@@ -106,3 +106,21 @@ def test_a_failed_run_says_failed_first_with_the_step_and_the_reason(tmp_path, t
     assert "FAILED" in header
     assert summary.index(header) > 0  # the failure comes before the counts
     assert "FAILED at step" in err
+
+
+def test_the_readme_usage_of_emo_run_lists_every_option(capsys):
+    """The README's `emo run` usage line names every option `emo run --help` has."""
+    import re
+
+    import pytest
+
+    from tests.helpers import REPO
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    options = set(re.findall(r"--[a-z][a-z-]+", capsys.readouterr().out)) - {"--help"}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    usage = readme[readme.index("## Command line") :]
+    usage = usage[: usage.index("emo demo")]
+    assert "--segments" in options and "[--segments turns|windows]" in usage
+    assert options == set(re.findall(r"--[a-z][a-z-]+", usage))

@@ -88,6 +88,34 @@ def test_report_has_distribution_clusters_and_timeline(day, capsys):
         ],
         schema=schemas.EMOTION_SEGMENTS,
     )
+    # a call whose top emotions and negativity disagree: a surprised turn that is mostly negative
+    # (angry + sad = 0.55), a neutral-topped turn that is not mostly calm, then a happy one
+    mixed = [
+        {"surprised": 0.45, "angry": 0.3, "sad": 0.25},
+        {"neutral": 0.4, "happy": 0.05, "sad": 0.3, "other": 0.25},
+        {"happy": 0.8, "other": 0.2},
+    ]
+    segments = pa.concat_tables(
+        [
+            segments,
+            pa.Table.from_pylist(
+                [
+                    {
+                        "audio_id": "mixed_call",
+                        "date": dt.date.fromisoformat(DAY),
+                        "model_id": "random-tiny-seed0",
+                        "start_s": 2.0 * i,
+                        "end_s": 2.0 * (i + 1),
+                        "emotion": max(named, key=named.get),
+                        "confidence": max(named.values()),
+                        **{k: named.get(k, 0.0) for k in schemas.EMOTION_LABELS},
+                    }
+                    for i, named in enumerate(mixed)
+                ],
+                schema=schemas.EMOTION_SEGMENTS,
+            ),
+        ]
+    )
     lake.write_partition(data_dir / "lake", "emotion_segments", DAY, segments)
     try:
         assert main(["report", "--date", DAY, "--data-dir", str(data_dir)]) == 0
@@ -95,13 +123,24 @@ def test_report_has_distribution_clusters_and_timeline(day, capsys):
         lake.partition_file(data_dir / "lake", "emotion_segments", DAY).unlink()
     folder = data_dir / "reports" / DAY
     page = (folder / "report.html").read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert "Emotion distribution" in page and "Clusters" in page and "Timeline long_call" in page
     assert "1 segments" not in page and "3 segments; mostly angry (1), happy (1), sad (1)" in page
     # the emotion arc under the timeline: angry and sad are equally negative, the earlier one is the peak
-    assert "Arc: angry -&gt; sad; most negative: angry at 0.0-30.0 s (negativity 0.90)" in page
-    assert "calm again 30.0 s after it started; did not end calmer" in page
-    for name in ("emotion_distribution.png", "emotion_clusters.png", "timeline_long_call.png"):
+    assert "Arc: angry → sad · most negative: angry at 0.0–30.0 s (negativity 0.90)" in page
+    assert "calm again 30.0 s after it started · did not end calmer" in page
+    # negative and calm are decided on the scores, as the peak is: the mostly negative surprised turn
+    # is one to recover from, and the recovery is the happy turn, not the neutral-topped one
+    assert (
+        "Arc: surprised → happy · most negative: surprised at 0.0–2.0 s (negativity 0.55), "
+        "calm again 4.0 s after it started · ended calmer"
+    ) in page
+    for name in (
+        "emotion_distribution.png",
+        "emotion_clusters.png",
+        "timeline_long_call.png",
+        "timeline_mixed_call.png",
+    ):
         assert (folder / name).read_bytes().startswith(PNG_MAGIC)
     counts = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).column("emotion").to_pylist()
     for label in set(counts):

@@ -536,12 +536,39 @@ def _emoji(emotion: str) -> str:
     return EMOJI[emotion]
 
 
+def test_the_page_arc_is_the_servers_and_negative_is_decided_on_the_scores():
+    """The page prints the arc's words as the server makes them (lib/analytics/arc.py): a surprised
+    peak that is mostly negative is one to recover from, a neutral-topped turn that is not mostly
+    calm is no recovery; a voice of one turn has an arc, as call_emotion_arc has a row for it."""
+    from emo_assets.lib.analytics.arc import Turn
+    from emo_assets.web import _arc
+
+    def scores(**named):
+        return tuple(named.get(e, 0.0) for e in schemas.EMOTION_LABELS)
+
+    turns = [
+        Turn(0, 0.0, 2.0, scores(neutral=0.8, other=0.2)),
+        Turn(1, 2.0, 4.0, scores(surprised=0.45, angry=0.3, sad=0.25)),
+        Turn(2, 4.0, 6.0, scores(neutral=0.4, happy=0.05, sad=0.3, other=0.25)),
+        Turn(3, 7.0, 9.0, scores(happy=0.8, other=0.2)),
+    ]
+    arc = _arc(turns)
+    assert (arc["peak_turn"], arc["recovered"], arc["recovery_turn"]) == (1, True, 3)
+    assert arc["text"].endswith(
+        f"most negative: {_emoji('surprised')} surprised at 2.0–4.0 s (negativity 0.55), "
+        "calm again 5.0 s after it started · did not end calmer"
+    )
+    one = _arc(turns[1:2])
+    assert (one["turns"], one["recovered"]) == (1, False)
+    assert _arc([]) is None
+
+
 def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
     """The arc under the timeline: start and end emotion, the most negative window outlined, the
     recovery, as lib/analytics/arc.py computes them from the recording's emotion_segments rows."""
     from playwright.sync_api import expect, sync_playwright
 
-    from emo_assets.lib.analytics.arc import arc_rows
+    from emo_assets.lib.analytics.arc import arc_rows, arc_sentence
     from emo_assets.lib.store import lake as lake_store
 
     url, data_dir, model, ids, gate = gated_server
@@ -562,6 +589,8 @@ def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
             expect(shown).to_contain_text(f"{arc['start_emotion']} → ")
             expect(shown).to_contain_text(f"most negative: {_emoji(arc['peak_emotion'])} {arc['peak_emotion']}")
             expect(shown).to_contain_text(f"at {arc['peak_start_s']:.1f}–{arc['peak_end_s']:.1f} s")
+            # the words `emo report` prints, from the arc the server computed
+            expect(shown).to_have_text(arc_sentence(arc, name=lambda e: f"{_emoji(e)} {e}"))
             assert shown.get_attribute("data-start") == arc["start_emotion"]
             assert shown.get_attribute("data-end") == arc["end_emotion"]
             assert (
@@ -576,11 +605,14 @@ def test_timeline_shows_the_emotion_arc(gated_server, chromium, tmp_path):
             assert float(peak.get_attribute("data-start")) == pytest.approx(arc["peak_start_s"], abs=1e-3)
             page.screenshot(path=str(tmp_path / "web_arc.png"), full_page=True)
 
-            # one window: no timeline, no arc
+            # one window: no timeline, but an arc of one turn, as call_emotion_arc has a row for it
+            (one,) = [a for a in arc_rows(segments).to_pylist() if a["audio_id"] == ids["short_call.wav"]]
+            assert one["turns"] == 1
             page.select_option("#recording", ids["short_call.wav"])
             page.click("#show")
             expect(page.locator("#timeline")).to_be_hidden()
-            expect(page.locator("#arc")).to_have_text("")
+            expect(page.locator("#arc")).to_have_text(arc_sentence(one, name=lambda e: f"{_emoji(e)} {e}"))
+            expect(page.locator("#arc")).to_be_visible()
         finally:
             browser.close()
 

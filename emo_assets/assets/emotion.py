@@ -173,9 +173,11 @@ def ray_metadata(stats) -> dict:
 
 
 def _distribution_metadata(storage: StorageResource, day: str, scores: pa.Table) -> dict:
-    """The day's emotion distribution, as numbers and as a chart (also written to data/reports/)."""
-    distribution = emotion_distribution(scores)
-    chart = plots.distribution_png(distribution, f"Emotions on {day} ({scores.num_rows} recordings)")
+    """The day's emotion distribution over its recordings, one row each (``lake.voice_rows``: a
+    two-channel call by its customer side), as numbers and as a chart (also written to data/reports/)."""
+    recordings = lake.voice_rows(scores)
+    distribution = emotion_distribution(recordings)
+    chart = plots.distribution_png(distribution, f"Emotions on {day} ({recordings.num_rows} recordings)")
     chart_path = plots.write_png(storage.reports_dir / day / "emotion_distribution.png", chart)
     return {
         "emotion_distribution": dg.MetadataValue.json(distribution),

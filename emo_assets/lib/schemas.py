@@ -271,11 +271,11 @@ _COLUMNS: dict[str, dict[str, str]] = {
         "peak_emotion": "top emotion of the most negative turn",
         "peak_negativity": "negativity of the most negative turn, 0..1",
         "ended_calmer": "true when the last turn's negativity is below the first's; NULL for a single turn",
-        "recovered": "when the most negative turn's top emotion is negative (angry, disgusted, fearful, sad): "
-        "true if a later turn's top emotion is neutral or happy; NULL when the peak is not negative",
-        "recovery_turn": "turn number of the first neutral or happy turn after the most negative one; NULL if none",
-        "recovery_s": "seconds from the start of the most negative turn to the start of that neutral or happy "
-        "turn; NULL if none",
+        "recovered": "when the most negative turn is negative (negativity above 0.5, whatever its top emotion): "
+        "true if a later turn is calm (neutral + happy above 0.5); NULL when no turn is negative",
+        "recovery_turn": "turn number of the first calm turn (neutral + happy above 0.5) after the most negative "
+        "one; NULL if none",
+        "recovery_s": "seconds from the start of the most negative turn to the start of that calm turn; NULL if none",
     },
     "quarantine": {
         "source_path": "path of the refused file, under `data/raw/<day>/`",

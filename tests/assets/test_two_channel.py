@@ -33,7 +33,7 @@ def call_day(tmp_path_factory, tiny_model_dir):
     }
     result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
     assert result.success
-    return data_dir, spans, result.asset_materializations_for_node("resampled_audio")[0].metadata
+    return data_dir, spans, result
 
 
 def _ids(data_dir) -> dict[str, str]:
@@ -66,7 +66,8 @@ def test_each_side_is_scored_on_its_own(call_day):
 
 
 def test_the_day_counts_recordings_and_hours_once_whatever_their_sides(call_day):
-    data_dir, _, metadata = call_day
+    data_dir, _, result = call_day
+    metadata = result.asset_materializations_for_node("resampled_audio")[0].metadata
     info = sf.info(data_dir / "raw" / DAY / "call.wav")
     seconds = info.duration + sf.info(data_dir / "raw" / DAY / "duplicated.wav").duration
     assert metadata["row_count"].value == 3  # the call's two sides and the mono file
@@ -146,3 +147,99 @@ def test_each_side_has_its_own_arc_and_report_timeline(call_day, tmp_path):
         assert html.escape(arc_sentence(arcs[side])) in page
         n = arcs[side]["turns"]
         assert f"{n} speech turn{'' if n == 1 else 's'}; mostly" in page
+
+
+def test_figures_of_recordings_count_a_call_once_by_its_customer_side(call_day, tmp_path, capsys):
+    """The emotion distribution (the asset's chart and `emo report`'s), the report's clusters and
+    `emo run`'s top emotions count recordings: the call by its customer side, the mono file once."""
+    import re
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from emo_assets.cli import print_summary
+    from emo_assets.lib.results.report import write_day_report
+
+    data_dir, _, result = call_day
+    ids = _ids(data_dir)
+    scores = lake.read_partition(data_dir / "lake", "emotion_scores", DAY).to_pylist()
+    by_recording = {r["audio_id"]: r["emotion"] for r in scores if r["channel"] in ("customer", "mono")}
+    assert sorted(by_recording) == sorted(ids.values())
+    counted = Counter(by_recording.values())
+    expected = {label: counted.get(label, 0) for label in schemas.EMOTION_LABELS}
+
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("emotion_scores")]
+    metadata = event.materialization.metadata
+    assert metadata["emotion_distribution"].value == expected
+
+    report = write_day_report(data_dir / "lake", data_dir / "models", tmp_path, DAY)
+    assert report.counts == expected
+    page = report.html_path.read_text(encoding="utf-8")
+    for label, n in expected.items():
+        assert f"<td>{label}</td><td>{n}</td>" in page
+    sizes = [int(n) for n in re.findall(r"cluster \d+: (\d+)", page)]
+    assert sum(sizes) == 2  # one point per recording
+    # the per-side views stay per side: a timeline for each side of the call
+    assert f"Timeline {ids['call.wav'][:16]} (agent)" in page
+
+    model = SimpleNamespace(model_id="random-tiny-seed0", is_random=False)
+    print_summary(resources(data_dir, data_dir)["storage"], DAY, model)
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("top emotions")]
+    shown = dict(re.findall(r"(\w+) \((\d+)\)", line))
+    assert {e: int(n) for e, n in shown.items()} == {e: n for e, n in counted.most_common(3)}
+
+
+def test_a_call_whose_customer_side_holds_no_speech_has_no_satisfaction_prediction(tmp_path, tiny_model_dir):
+    """The agent's side is scored; the silent customer side has no speech, so no row (and no
+    quarantine row: the file was processed, by its agent side). Nothing stands for the call where
+    one row per recording is wanted: no satisfaction prediction, no cluster, not in the similarity
+    index; the rest of the day is untouched."""
+    data_dir = tmp_path / "data"
+    day = data_dir / "raw" / DAY
+    day.mkdir(parents=True)
+    stereo, _ = stereo_conversation()
+    sf.write(day / "other.wav", stereo[:, 0] + stereo[:, 1], 16000, subtype="PCM_16")
+    stereo[:, 1] = 0.0
+    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    res = {
+        **resources(data_dir, tiny_model_dir),
+        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
+    }
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    assert result.success
+    ids = _ids(data_dir)
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        scored = con.execute("SELECT audio_id, channel FROM emotion_scores ORDER BY ALL").fetchall()
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        predicted = con.execute("SELECT audio_id FROM satisfaction_predictions").fetchall()
+        clustered = con.execute("SELECT audio_id FROM emotion_clusters").fetchall()
+        indexed = con.execute("SELECT audio_id, channel FROM embedding_index").fetchall()
+    assert sorted(scored) == sorted([(ids["call.wav"], "agent"), (ids["other.wav"], "mono")])
+    assert quarantined == 0
+    assert predicted == [(ids["other.wav"],)] and clustered == [(ids["other.wav"],)]
+    assert indexed == [(ids["other.wav"], "mono")]  # the similarity index holds one row per recording
+
+
+def test_the_readmes_drift_query_counts_recordings_as_the_check_does(call_day):
+    """README's "as the check sees it" query, on a day with a two-channel call: one row per
+    recording (the customer side, else mono; lake.voice_rows), as emotion_drift counts them."""
+    import re
+    from collections import Counter
+
+    from tests.helpers import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (query,) = [b for b in re.findall(r"```sql\n(.*?)```", readme, flags=re.S) if "as the check sees it" in b]
+    data_dir, _, _ = call_day
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        found = con.execute(query)
+        names = [c[0] for c in found.description]
+        rows = [dict(zip(names, r)) for r in found.fetchall()]
+    shown = Counter()
+    for r in rows:
+        shown[r["emotion"]] += r["recordings"]
+    counted = Counter(
+        r["emotion"] for r in lake.voice_rows(lake.read_partition(data_dir / "lake", "emotion_scores", DAY)).to_pylist()
+    )
+    assert shown == counted and sum(counted.values()) == 2  # the call and the mono file
+    assert {str(r["date"]) for r in rows} == {DAY} and "model_id" in names  # per day and model, as the check

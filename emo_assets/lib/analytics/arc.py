@@ -5,9 +5,12 @@ Definitions (the same valence sets as the satisfaction rule, ``satisfaction.py``
 
 - a turn's **negativity** is the sum of its scores of the negative classes
   ``angry + disgusted + fearful + sad`` (0..1);
-- a turn is **negative** when its top emotion is one of those four, **calm** when its top
-  emotion is ``neutral`` or ``happy`` (``surprised``, ``other`` and ``unknown`` are neither: their
-  valence is ambiguous);
+- its **calmness** is the sum of its scores of the calm classes ``neutral + happy`` (0..1);
+- a turn is **negative** when its negativity is more than half (``> MOST``), **calm** when its
+  calmness is; a turn can be neither (``surprised``, ``other`` and ``unknown`` have no valence).
+  The rule is on the scores, as the peak and ``ended_calmer`` are, never on the top emotion: the
+  peak is the most negative turn, so a call has a negative turn exactly when its peak is one, and
+  no door can say "no negative turn" of an arc that has one;
 - **start** and **end** are the first and the last turn in time;
 - the **peak** is the most negative turn (highest negativity; the earliest of equals);
 - **ended calmer**: the last turn's negativity is lower than the first's (NULL for one turn);
@@ -15,13 +18,14 @@ Definitions (the same valence sets as the satisfaction rule, ``satisfaction.py``
   time from the start of the peak turn to the start of that calm turn. ``recovered`` is NULL when
   the peak is not negative (there was nothing to recover from), false when no calm turn follows.
 
-One function, :func:`emotion_arc`, serves the pipeline (``call_emotion_arc``), ``emo analyze``
-and the web page. No dagster here.
+One function, :func:`voice_arc`, serves the pipeline (``call_emotion_arc``), ``emo analyze``
+and the web page: a voice with at least one turn has an arc (one turn is an arc too: start, end and
+peak are that turn). No dagster here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,6 +36,9 @@ from emo_assets.lib.schemas import CALL_EMOTION_ARC, EMOTION_LABELS, MONO
 
 CALM_EMOTIONS = POSITIVE_EMOTIONS
 _NEGATIVE_INDEX = [EMOTION_LABELS.index(e) for e in NEGATIVE_EMOTIONS]
+_CALM_INDEX = [EMOTION_LABELS.index(e) for e in CALM_EMOTIONS]
+# A turn is negative (calm) when its negative (calm) classes hold more than this share of its scores.
+MOST = 0.5
 
 
 class ArcError(ValueError):
@@ -54,6 +61,18 @@ class Turn:
     @property
     def negativity(self) -> float:
         return float(sum(self.scores[i] for i in _NEGATIVE_INDEX))
+
+    @property
+    def calmness(self) -> float:
+        return float(sum(self.scores[i] for i in _CALM_INDEX))
+
+    @property
+    def negative(self) -> bool:
+        return self.negativity > MOST
+
+    @property
+    def calm(self) -> bool:
+        return self.calmness > MOST
 
 
 @dataclass(frozen=True)
@@ -92,8 +111,8 @@ def emotion_arc(turns: Sequence[Turn]) -> Arc:
     peak_at = int(np.argmax(negativity))  # the first of equals
     peak = ordered[peak_at]
     recovered = recovery = None
-    if peak.emotion in NEGATIVE_EMOTIONS:
-        recovery = next((t for t in ordered[peak_at + 1 :] if t.emotion in CALM_EMOTIONS), None)
+    if peak.negative:
+        recovery = next((t for t in ordered[peak_at + 1 :] if t.calm), None)
         recovered = recovery is not None
     return Arc(
         turns=len(ordered),
@@ -112,6 +131,12 @@ def emotion_arc(turns: Sequence[Turn]) -> Arc:
         recovery_turn=None if recovery is None else recovery.turn,
         recovery_s=None if recovery is None else float(recovery.start_s - peak.start_s),
     )
+
+
+def voice_arc(turns: Sequence[Turn]) -> Arc | None:
+    """The arc of one voice's turns, or None when it has none: the rule every door follows (the
+    ``call_emotion_arc`` rows, ``emo analyze``'s result.json, ``emo report`` and the web page)."""
+    return emotion_arc(turns) if turns else None
 
 
 def _column(segments: pa.Table, name: str, default) -> list:
@@ -156,6 +181,24 @@ def arc_rows(segments: pa.Table) -> pa.Table:
         ]
         audio_id, date, model_id, channel = key
         rows.append(
-            {"audio_id": audio_id, "date": date, "model_id": model_id, "channel": channel, **asdict(emotion_arc(turns))}
+            {"audio_id": audio_id, "date": date, "model_id": model_id, "channel": channel, **asdict(voice_arc(turns))}
         )
     return pa.Table.from_pylist(rows, schema=CALL_EMOTION_ARC)
+
+
+def arc_sentence(arc: Mapping, name: Callable[[str], str] = str) -> str:
+    """An arc (a ``call_emotion_arc`` row, or :class:`Arc` as a dict) in words, as ``emo report``
+    and the web page print it; ``name`` spells an emotion (the page puts its emoji first). Whether
+    there was a negative or a calm turn is read from the arc's own ``recovered``, never re-decided."""
+    if arc["recovered"] is None:
+        recovery = f"no turn more than {MOST:.0%} negative"
+    elif arc["recovered"]:
+        recovery = f"calm again {arc['recovery_s']:.1f} s after it started"
+    else:
+        recovery = "no calm turn after it"
+    calmer = {None: "", True: " · ended calmer", False: " · did not end calmer"}[arc["ended_calmer"]]
+    return (
+        f"Arc: {name(arc['start_emotion'])} → {name(arc['end_emotion'])} · most negative: "
+        f"{name(arc['peak_emotion'])} at {arc['peak_start_s']:.1f}–{arc['peak_end_s']:.1f} s "
+        f"(negativity {arc['peak_negativity']:.2f}), {recovery}{calmer}"
+    )

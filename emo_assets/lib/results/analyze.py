@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emo_assets.lib.analytics.arc import Turn, emotion_arc
+from emo_assets.lib.analytics.arc import Turn, voice_arc
 from emo_assets.lib.audio.load import as_stored, load_mono_16k, write_wav_atomic
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.model.scorer import ArrayReader, EmotionResult, SpanReader
@@ -109,9 +109,9 @@ class Analysis:
         if self.turns:
             out["segments"] = "turns"
             out["turns"] = [dict(t) for t in self.turns]
-        arc_turns = self.arc_turns()
-        if len(arc_turns) >= 2:  # a timeline of several turns or windows: its emotion arc
-            out["arc"] = dataclasses.asdict(emotion_arc(arc_turns))
+        arc = voice_arc(self.arc_turns())
+        if arc is not None:  # its emotion arc, as call_emotion_arc has it (one turn or window is an arc too)
+            out["arc"] = dataclasses.asdict(arc)
         if with_embedding:
             out["embedding_file"] = EMBEDDING_NPY
             out["embedding_shape"] = list(self.embedding.shape)

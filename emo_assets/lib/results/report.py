@@ -1,5 +1,8 @@
 """One day on one HTML page: the emotion distribution, the clusters and emotion timelines.
 
+The distribution and the clusters count recordings, one row each (``lake.voice_rows``: the customer
+side of a two-channel call, else the mono one); the timelines are per side, each titled with it.
+
 ``write_day_report(lake_dir, models_dir, reports_dir, day)`` writes ``<reports>/<day>/``:
 ``report.html`` (self-contained: images are embedded), and the same charts as PNG files:
 ``emotion_distribution.png``, ``emotion_clusters.png`` (when a cluster model exists),
@@ -19,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from emo_assets.lib.analytics.arc import arc_rows
+from emo_assets.lib.analytics.arc import arc_rows, arc_sentence
 from emo_assets.lib.files.atomic import atomic_write
 from emo_assets.lib.results import plots
 from emo_assets.lib.schemas import EMOTION_LABELS, MONO
@@ -48,11 +51,12 @@ def write_day_report(lake_dir: Path, models_dir: Path, reports_dir: Path, day: s
         raise ReportError(f"no emotion_scores for {day} under {lake_dir}: run `emo run --date {day}` first")
     out_dir = Path(reports_dir) / day
     report = DayReport(day=day, html_path=out_dir / "report.html")
-    counts = Counter(scores.column("emotion").to_pylist())
+    recordings = lake.voice_rows(scores)  # one row per recording: a two-channel call by its customer side
+    counts = Counter(recordings.column("emotion").to_pylist())
     report.counts = {label: counts.get(label, 0) for label in EMOTION_LABELS}
     sections: list[tuple[str, bytes | None, str]] = []
 
-    png = plots.distribution_png(report.counts, f"Emotions on {day} ({scores.num_rows} recordings)")
+    png = plots.distribution_png(report.counts, f"Emotions on {day} ({recordings.num_rows} recordings)")
     report.pngs.append(plots.write_png(out_dir / "emotion_distribution.png", png))
     sections.append(("Emotion distribution", png, _counts_table(report.counts)))
 
@@ -76,6 +80,7 @@ def _clusters_section(lake_dir, models_dir, day, out_dir, report):
         report.notes.append(note)
         return ("Clusters", None, html.escape(note))
     model = load_cluster_model(path)
+    embeddings = lake.voice_rows(embeddings)  # one point per recording, as the model was fitted
     embeddings = embeddings.filter(pc.equal(embeddings.column("model_id"), model.model_id))
     if embeddings.num_rows == 0:
         note = f"the cluster model was fitted on {model.model_id}, which scored no recording on {day}"
@@ -139,22 +144,6 @@ def _timeline_sections(lake_dir, day, out_dir, report):
     if len(ids) > MAX_TIMELINES:
         report.notes.append(f"timelines shown for {MAX_TIMELINES} of {len(ids)} recordings")
     return sections
-
-
-def arc_sentence(arc: dict) -> str:
-    """A call_emotion_arc row in words."""
-    if arc["recovered"] is None:
-        recovery = "no negative turn"
-    elif arc["recovered"]:
-        recovery = f"calm again {arc['recovery_s']:.1f} s after it started"
-    else:
-        recovery = "no calm turn after it"
-    calmer = {None: "", True: "; ended calmer", False: "; did not end calmer"}[arc["ended_calmer"]]
-    return (
-        f"Arc: {arc['start_emotion']} -> {arc['end_emotion']}; most negative: {arc['peak_emotion']} at "
-        f"{arc['peak_start_s']:.1f}-{arc['peak_end_s']:.1f} s (negativity {arc['peak_negativity']:.2f}), "
-        f"{recovery}{calmer}"
-    )
 
 
 def _counts_table(counts: dict[str, int]) -> str:

@@ -1,12 +1,13 @@
 """The emotion arc of a call, on hand-made turns with known answers."""
 
+import dataclasses
 import datetime as dt
 
 import pyarrow as pa
 import pytest
 
 from emo_assets.lib import schemas
-from emo_assets.lib.analytics.arc import ArcError, Turn, arc_rows, emotion_arc
+from emo_assets.lib.analytics.arc import ArcError, Turn, arc_rows, arc_sentence, emotion_arc, voice_arc
 
 DAY = dt.date(2026, 11, 20)
 
@@ -74,6 +75,63 @@ def test_surprise_is_not_calm():
     ]
     arc = emotion_arc(turns)
     assert (arc.recovery_turn, arc.recovery_s) == (2, 5.0)
+
+
+# Turns whose top emotion and negativity disagree: the rule is on the scores.
+# A surprised peak that is mostly negative (angry + sad = 0.55), then a turn whose top emotion is
+# neutral but which is not mostly calm (neutral + happy = 0.45), then a happy one.
+MOSTLY_NEGATIVE_SURPRISE = [
+    Turn(0, 0.0, 2.0, _scores(neutral=0.8)),
+    Turn(1, 2.0, 4.0, _scores(surprised=0.45, angry=0.3, sad=0.25)),  # 0.55, top: surprised
+    Turn(2, 4.0, 6.0, _scores(neutral=0.4, happy=0.05, sad=0.3, other=0.25)),  # top neutral, calmness 0.45
+    Turn(3, 7.0, 9.0, _scores(happy=0.8)),
+]
+# The audit's call: a sad turn that is mostly calm, and a surprised peak with negativity 0.44.
+SAD_BUT_MOSTLY_CALM = [
+    Turn(0, 0.0, 2.0, _scores(sad=0.35, neutral=0.33, happy=0.32)),  # top sad, negativity 0.35
+    Turn(1, 2.0, 4.0, _scores(surprised=0.56, angry=0.22, fearful=0.22)),  # 0.44, top surprised
+]
+
+
+def test_a_mostly_negative_peak_is_negative_whatever_its_top_emotion():
+    arc = emotion_arc(MOSTLY_NEGATIVE_SURPRISE)
+    assert (arc.peak_turn, arc.peak_emotion) == (1, "surprised")
+    assert arc.peak_negativity == pytest.approx(0.55)
+    # the neutral-topped turn 2 is not mostly calm: the calm turn is 3, 5 s after the peak began
+    assert (arc.recovered, arc.recovery_turn, arc.recovery_s) == (True, 3, 5.0)
+    assert arc_sentence(dataclasses.asdict(arc)).endswith(
+        "most negative: surprised at 2.0–4.0 s (negativity 0.55), calm again 5.0 s after it started"
+        " · did not end calmer"
+    )
+
+
+def test_a_sad_topped_turn_that_is_mostly_calm_is_not_negative():
+    arc = emotion_arc(SAD_BUT_MOSTLY_CALM)
+    assert (arc.start_emotion, arc.peak_turn, arc.peak_emotion) == ("sad", 1, "surprised")
+    assert (arc.recovered, arc.recovery_turn, arc.recovery_s) == (None, None, None)
+    assert arc.ended_calmer is False  # 0.44 after 0.35
+    sentence = arc_sentence(dataclasses.asdict(arc))
+    assert sentence == (
+        "Arc: sad → surprised · most negative: surprised at 2.0–4.0 s (negativity 0.44), "
+        "no turn more than 50% negative · did not end calmer"
+    )
+
+
+@pytest.mark.parametrize(
+    "turns", [CUSTOMER, MOSTLY_NEGATIVE_SURPRISE, SAD_BUT_MOSTLY_CALM, [Turn(0, 0.0, 1.0, _scores(sad=0.6))]]
+)
+def test_recovery_is_judged_exactly_when_some_turn_is_negative(turns):
+    """One rule for "negative": the arc has something to recover from exactly when a turn is
+    negative, so its words can never say there was no negative turn while the arc shows one."""
+    arc = emotion_arc(turns)
+    assert (arc.recovered is not None) == any(t.negative for t in turns)
+    assert all(not (t.negative and t.calm) for t in turns)
+
+
+def test_every_voice_with_a_turn_has_an_arc():
+    assert voice_arc([]) is None
+    one = voice_arc([Turn(0, 1.0, 3.0, _scores(neutral=0.9))])
+    assert (one.turns, one.peak_turn, one.start_emotion, one.end_emotion) == (1, 0, "neutral", "neutral")
 
 
 def test_one_turn_cannot_end_calmer():

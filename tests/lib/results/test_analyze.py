@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -294,5 +295,9 @@ def test_long_recording_result_has_its_emotion_arc(tiny_model_dir, tmp_path):
     assert written["arc"]["peak_turn"] == expected.peak_turn
     assert written["arc"]["start_emotion"] == expected.start_emotion
     assert written["arc"]["end_emotion"] == expected.end_emotion
+    # one window is an arc too, as call_emotion_arc has a row for it
     short = analyze.analyze_waveform(scorer, wav[:16000], "short.wav")
-    assert "arc" not in short.result()
+    (window,) = short.segments
+    one = emotion_arc([Turn(0, window.start_s, window.end_s, tuple(float(v) for v in window.scores))])
+    assert short.result()["arc"] == dataclasses.asdict(one)
+    assert short.result()["arc"]["turns"] == 1
