@@ -36,9 +36,16 @@ class ModelFitConfig(dg.Config):
 
 
 def _all_embeddings(storage: StorageResource) -> pa.Table:
-    table = lake.voice_rows(lake.read_table(storage.lake_dir, "emotion_embeddings"))
-    if table is None or table.num_rows == 0:
+    every_side = lake.read_table(storage.lake_dir, "emotion_embeddings")
+    if every_side is None or every_side.num_rows == 0:
         raise dg.Failure("no emotion_embeddings yet: materialize a day of emotion_embeddings first")
+    table = lake.voice_rows(every_side)
+    if table.num_rows == 0:
+        raise dg.Failure(
+            f"nothing to fit on yet: the {every_side.num_rows} embedding(s) so far are all of agents' sides of "
+            "two-channel calls, and the models are fitted on the side that stands for a call (the customer's, "
+            "or a mono recording); run a day with such speech first"
+        )
     return lake.newest_model_rows(table)
 
 

@@ -220,6 +220,30 @@ def test_a_call_whose_customer_side_holds_no_speech_has_no_satisfaction_predicti
     assert indexed == [(ids["other.wav"], "mono")]  # the similarity index holds one row per recording
 
 
+def test_a_first_day_of_agents_sides_only_says_why_there_is_nothing_to_fit(tmp_path, tiny_model_dir):
+    """The day's only call has a silent customer side: the models have nothing that stands for a
+    call to fit on, and the step says so (not that emotion_embeddings were never materialized)."""
+    from tests.helpers import step_failure_messages
+
+    data_dir = tmp_path / "data"
+    day = data_dir / "raw" / DAY
+    day.mkdir(parents=True)
+    stereo, _ = stereo_conversation()
+    stereo[:, 1] = 0.0
+    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    res = {
+        **resources(data_dir, tiny_model_dir),
+        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
+    }
+    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    failed = step_failure_messages(result)
+    assert sorted(failed) == ["emotion_cluster_model", "satisfaction_model"], failed
+    for message in failed.values():
+        assert "all of agents' sides of two-channel calls" in message and "emotion_embeddings yet" not in message
+    assert lake.read_partition(data_dir / "lake", "emotion_scores", DAY).column("channel").to_pylist() == ["agent"]
+
+
 def test_the_readmes_drift_query_counts_recordings_as_the_check_does(call_day):
     """README's "as the check sees it" query, on a day with a two-channel call: one row per
     recording (the customer side, else mono; lake.voice_rows), as emotion_drift counts them."""
