@@ -88,7 +88,7 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
     def payload(
         run: Path,
         result: dict,
-        neighbours: list[dict],
+        neighbours: tuple[list[dict], str],
         turns: list[Turn],
         channel: str = MONO,
         other_voices: dict[str, list[Turn]] | None = None,
@@ -108,25 +108,33 @@ def create_app(storage, emotion_model, settings: WebSettings | None = None) -> F
             "labels": list(EMOTION_LABELS),
             "emoji": analyze.EMOJI,
             "downloads": files,
-            "similar": neighbours,
+            "similar": neighbours[0],
+            "similar_note": neighbours[1],
         }
 
-    def neighbours_of(audio_id: str | None = None, vector: np.ndarray | None = None, model_id: str | None = None):
+    def neighbours_of(
+        audio_id: str | None = None, vector: np.ndarray | None = None, model_id: str | None = None
+    ) -> tuple[list[dict], str]:
+        """The most similar warehouse recordings, and why there are none when none can be compared
+        (the result is shown either way)."""
         con = similarity.search_connection(storage.warehouse_path, storage.lake_dir)
         try:
             width = warehouse.embedding_width(con)
             if width is None:
-                return []
+                return [], "no similar recordings: the warehouse has no embeddings yet"
+            if audio_id is None and vector.size != width:
+                return [], (
+                    f"no similar recordings: this model ({model_id}) gives {vector.size}-d embeddings and the "
+                    f"warehouse holds {width}-d ones; serve the page with the warehouse's model (--model)"
+                )
             try:
                 if audio_id is not None:
                     found = nearest.similar_to_audio(con, storage.similarity_dir, audio_id, SIMILAR_K)
-                elif vector is not None and vector.size == width:
-                    found = nearest.similar_to_vector(storage.similarity_dir, vector, SIMILAR_K, model_id=model_id)
                 else:
-                    return []
+                    found = nearest.similar_to_vector(storage.similarity_dir, vector, SIMILAR_K, model_id=model_id)
             except ann.AnnError as exc:
-                raise HTTPException(409, f"similar recordings: {exc}") from exc
-            return similarity.describe(con, found)
+                return [], f"no similar recordings: {exc}"
+            return similarity.describe(con, found), ""
         finally:
             con.close()
 
@@ -465,6 +473,7 @@ PAGE = """<!doctype html>
  <p><a id="download-json" download>result.json</a> · <a id="download-npy" download>embedding.npy</a>
  <span id="download-wav-box"> · <a id="download-wav" download>processed_audio.wav</a></span></p>
  <h3>Most similar recordings</h3>
+ <p id="similar-note"></p>
  <table id="similar"><thead><tr><th>#</th><th>similarity</th><th>recording</th><th>emotion</th><th>date</th></tr></thead>
  <tbody></tbody></table>
 </div>
@@ -592,6 +601,7 @@ function show(data) {
     }
     body.appendChild(tr);
   }
+  $("similar-note").textContent = data.similar_note;
   $("result").hidden = false;
 }
 async function call(promise) {

@@ -507,6 +507,40 @@ def test_undecodable_upload_is_refused_with_a_reason(web_server):
     assert "notes.wav" in json.loads(refused.value.read())["detail"]
 
 
+def _upload_json(url: str, path: Path) -> dict:
+    import urllib.request
+
+    body = (
+        (
+            f'--B\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + b"\r\n--B--\r\n"
+    )
+    request = urllib.request.Request(
+        f"{url}/api/analyze", data=body, method="POST", headers={"Content-Type": "multipart/form-data; boundary=B"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_an_upload_that_cannot_be_compared_with_the_warehouse_says_why(web_server, monkeypatch):
+    """The result is shown, with no neighbours and the reason: a model of another width than the
+    warehouse's embeddings (serve the page with the warehouse's model)."""
+    from emo_assets.lib.store import warehouse
+
+    url, data_dir, model, _ = web_server
+    shown = _upload_json(url, data_dir / "raw" / "call_1.wav")
+    assert shown["similar"] and shown["similar_note"] == ""
+    monkeypatch.setattr(warehouse, "embedding_width", lambda con: model.embed_dim + 1)  # another model's width
+    shown = _upload_json(url, data_dir / "raw" / "call_1.wav")
+    assert shown["result"]["emotion"] and shown["similar"] == []
+    assert (
+        f"gives {model.embed_dim}-d embeddings and the warehouse holds {model.embed_dim + 1}-d" in shown["similar_note"]
+    )
+
+
 def test_emo_web_takes_model_device_and_precision_like_the_pipeline(tmp_path, monkeypatch):
     import emo_assets.web
     from emo_assets.cli import main
