@@ -188,24 +188,31 @@ def test_figures_of_recordings_count_a_call_once_by_its_customer_side(call_day, 
     assert {e: int(n) for e, n in shown.items()} == {e: n for e, n in counted.most_common(3)}
 
 
+def _run_silent_customer_day(data_dir, model_dir, with_mono: bool):
+    """A day with a two-voice call whose customer side is silent (``call.wav``), and with
+    ``with_mono`` a mono mix of the same call (``other.wav``), run by speech turns."""
+    day = data_dir / "raw" / DAY
+    day.mkdir(parents=True)
+    stereo, _ = stereo_conversation()
+    if with_mono:
+        sf.write(day / "other.wav", stereo[:, 0] + stereo[:, 1], 16000, subtype="PCM_16")
+    stereo[:, 1] = 0.0
+    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
+    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
+    res = {
+        **resources(data_dir, model_dir),
+        "emotion_model": EmotionModelResource(model=str(model_dir), device="cpu", segments="turns"),
+    }
+    return dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+
+
 def test_a_call_whose_customer_side_holds_no_speech_has_no_satisfaction_prediction(tmp_path, tiny_model_dir):
     """The agent's side is scored; the silent customer side has no speech, so no row (and no
     quarantine row: the file was processed, by its agent side). Nothing stands for the call where
     one row per recording is wanted: no satisfaction prediction, no cluster, not in the similarity
     index; the rest of the day is untouched."""
     data_dir = tmp_path / "data"
-    day = data_dir / "raw" / DAY
-    day.mkdir(parents=True)
-    stereo, _ = stereo_conversation()
-    sf.write(day / "other.wav", stereo[:, 0] + stereo[:, 1], 16000, subtype="PCM_16")
-    stereo[:, 1] = 0.0
-    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
-    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
-    res = {
-        **resources(data_dir, tiny_model_dir),
-        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
-    }
-    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    result = _run_silent_customer_day(data_dir, tiny_model_dir, with_mono=True)
     assert result.success
     ids = _ids(data_dir)
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
@@ -226,17 +233,7 @@ def test_a_first_day_of_agents_sides_only_says_why_there_is_nothing_to_fit(tmp_p
     from tests.helpers import step_failure_messages
 
     data_dir = tmp_path / "data"
-    day = data_dir / "raw" / DAY
-    day.mkdir(parents=True)
-    stereo, _ = stereo_conversation()
-    stereo[:, 1] = 0.0
-    sf.write(day / "call.wav", stereo, 16000, subtype="PCM_16")
-    (day / "channels.toml").write_text('[channels]\nagent = "left"\ncustomer = "right"\n')
-    res = {
-        **resources(data_dir, tiny_model_dir),
-        "emotion_model": EmotionModelResource(model=str(tiny_model_dir), device="cpu", segments="turns"),
-    }
-    result = dg.materialize([*all_assets(), *all_checks], partition_key=DAY, resources=res, raise_on_error=False)
+    result = _run_silent_customer_day(data_dir, tiny_model_dir, with_mono=False)
     failed = step_failure_messages(result)
     assert sorted(failed) == ["emotion_cluster_model", "satisfaction_model"], failed
     for message in failed.values():
