@@ -19,20 +19,82 @@ def _storage(args: argparse.Namespace):
     return resources_from_env(data_dir=args.data_dir)["storage"]
 
 
-def _run_history(root: Path):
-    """What erases the recordings from Dagster's run history: of ``$DAGSTER_HOME``'s instance, else of
-    the data directory's (``dagster_home/``, `emo run`'s and `make ui`'s); None when neither exists."""
-    if not os.environ.get("DAGSTER_HOME") and not (root / "dagster_home" / "dagster.yaml").is_file():
-        return None
-    from emo_assets.cli import dagster_instance
+def _dagster_homes(root: Path) -> list[Path | None]:
+    """The Dagster instances whose run history may name the data directory's recordings:
+    ``$DAGSTER_HOME``'s (None) and the data directory's own ``dagster_home/`` (`emo run`'s and
+    `make ui`'s when DAGSTER_HOME is unset), each once."""
+    homes: list[Path | None] = []
+    env = os.environ.get("DAGSTER_HOME")
+    if env:
+        homes.append(None)
+    local = root / "dagster_home"
+    if (local / "dagster.yaml").is_file() and not (env and Path(env).resolve() == local.resolve()):
+        homes.append(local)
+    return homes
+
+
+def _scrub_instance(instance, found) -> dict[str, int]:
+    """Rewrite one instance's history (lib/privacy/run_history.py): the event log (a SQLite instance
+    keeps a file per run besides its index), the run and schedule storage, the local compute logs."""
     from emo_assets.lib.privacy import run_history
 
-    instance = dagster_instance(root)
-    return lambda ids, names: run_history.scrub(instance, ids, names)
+    events = instance.event_log_storage
+    opened = [events.index_connection()]
+    with events.index_connection() as conn:
+        per_run_files = conn.dialect.name == "sqlite"
+    if per_run_files:
+        opened += [events.run_connection(run_id) for run_id in instance.get_run_ids()]
+    opened += [instance.run_storage.connect(), instance.schedule_storage.connect()]
+    counts: dict[str, int] = {}
+    for connection in opened:
+        with connection as conn:
+            changed = run_history.scrub_database(conn, found)
+            engine = conn.engine
+        run_history.compact(engine, set(changed))
+        counts["run_history_records"] = counts.get("run_history_records", 0) + sum(changed.values())
+    logs = instance.compute_log_manager
+    if type(logs).__name__ == "LocalComputeLogManager":
+        folder = Path(logs.inst_data.config_dict["base_dir"]) if logs.inst_data else Path(instance.storage_directory())
+        counts["compute_log_files"] = run_history.scrub_text_files(folder, found)
+    else:  # logs kept elsewhere (a cloud bucket): said, not claimed
+        counts[f"compute_logs_not_rewritten:{type(logs).__name__}"] = 1
+    return counts
+
+
+def _run_history(root: Path):
+    """What erases recordings from the Dagster run histories of :func:`_dagster_homes`; None when
+    there is none."""
+    homes = _dagster_homes(root)
+    if not homes:
+        return None
+
+    def scrub(ids: list[str], sources: list[str]) -> dict[str, int]:
+        import dagster as dg
+        import sqlalchemy as sa
+
+        from emo_assets.lib.privacy import run_history
+
+        found = run_history.needles(ids, sources)
+        if found is None:
+            return {}
+        counts: dict[str, int] = {}
+        for home in homes:
+            try:
+                instance = dg.DagsterInstance.get() if home is None else dg.DagsterInstance.from_config(str(home))
+                for what, n in _scrub_instance(instance, found).items():
+                    counts[what] = counts.get(what, 0) + n
+            except (sa.exc.SQLAlchemyError, OSError) as exc:
+                raise run_history.RunHistoryError(
+                    f"Dagster's run history ({home or '$DAGSTER_HOME'}) could not be rewritten: {type(exc).__name__}: {exc}"
+                ) from exc
+        return counts
+
+    return scrub
 
 
 def erase_cmd(args: argparse.Namespace) -> int:
     from emo_assets.lib.privacy.erase import ErasureError, check_audio_ids, erase, ids_of_sources
+    from emo_assets.lib.privacy.run_history import RunHistoryError
     from emo_assets.lib.store.day_lock import DayLockedError
     from emo_assets.lib.store.warehouse import WarehouseLockedError
 
@@ -45,6 +107,9 @@ def erase_cmd(args: argparse.Namespace) -> int:
     except (ErasureError, DayLockedError) as exc:
         print(f"emo: error: {exc}", file=sys.stderr)
         return 2
+    except RunHistoryError as exc:  # before any file was erased: the same command finishes the job
+        print(f"emo: error: the erasure stopped at Dagster's run history, before any file: {exc}", file=sys.stderr)
+        return 1
     except WarehouseLockedError as exc:  # the files before it are erased; a second run finishes the job
         print(
             f"emo: error: the erasure stopped at the warehouse: {exc} Then run the same `emo erase` again.",

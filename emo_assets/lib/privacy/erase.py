@@ -2,7 +2,9 @@
 
 In this order, so that an interrupted erasure can simply be run again:
 
-1. a tombstone (lib/files/tombstones.py): from now on ingest deletes these bytes on sight;
+1. a tombstone (lib/files/tombstones.py): from now on ingest deletes these bytes on sight; then,
+   when the caller gives it, Dagster's run history (lib/privacy/run_history.py), while the
+   recordings' source paths are still in the lake;
 2. the raw files (those whose bytes hash to the id) and the 16 kHz FLAC copies;
 3. web outputs holding the recording (its processed audio, or its id);
 4. every Parquet file under the data directory (but ``published/``) with a row naming it (any text
@@ -18,9 +20,8 @@ In this order, so that an interrupted erasure can simply be run again:
    holding it deleted at once, not after the grace period (a superseded file, or the hard link
    that is the last name of a rewritten lake file's old bytes), or rewritten in place when the
    catalog still lists it (a day another run is writing);
-10. Dagster's run history, when the caller gives the instance (lib/privacy/run_history.py);
-11. the erasure log: when, the keyed hashes, counts of what was removed where;
-12. a scan of every file under the data directory (but the erasure folder) for the ids, as text
+10. the erasure log: when, the keyed hashes, counts of what was removed where;
+11. a scan of every file under the data directory (but the erasure folder) for the ids, as text
     and as numpy's UTF-32 (lib/privacy/scan.py): any file still holding one is returned in ``leftovers``.
 
 With the lake in an object store (``EMO_LAKE_URI``) the same steps reach the bucket: the FLACs
@@ -115,13 +116,14 @@ def erase(
     audio_ids: list[str],
     now: dt.datetime | None = None,
     is_active: Callable[[str], bool] = lambda run: False,
-    history: Callable[[list[str], set[str]], dict[str, int]] | None = None,
+    history: Callable[[list[str], list[str]], dict[str, int]] | None = None,
 ) -> Erasure:
     """Erase ``audio_ids`` from the data directory of ``storage`` (a StorageResource). ``is_active``:
     whether a Dagster run holding a day's lease is still running (its day is left to its own publish,
-    the published file of that day cleaned in place). ``history``: rewrites the ids and the file
-    names they landed under in Dagster's run history (lib/privacy/run_history.py: the caller owns
-    the instance), returning counts."""
+    the published file of that day cleaned in place). ``history``: rewrites the ids and the source
+    paths they landed under in Dagster's run history (lib/privacy/run_history.py: the caller owns
+    the instance), returning counts; first, while the source paths are still known, so that a
+    history that cannot be rewritten stops the erasure before any file is touched."""
     ids = check_audio_ids(audio_ids)
     now = now or dt.datetime.now(dt.UTC)
     root = storage.root
@@ -131,6 +133,8 @@ def erase(
     with contextlib.ExitStack() as held:  # no run of a day the recordings are in works meanwhile
         for day in facts.days:
             held.enter_context(day_lock.hold_day(storage.locks_dir, day, holder="emo erase"))
+        for what, n in (history(ids, facts.sources) if history is not None else {}).items():
+            done.count(what, n)
         _erase_held(storage, ids, facts, done, now)
     republish(storage, lambda path: holds(path, ids), lambda path: _rewrite_without(path, ids), done, is_active)
     if objectstore.is_remote(storage.lake_dir):
@@ -141,9 +145,6 @@ def erase(
                 storage.lake_dir, lambda uri: any(d in uri for d in days) or any(a in uri for a in ids)
             ),
         )
-    if history is not None:
-        for what, n in history(ids, facts.names).items():
-            done.count(what, n)
     tombstones.append_log(root, hashes, done.removed, now)
     done.leftovers = files_holding(root, ids, skip=tombstones.erasure_dir(root))
     if objectstore.is_remote(storage.lake_dir):

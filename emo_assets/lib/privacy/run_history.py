@@ -1,13 +1,15 @@
-"""Erase recordings from Dagster's run history: the event log, run and schedule storage, compute logs.
+"""Erase recordings from Dagster's run history: its SQL databases and its compute logs.
 
-A run's history names recordings where it must: the preview of a table (an ``audio_id`` cut to 12
-characters, see assets/metadata.py), the ``audio_id``s a run repaired or a check failed on, a log
-line. An erasure rewrites every such text in the instance's own SQL storage, reached through
-Dagster's storage objects (SQLite files of ``DAGSTER_HOME`` or Postgres alike): an ``audio_id``
-(whole, or cut to any length from :data:`PREFIX` characters) becomes ``erased``, and so does the
-file name it landed under. SQLite rewrites with ``secure_delete`` on, so no free page keeps the
-old text; Postgres rewrites each changed table (``VACUUM FULL``). The instance's compute logs
-(text files) are rewritten the same way.
+A run's history names recordings where it must: a table preview (an ``audio_id`` cut to
+:data:`PREFIX` characters, see assets/metadata.py), the ``audio_id``s a run repaired or a check
+failed on, a warning naming a file (its ``source_path``, ``DAY/name``). An erasure rewrites each
+such text to ``erased`` in every row of every table of the history's databases (reflected, so
+whatever tables the Dagster version keeps) and in the compute logs, then compacts what it changed,
+so that no free page or dead row version keeps the old text: SQLite files are rewritten (``VACUUM``)
+and their write-ahead log truncated; Postgres tables are rewritten (``VACUUM FULL``).
+
+No dagster here: the caller (cli_privacy.py) opens the instance's storages and hands over their
+connections.
 """
 
 from __future__ import annotations
@@ -15,101 +17,123 @@ from __future__ import annotations
 import json
 import os
 import re
-from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 PREFIX = 12  # the shortest cut of an audio_id a preview shows
+ID_HEX = 64
 ERASED = "erased"
+LOCK_TIMEOUT_S = 120  # how long a table rewrite waits for Dagster's other users of the database
+# A match never starts inside a JSON \uXXXX escape (Dagster stores events as ASCII-only JSON).
+_NOT_IN_ESCAPE = r"(?<!\\u)(?<!\\u.)(?<!\\u..)(?<!\\u...)"
 
 
-def pattern(audio_ids: list[str], names: set[str]) -> re.Pattern:
-    """Text naming a recording: an id from its first :data:`PREFIX` characters on, or a file name
-    (as written, and as JSON escapes it)."""
-    forms = [re.escape(a[:PREFIX]) + "[0-9a-f]*" for a in audio_ids]
-    for name in sorted(names):
-        forms += [re.escape(name), re.escape(json.dumps(name)[1:-1])]
-    return re.compile("|".join(dict.fromkeys(forms)))
+class RunHistoryError(RuntimeError):
+    """The run history could not be rewritten (a database held, refused, or unreachable)."""
 
 
-def _connections(instance) -> list[AbstractContextManager]:
-    """Every SQL connection holding the instance's history: each run's SQLite shard and the index
-    (a Postgres instance: one database), the run storage, the schedule storage."""
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+@dataclass(frozen=True)
+class Needles:
+    """What names the erased recordings in text: a regular expression, and the plain texts a
+    database is first asked for (``LIKE``)."""
 
-    events = instance.event_log_storage
-    found = [events.index_connection()]
-    if isinstance(events, SqliteEventLogStorage):
-        found += [events.run_connection(run_id) for run_id in instance.get_run_ids()]
-    found += [instance.run_storage.connect(), instance.schedule_storage.connect()]
-    return found
+    pattern: re.Pattern
+    literals: tuple[str, ...]
+
+    def sub(self, text: str) -> str:
+        return self.pattern.sub(ERASED, text)
 
 
-def _scrub_connection(conn: sa.engine.Connection, needles: re.Pattern, literals: list[str]) -> list[str]:
-    """Rewrite every text naming a recording in the database of ``conn`` (in the transaction
-    Dagster's storage opened); returns the changed tables (a table once per rewritten row)."""
+def needles(audio_ids: list[str], sources: list[str]) -> Needles | None:
+    """An id from its first :data:`PREFIX` characters on (never inside a longer hex run); a
+    ``source_path`` as written and as JSON escapes it. None when there is nothing to look for."""
+    forms, literals = [], []
+    for audio_id in audio_ids:
+        forms.append(rf"{_NOT_IN_ESCAPE}(?<![0-9a-f]){re.escape(audio_id[:PREFIX])}[0-9a-f]{{0,{ID_HEX - PREFIX}}}")
+        literals.append(audio_id[:PREFIX])
+    for source in sorted(set(sources)):
+        for text in dict.fromkeys((source, json.dumps(source)[1:-1])):
+            forms.append(_NOT_IN_ESCAPE + re.escape(text))
+            literals.append(text)
+    if not forms:
+        return None
+    return Needles(re.compile("|".join(forms)), tuple(dict.fromkeys(literals)))
+
+
+def scrub_database(conn: sa.engine.Connection, found: Needles) -> dict[str, int]:
+    """Rewrite, in the transaction the caller opened, every text naming an erased recording in
+    every table of the database of ``conn``; returns the rows rewritten per table."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("PRAGMA secure_delete = ON")  # freed space is zeroed, not left holding the text
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")  # what this transaction frees is zeroed
     metadata = sa.MetaData()
     metadata.reflect(bind=conn)
-    changed = []
+    changed: dict[str, int] = {}
     for table in metadata.sorted_tables:
         keys = list(table.primary_key.columns)
         texts = [c for c in table.columns if isinstance(c.type, sa.String) and c not in keys]
         if not keys or not texts:
             continue
         for column in texts:
-            hit = sa.or_(*[column.contains(text, autoescape=True) for text in literals])
+            hit = sa.or_(*[column.contains(text, autoescape=True) for text in found.literals])
             for row in conn.execute(sa.select(*keys, column).where(hit)).fetchall():
                 *key, text = row
+                scrubbed = found.sub(text)
+                if scrubbed == text:  # LIKE ignores case in SQLite: a near miss
+                    continue
                 where = sa.and_(*[k == v for k, v in zip(keys, key, strict=True)])
-                conn.execute(table.update().where(where).values({column.name: needles.sub(ERASED, text)}))
-                changed.append(table.name)
+                conn.execute(table.update().where(where).values({column.name: scrubbed}))
+                changed[table.name] = changed.get(table.name, 0) + 1
     return changed
 
 
-def _rewrite_tables(engine: sa.engine.Engine, tables: set[str]) -> None:
-    """Postgres keeps an updated row's old version in the table's file until the table is rewritten.
-    (SQLite zeroes it at once under ``secure_delete``; its write-ahead log is folded into the file
-    when the storage closes its connection.)"""
-    if engine.dialect.name == "sqlite" or not tables:
+def compact(engine: sa.engine.Engine, tables: set[str]) -> None:
+    """Rewrite what held the old text. SQLite: the whole file (``VACUUM``: no free page keeps a
+    former row, whatever ``secure_delete`` SQLite was built with), then its write-ahead log
+    truncated, which fails when another process holds the file open mid-transaction. Postgres:
+    each table (``VACUUM FULL``: dead row versions gone), waiting at most :data:`LOCK_TIMEOUT_S`."""
+    if not tables:
         return
-    with engine.connect() as conn:
-        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
-        for name in sorted(tables):
-            autocommit.exec_driver_sql(f'VACUUM FULL "{name}"')
+    try:
+        with engine.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "sqlite":
+                auto.exec_driver_sql("VACUUM")
+                busy, _, _ = auto.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:
+                    raise RunHistoryError(
+                        f"{engine.url.database}: another process holds the run history open, so its "
+                        "write-ahead log cannot be cleared; stop it (dagster dev, a running run), then run "
+                        "the same `emo erase` again"
+                    )
+                return
+            auto.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+            for name in sorted(tables):
+                owner = auto.execute(
+                    sa.text("SELECT tableowner = current_user FROM pg_tables WHERE tablename = :t"), {"t": name}
+                ).scalar()
+                if not owner:
+                    raise RunHistoryError(
+                        f"Dagster's table {name} is not owned by this database user, which cannot rewrite it "
+                        "(VACUUM FULL): run `emo erase` with the user that owns Dagster's tables"
+                    )
+                auto.exec_driver_sql(f'VACUUM FULL "{name}"')
+    except sa.exc.SQLAlchemyError as exc:
+        raise RunHistoryError(f"rewriting Dagster's run history failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _scrub_compute_logs(instance, needles: re.Pattern) -> int:
-    base = getattr(instance.compute_log_manager, "_base_dir", None)
-    if base is None or not Path(base).is_dir():
-        return 0
+def scrub_text_files(folder: Path, found: Needles) -> int:
+    """Rewrite every file under ``folder`` (compute logs) naming an erased recording; returns how many."""
     rewritten = 0
-    for path in sorted(Path(base).rglob("*")):
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        text = data.decode("utf-8", errors="surrogateescape")
-        scrubbed = needles.sub(ERASED, text)
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        scrubbed = found.sub(text)
         if scrubbed != text:
             tmp = path.with_name(path.name + ".erasing")
             tmp.write_bytes(scrubbed.encode("utf-8", errors="surrogateescape"))
             os.replace(tmp, path)
             rewritten += 1
     return rewritten
-
-
-def scrub(instance, audio_ids: list[str], names: set[str]) -> dict[str, int]:
-    """Rewrite every record and compute log of ``instance`` naming one of ``audio_ids`` (or a file
-    name in ``names``); returns counts."""
-    needles = pattern(audio_ids, names)
-    literals = [a[:PREFIX] for a in audio_ids] + [form for n in sorted(names) for form in (n, json.dumps(n)[1:-1])]
-    records = 0
-    for opened in _connections(instance):
-        with opened as conn:
-            changed = _scrub_connection(conn, needles, sorted(set(literals)))
-            engine = conn.engine
-        _rewrite_tables(engine, set(changed))
-        records += len(changed)
-    return {"run_history_records": records, "compute_log_files": _scrub_compute_logs(instance, needles)}
