@@ -205,3 +205,33 @@ def test_an_erased_two_channel_call_leaves_neither_side(tmp_path, tiny_model_dir
     assert places_naming(data, victim, skip=data / "erasure") == []
     (entry,) = tombstones.read_log(data)
     assert entry["removed"]["flac_files"] == 2
+
+
+def test_a_run_history_that_cannot_be_rewritten_stops_the_erasure_before_any_file(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    """Another process holds the run history's index mid-write: `emo erase` stops with exit 1 before
+    it touches a file, saying where it stopped; run again once the history is free, it finishes."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    write_small_day(data / "raw" / DAY, n=2)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert materialize(data, tiny_model_dir, instance=dagster_instance(data)).success
+    files = lake.read_partition(data / "lake", "audio_files", DAY).sort_by("source_path")
+    victim, source = files.column("audio_id")[0].as_py(), files.column("source_path")[0].as_py()
+    args = ["erase", victim, "--data-dir", str(data)]
+    monkeypatch.setattr(sys, "argv", ["emo", *args])
+    holder = sqlite3.connect(data / "dagster_home" / "history" / "runs" / "index.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # a writer in the middle of its transaction
+    try:
+        assert main(args) == 1
+    finally:
+        holder.rollback()
+        holder.close()
+    said = capsys.readouterr().err
+    assert "stopped at Dagster's run history, before any file" in said and "database is locked" in said, said
+    assert (data / "raw" / source).exists()
+    assert victim in lake.read_partition(data / "lake", "audio_files", DAY).column("audio_id").to_pylist()
+    assert main(args) == 0
+    assert places_naming(data, victim, skip=data / "erasure") == []
